@@ -1,0 +1,81 @@
+// Domain types shared by the client, the workflows and the activities. Plain data only.
+export const TIERS = ['premium', 'standard', 'basic'] as const;
+export type Tier = (typeof TIERS)[number];
+
+export const TOPOLOGIES = ['any', 'node', 'rack', 'pod'] as const;
+/** Where the workers of one gang must land together. */
+export type Topology = (typeof TOPOLOGIES)[number];
+
+export const PLACEMENT_POLICIES = ['best-fit', 'first-fit', 'random-fit'] as const;
+export type PlacementPolicyName = (typeof PLACEMENT_POLICIES)[number];
+
+/** What the allocator is asked for: `workers` × (`devicesPerWorker` whole devices, or one `milliPerWorker` share). */
+export interface ResourceRequest {
+  /** Acceptable accelerator types, most preferred first. */
+  acceleratorTypes: string[];
+  /** Workers of a gang, placed all-or-nothing. */
+  workers: number;
+  /** Whole devices per worker; 0 when the worker takes a share of one device. */
+  devicesPerWorker: number;
+  /** Share of one device per worker in milli-devices (1..999); only when devicesPerWorker is 0. */
+  milliPerWorker?: number;
+  topology: Topology;
+  /** Every label must be present on a node with this value. */
+  nodeLabels?: Record<string, string>;
+  /** Workers of the gang on distinct nodes. */
+  antiAffinity?: boolean;
+}
+
+export interface JobSpec {
+  jobId: string;
+  /** Tenant path org/team/project. */
+  tenant: string;
+  tier: Tier;
+  priority: number;
+  request: ResourceRequest;
+  /** How long the (simulated) work runs, in milliseconds. */
+  durationMs: number;
+}
+
+/** One worker's devices on one node. */
+export interface WorkerPlacement {
+  workerIdx: number;
+  nodeId: number;
+  nodeName: string;
+  deviceIdx: number[];
+  /** Share held on each listed device, 1000 for whole devices. */
+  milli: number;
+}
+
+export interface Placement {
+  jobId: string;
+  epoch: number;
+  acceleratorType: string;
+  workers: WorkerPlacement[];
+}
+
+export type AllocateResult =
+  | { placed: true; placement: Placement }
+  | { placed: false; reason: string };
+
+export type JobPhase = 'validating' | 'waiting' | 'running' | 'releasing' | 'completed' | 'cancelled' | 'rejected' | 'failed';
+
+export interface JobStatus {
+  jobId: string;
+  phase: JobPhase;
+  epoch: number;
+  waitingReason?: string;
+  placement?: Placement;
+  cancelRequested: boolean;
+}
+
+export interface JobResult {
+  jobId: string;
+  outcome: 'completed' | 'cancelled' | 'rejected' | 'failed';
+  reason?: string;
+  placement?: Placement;
+}
+
+export function jobWorkflowId(tenant: string, jobId: string): string {
+  return `job/${tenant}/${jobId}`;
+}

@@ -1,0 +1,58 @@
+// Pure validation of job specs. Each problem names the field, the value and the rule broken.
+import { TIERS, TOPOLOGIES, type JobSpec } from './types';
+
+export const LIMITS = {
+  maxWorkers: 1024,
+  maxDevicesPerWorker: 64,
+  maxDurationMs: 30 * 24 * 3600 * 1000,
+} as const;
+
+const ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
+const TENANT = /^[a-z0-9][a-z0-9_-]*(\/[a-z0-9][a-z0-9_-]*){0,2}$/;
+
+export function validateSpec(input: unknown): string[] {
+  const problems: string[] = [];
+  if (typeof input !== 'object' || input === null) return ['spec: must be an object'];
+  const spec = input as Partial<JobSpec>;
+  const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
+  const int = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
+  if (typeof spec.jobId !== 'string' || !ID.test(spec.jobId))
+    problems.push(`jobId: ${show(spec.jobId)} must be 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit`);
+  if (typeof spec.tenant !== 'string' || !TENANT.test(spec.tenant))
+    problems.push(`tenant: ${show(spec.tenant)} must be a path org[/team[/project]] of lowercase names`);
+  if (!TIERS.includes(spec.tier as never)) problems.push(`tier: ${show(spec.tier)} must be one of ${TIERS.join(', ')}`);
+  if (!int(spec.priority) || spec.priority < 0 || spec.priority > 1000)
+    problems.push(`priority: ${show(spec.priority)} must be an integer from 0 to 1000`);
+  if (!int(spec.durationMs) || spec.durationMs <= 0 || spec.durationMs > LIMITS.maxDurationMs)
+    problems.push(`durationMs: ${show(spec.durationMs)} must be a positive integer of at most ${LIMITS.maxDurationMs}`);
+
+  const r = spec.request;
+  if (typeof r !== 'object' || r === null) {
+    problems.push('request: must be an object');
+    return problems;
+  }
+  if (!Array.isArray(r.acceleratorTypes) || r.acceleratorTypes.length === 0 || !r.acceleratorTypes.every((t) => typeof t === 'string' && t.length > 0))
+    problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must be a non-empty list of accelerator type names`);
+  else if (new Set(r.acceleratorTypes).size !== r.acceleratorTypes.length)
+    problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must not repeat a type`);
+  if (!int(r.workers) || r.workers < 1 || r.workers > LIMITS.maxWorkers)
+    problems.push(`request.workers: ${show(r.workers)} must be an integer from 1 to ${LIMITS.maxWorkers}`);
+  if (!int(r.devicesPerWorker) || r.devicesPerWorker < 0 || r.devicesPerWorker > LIMITS.maxDevicesPerWorker)
+    problems.push(`request.devicesPerWorker: ${show(r.devicesPerWorker)} must be an integer from 0 to ${LIMITS.maxDevicesPerWorker}`);
+  else if (r.devicesPerWorker === 0) {
+    if (!int(r.milliPerWorker) || r.milliPerWorker < 1 || r.milliPerWorker > 999)
+      problems.push(`request.milliPerWorker: ${show(r.milliPerWorker)} must be an integer from 1 to 999 when devicesPerWorker is 0 (a share of one device)`);
+  } else if (r.milliPerWorker !== undefined)
+    problems.push(`request.milliPerWorker: ${show(r.milliPerWorker)} is only allowed when devicesPerWorker is 0`);
+  if (!TOPOLOGIES.includes(r.topology as never))
+    problems.push(`request.topology: ${show(r.topology)} must be one of ${TOPOLOGIES.join(', ')}`);
+  if (r.topology === 'node' && r.antiAffinity && int(r.workers) && r.workers > 1)
+    problems.push('request.antiAffinity: cannot keep workers on distinct nodes with topology "node"');
+  if (r.nodeLabels !== undefined) {
+    const ok = typeof r.nodeLabels === 'object' && r.nodeLabels !== null && !Array.isArray(r.nodeLabels) &&
+      Object.values(r.nodeLabels).every((v) => typeof v === 'string');
+    if (!ok) problems.push(`request.nodeLabels: ${show(r.nodeLabels)} must map label names to string values`);
+  }
+  return problems;
+}

@@ -1,0 +1,35 @@
+// Checks the inventory invariants against the database itself, for tests, soaks and operators.
+import { sql, type Kysely } from 'kysely';
+import type { Database } from './schema';
+
+export interface Violation {
+  rule: string;
+  detail: string;
+}
+
+const LIVE_STATES = ['waiting', 'placed', 'running'];
+
+export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]> {
+  const violations: Violation[] = [];
+  // 1. No device is held beyond its whole share (two whole allocations, or shares over 1000).
+  const over = await sql<{ node_id: number; device_idx: number; held: number }>`
+    SELECT node_id, device_idx, sum(milli)::int AS held FROM allocations
+    GROUP BY node_id, device_idx HAVING sum(milli) > 1000 OR (count(*) > 1 AND bool_or(milli = 1000))`.execute(db);
+  for (const r of over.rows)
+    violations.push({ rule: 'device-double-held', detail: `node ${r.node_id} device ${r.device_idx} holds ${r.held} milli` });
+  // 2. A node's free share per device equals its capacity minus its allocations.
+  const drift = await sql<{ id: number; device_idx: number; free: number; expected: number }>`
+    SELECT n.id, d.i - 1 AS device_idx, n.free_milli[d.i] AS free,
+           1000 - coalesce((SELECT sum(a.milli) FROM allocations a WHERE a.node_id = n.id AND a.device_idx = d.i - 1), 0)::int AS expected
+    FROM nodes n CROSS JOIN LATERAL generate_subscripts(n.free_milli, 1) AS d(i)
+    WHERE n.free_milli[d.i] <> 1000 - coalesce((SELECT sum(a.milli) FROM allocations a WHERE a.node_id = n.id AND a.device_idx = d.i - 1), 0)`.execute(db);
+  for (const r of drift.rows)
+    violations.push({ rule: 'free-capacity-drift', detail: `node ${r.id} device ${r.device_idx} free ${r.free}, expected ${r.expected}` });
+  // 3. Every allocation belongs to a live job at that job's current epoch.
+  const orphans = await sql<{ job_id: string; epoch: number; state: string | null; job_epoch: number | null }>`
+    SELECT DISTINCT a.job_id, a.epoch, j.state, j.epoch AS job_epoch FROM allocations a LEFT JOIN jobs j ON j.id = a.job_id
+    WHERE j.id IS NULL OR j.state <> ALL (${LIVE_STATES}::text[]) OR j.epoch <> a.epoch`.execute(db);
+  for (const r of orphans.rows)
+    violations.push({ rule: 'allocation-without-live-job', detail: `job ${r.job_id} epoch ${r.epoch} is ${r.state ?? 'unknown'} at epoch ${r.job_epoch ?? '-'}` });
+  return violations;
+}

@@ -1,0 +1,102 @@
+// The typed shape of the scheduler's PostgreSQL database, one interface per table.
+import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+
+export type NodeState = 'ready' | 'cordoned' | 'draining' | 'down';
+export type AcceleratorFamily = 'gpu' | 'npu';
+
+export interface AcceleratorTypesTable {
+  name: string;
+  family: AcceleratorFamily;
+  model: string;
+  memory_mib: number;
+}
+
+export interface ClustersTable {
+  id: Generated<number>;
+  region: string;
+  provider: string;
+  name: string;
+}
+
+export interface NodesTable {
+  id: Generated<number>;
+  cluster_id: number;
+  name: string;
+  accelerator_type: string;
+  /** Topology path: pod contains racks, a rack contains nodes. */
+  pod: string;
+  rack: string;
+  state: Generated<NodeState>;
+  labels: ColumnType<Record<string, string>, string | undefined, string>;
+  device_count: number;
+  /** Free share of each device in milli-devices (1000 = the whole device is free). Kept by trigger. */
+  free_milli: ColumnType<number[], number[] | undefined, never>;
+  /** Derived by trigger: devices entirely free. */
+  free_whole: ColumnType<number, never, never>;
+  /** Derived by trigger: the largest free share among partly used devices (0 when none). */
+  max_partial: ColumnType<number, never, never>;
+}
+
+export type JobState =
+  | 'submitted'
+  | 'waiting'
+  | 'placed'
+  | 'running'
+  | 'completed'
+  | 'failed'
+  | 'cancelled'
+  | 'rejected';
+
+export interface JobsTable {
+  id: string;
+  tenant: string;
+  tier: string;
+  region: string;
+  workflow_id: string;
+  spec: ColumnType<unknown, string, string>;
+  state: JobState;
+  epoch: number;
+  waiting_reason: string | null;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+export interface AllocationsTable {
+  id: Generated<string>;
+  job_id: string;
+  epoch: number;
+  node_id: number;
+  device_idx: number;
+  /** Share of the device held, 1..1000 milli-devices. */
+  milli: number;
+  worker_idx: number;
+  created_at: ColumnType<Date, Date | undefined, never>;
+}
+
+export interface TenantsTable {
+  path: string;
+  parent: string | null;
+  active: Generated<boolean>;
+}
+
+export interface QuotasTable {
+  tenant: string;
+  accelerator_type: string;
+  nominal: number;
+  borrowing_limit: number | null;
+  lending_limit: number | null;
+}
+
+export interface Database {
+  accelerator_types: AcceleratorTypesTable;
+  clusters: ClustersTable;
+  nodes: NodesTable;
+  jobs: JobsTable;
+  allocations: AllocationsTable;
+  tenants: TenantsTable;
+  quotas: QuotasTable;
+}
+
+export type NodeRow = Selectable<NodesTable>;
+export type NewNode = Insertable<NodesTable>;
+export type JobRow = Selectable<JobsTable>;

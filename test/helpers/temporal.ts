@@ -1,0 +1,72 @@
+// A real Temporal dev server (the locally built CLI) per test file, through @temporalio/testing.
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { Worker } from '@temporalio/worker';
+import type { Kysely } from 'kysely';
+import { requireTemporalBinary, freePort } from '../../scripts/temporal-server';
+import { SEARCH_ATTRIBUTES } from '../../api/search-attributes';
+import { SchedulerClient } from '../../api/client';
+import { createSchedulerWorker } from '../../worker/worker';
+import type { Database } from '../../db/schema';
+import { WORKFLOW_BUNDLE } from './global-setup';
+
+export const NAMESPACE = 'sched-test';
+export const REGION = 'test';
+
+export interface TemporalHarness {
+  env: TestWorkflowEnvironment;
+  address: string;
+  client: SchedulerClient;
+  taskQueue: string;
+  startWorker(db: Kysely<Database>): Promise<{ worker: Worker; done: Promise<void> }>;
+  teardown(): Promise<void>;
+}
+
+export async function startTemporal(taskQueue: string): Promise<TemporalHarness> {
+  const port = await freePort();
+  const env = await TestWorkflowEnvironment.createLocal({
+    server: {
+      executable: { type: 'existing-path', path: requireTemporalBinary() },
+      namespace: NAMESPACE,
+      ip: '127.0.0.1',
+      port,
+      searchAttributes: SEARCH_ATTRIBUTES,
+    },
+  });
+  const client = new SchedulerClient({ connection: env.connection, namespace: NAMESPACE, taskQueue, region: REGION });
+  const workers: Array<{ worker: Worker; done: Promise<void> }> = [];
+  return {
+    env,
+    address: `127.0.0.1:${port}`,
+    client,
+    taskQueue,
+    async startWorker(db) {
+      const worker = await createSchedulerWorker({
+        connection: env.nativeConnection, namespace: NAMESPACE, taskQueue, db, region: REGION, workflowBundlePath: WORKFLOW_BUNDLE,
+      });
+      const entry = { worker, done: worker.run() };
+      workers.push(entry);
+      return entry;
+    },
+    async teardown() {
+      for (const w of workers) if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
+      await Promise.allSettled(workers.map((w) => w.done));
+      await env.teardown();
+    },
+  };
+}
+
+/** Polls `check` until it returns a value, or fails with what was last seen. */
+export async function eventually<T>(check: () => Promise<T | undefined>, what: string, timeoutMs = 30_000): Promise<T> {
+  const deadline = Date.now() + timeoutMs;
+  let last: unknown;
+  for (;;) {
+    try {
+      const v = await check();
+      if (v !== undefined) return v;
+    } catch (err) {
+      last = err;
+    }
+    if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
+    await new Promise((r) => setTimeout(r, 200));
+  }
+}

@@ -1,0 +1,33 @@
+// Worker process entry point: `npm run worker`. Stops gracefully on SIGTERM/SIGINT (the SDK
+// finishes in-flight tasks within the shutdown grace time).
+import { NativeConnection } from '@temporalio/worker';
+import { configFromEnv } from './config';
+import { createLogger, installTemporalLogging } from './logger';
+import { createSchedulerWorker } from './worker';
+import { openDatabase } from '../db/connection';
+
+async function main(): Promise<void> {
+  const config = configFromEnv();
+  const log = createLogger(config.region);
+  installTemporalLogging(log);
+  const db = openDatabase(config.databaseUrl);
+  const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const worker = await createSchedulerWorker({
+    connection, namespace: config.namespace, taskQueue: config.taskQueue, db, region: config.region,
+    policy: config.policy, workflowBundlePath: process.env.WORKFLOW_BUNDLE,
+    identity: `${config.region}-worker-${process.pid}`,
+  });
+  log.info({ event: 'worker.start', taskQueue: config.taskQueue, namespace: config.namespace, pid: process.pid }, 'worker started');
+  try {
+    await worker.run(); // resolves after SIGTERM/SIGINT, which the SDK handles by shutting down
+  } finally {
+    await connection.close();
+    await db.destroy();
+    log.info({ event: 'worker.stop' }, 'worker stopped');
+  }
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});

@@ -1,0 +1,34 @@
+// Builds a scheduler worker: job workflows plus the allocator, bookkeeping and executor activities.
+import path from 'node:path';
+import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import type { Kysely } from 'kysely';
+import type { Database } from '../db/schema';
+import { createActivities } from '../activities';
+import type { PlacementPolicyName } from '../api/types';
+
+export interface SchedulerWorkerOptions {
+  connection: NativeConnection;
+  namespace: string;
+  taskQueue: string;
+  db: Kysely<Database>;
+  region: string;
+  policy?: PlacementPolicyName;
+  /** A prebuilt workflow bundle; without it the workflows are bundled at start (slower). */
+  workflowBundlePath?: string;
+  identity?: string;
+}
+
+export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<Worker> {
+  const workflows: Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> = o.workflowBundlePath
+    ? { workflowBundle: { codePath: o.workflowBundlePath } }
+    : { workflowsPath: path.join(__dirname, '../workflows/index.ts') };
+  return Worker.create({
+    connection: o.connection,
+    namespace: o.namespace,
+    taskQueue: o.taskQueue,
+    identity: o.identity,
+    ...workflows,
+    activities: createActivities({ db: o.db, region: o.region, policy: o.policy }),
+    shutdownGraceTime: '10s',
+  });
+}

@@ -1,0 +1,2 @@
+// Every workflow the scheduler's workers run.
+export { JobWorkflow } from './job';
