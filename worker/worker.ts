@@ -26,7 +26,7 @@ export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<
     connection: o.connection,
     namespace: o.namespace,
     taskQueue: o.taskQueue,
-    identity: o.identity,
+    ...(o.identity ? { identity: o.identity } : {}),
     ...workflows,
     activities: createActivities({ db: o.db, region: o.region, policy: o.policy }),
     shutdownGraceTime: '10s',

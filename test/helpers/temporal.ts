@@ -1,6 +1,6 @@
 // A real Temporal dev server (the locally built CLI) per test file, through @temporalio/testing.
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { Worker } from '@temporalio/worker';
+import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
 import type { Kysely } from 'kysely';
 import { requireTemporalBinary, freePort } from '../../scripts/temporal-server';
 import { SEARCH_ATTRIBUTES } from '../../api/search-attributes';
@@ -10,6 +10,9 @@ import type { Database } from '../../db/schema';
 import { WORKFLOW_BUNDLE } from './global-setup';
 
 export const NAMESPACE = 'sched-test';
+
+// Tests keep the SDK quiet unless something goes wrong.
+Runtime.install({ logger: new DefaultLogger('WARN') });
 export const REGION = 'test';
 
 export interface TemporalHarness {

@@ -1,0 +1,111 @@
+// The job lifecycle through a real Temporal dev server and the real PostgreSQL allocator.
+import { checkInvariants } from '../../db/invariants';
+import { InvalidJobSpecError } from '../../api/client';
+import type { JobSpec } from '../../api/types';
+import { createTestDatabase, type TestDatabase } from '../helpers/db';
+import { seedFleet } from '../helpers/fleet';
+import { eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
+
+let t: TestDatabase;
+let h: TemporalHarness;
+
+beforeAll(async () => {
+  t = await createTestDatabase('life');
+  await seedFleet(t.db, { nodes: [['A100', 8, 2]] });
+  h = await startTemporal('jobs-lifecycle');
+  await h.startWorker(t.db);
+});
+afterAll(async () => {
+  await h?.teardown();
+  await t?.drop();
+});
+
+const spec = (jobId: string, o: Partial<JobSpec> = {}): JobSpec => ({
+  jobId, tenant: 'acme/ml', tier: 'standard', priority: 5, durationMs: 300,
+  request: { acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: 4, topology: 'any' }, ...o,
+});
+const held = async (jobId: string): Promise<number> =>
+  (await t.db.selectFrom('allocations').select('id').where('job_id', '=', jobId).execute()).length;
+const jobState = async (jobId: string): Promise<string | undefined> =>
+  (await t.db.selectFrom('jobs').select('state').where('id', '=', jobId).executeTakeFirst())?.state;
+
+describe('job lifecycle on Temporal', () => {
+  afterEach(async () => {
+    expect(await checkInvariants(t.db)).toEqual([]);
+  });
+
+  test('a job is placed, runs, completes and releases its devices', async () => {
+    await h.client.submit(spec('happy-1'));
+    const result = await h.client.result('acme/ml', 'happy-1');
+    expect(result.outcome).toBe('completed');
+    expect(result.placement?.workers[0].deviceIdx).toHaveLength(4);
+    expect(await held('happy-1')).toBe(0);
+    expect(await jobState('happy-1')).toBe('completed');
+    const described = await h.client.temporal.workflow.getHandle('job/acme/ml/happy-1').describe();
+    expect(described.typedSearchAttributes.getAll().map((p) => [p.key.name, p.value])).toEqual(
+      expect.arrayContaining([['JobState', 'completed'], ['Tenant', 'acme/ml'], ['Tier', 'standard'], ['JobId', 'happy-1'], ['AcceleratorType', 'A100']]),
+    );
+  });
+
+  test('a job cancelled while running stops and releases its devices', async () => {
+    await h.client.submit(spec('cancel-running', { durationMs: 60_000 }));
+    await eventually(async () => ((await h.client.status('acme/ml', 'cancel-running')).phase === 'running' ? true : undefined), 'running');
+    expect(await held('cancel-running')).toBe(4);
+    await h.client.cancel('acme/ml', 'cancel-running', 'operator test');
+    const result = await h.client.result('acme/ml', 'cancel-running');
+    expect(result.outcome).toBe('cancelled');
+    expect(await held('cancel-running')).toBe(0);
+    expect(await jobState('cancel-running')).toBe('cancelled');
+  });
+
+  test('a job cancelled while waiting for capacity never holds devices', async () => {
+    await h.client.submit(spec('blocker', { durationMs: 60_000, request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 8, topology: 'any' } }));
+    await eventually(async () => ((await h.client.status('acme/ml', 'blocker')).phase === 'running' ? true : undefined), 'blocker running');
+    await h.client.submit(spec('cancel-waiting'));
+    const waiting = await eventually(async () => {
+      const s = await h.client.status('acme/ml', 'cancel-waiting');
+      return s.phase === 'waiting' && s.waitingReason?.includes('no room') ? s : undefined;
+    }, 'waiting with a reason');
+    expect(waiting.waitingReason).toContain('no room for 1×4 of A100');
+    const ids: string[] = [];
+    await eventually(async () => {
+      ids.length = 0;
+      for await (const wf of h.client.temporal.workflow.list({ query: `JobState = "waiting" AND Tenant = "acme/ml"` })) ids.push(wf.workflowId);
+      return ids.includes('job/acme/ml/cancel-waiting') ? true : undefined;
+    }, 'the waiting job to be found by search attributes');
+    await h.client.cancel('acme/ml', 'cancel-waiting');
+    expect((await h.client.result('acme/ml', 'cancel-waiting')).outcome).toBe('cancelled');
+    expect(await held('cancel-waiting')).toBe(0);
+    await h.client.cancel('acme/ml', 'blocker');
+    expect((await h.client.result('acme/ml', 'blocker')).outcome).toBe('cancelled');
+  });
+
+  test('an invalid spec is refused by the client with the field and the rule, and nothing is written', async () => {
+    const bad = spec('bad-1', { request: { acceleratorTypes: ['A100'], workers: 0, devicesPerWorker: 4, topology: 'any' } });
+    await expect(h.client.submit(bad)).rejects.toThrow(InvalidJobSpecError);
+    await expect(h.client.submit(bad)).rejects.toThrow('request.workers: 0 must be an integer from 1 to 1024');
+    expect(await jobState('bad-1')).toBeUndefined();
+  });
+
+  test('an invalid spec that reaches the workflow is rejected durably, with nothing written', async () => {
+    await h.client.submit(spec('bad-2', { tier: 'gold' as never }), { validate: false });
+    const result = await h.client.result('acme/ml', 'bad-2');
+    expect(result).toMatchObject({ outcome: 'rejected', reason: expect.stringContaining('tier: "gold" must be one of premium, standard, basic') });
+    expect(await jobState('bad-2')).toBeUndefined();
+  });
+
+  test('a request for an unknown accelerator type is rejected with the allocator\'s reason and holds nothing', async () => {
+    await h.client.submit(spec('bad-3', { request: { acceleratorTypes: ['H900'], workers: 1, devicesPerWorker: 1, topology: 'any' } }));
+    const result = await h.client.result('acme/ml', 'bad-3');
+    expect(result).toMatchObject({ outcome: 'rejected', reason: expect.stringContaining('unknown accelerator type "H900"') });
+    expect(await jobState('bad-3')).toBe('rejected');
+    expect(await held('bad-3')).toBe(0);
+  });
+
+  test('submitting the same job twice starts one workflow', async () => {
+    const a = await h.client.submit(spec('twice-1'));
+    const b = await h.client.submit(spec('twice-1'));
+    expect(a).toBe(b);
+    expect((await h.client.result('acme/ml', 'twice-1')).outcome).toBe('completed');
+  });
+});

@@ -1,0 +1,75 @@
+// A worker process killed with SIGKILL while its job runs: another worker finishes the job,
+// and nothing leaks.
+import { spawn, type ChildProcess } from 'node:child_process';
+import path from 'node:path';
+import { checkInvariants } from '../../db/invariants';
+import type { JobSpec } from '../../api/types';
+import { createTestDatabase, type TestDatabase } from '../helpers/db';
+import { seedFleet } from '../helpers/fleet';
+import { NAMESPACE, REGION, eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
+import { WORKFLOW_BUNDLE } from '../helpers/global-setup';
+
+let t: TestDatabase;
+let h: TemporalHarness;
+const children: ChildProcess[] = [];
+
+beforeAll(async () => {
+  t = await createTestDatabase('crash');
+  await seedFleet(t.db, { nodes: [['A100', 8, 2]] });
+  h = await startTemporal('jobs-crash');
+});
+afterAll(async () => {
+  for (const c of children) if (c.exitCode === null) c.kill('SIGKILL');
+  await h?.teardown();
+  await t?.drop();
+});
+
+function startWorkerProcess(): { child: ChildProcess; output: () => string } {
+  const root = path.join(__dirname, '..', '..');
+  // `node --import tsx` (not the tsx CLI, which forks) so the pid is the worker itself.
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'worker', 'main.ts')], {
+    cwd: root,
+    env: {
+      ...process.env, TEMPORAL_ADDRESS: h.address, TEMPORAL_NAMESPACE: NAMESPACE, TASK_QUEUE: h.taskQueue,
+      DATABASE_URL: t.url, REGION, WORKFLOW_BUNDLE,
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let out = '';
+  child.stdout?.on('data', (d) => (out += d));
+  child.stderr?.on('data', (d) => (out += d));
+  children.push(child);
+  return { child, output: () => out };
+}
+
+test('a job whose worker is killed with SIGKILL is finished by another worker and nothing leaks', async () => {
+  const first = startWorkerProcess();
+  const spec: JobSpec = {
+    jobId: 'survivor', tenant: 'acme/ml', tier: 'standard', priority: 1, durationMs: 6000,
+    request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 4, topology: 'node' },
+  };
+  await h.client.submit(spec);
+  await eventually(async () => ((await h.client.status('acme/ml', 'survivor').catch(() => undefined))?.phase === 'running' ? true : undefined), 'job running', 60_000);
+  // Let the executor heartbeat progress at least once before the kill.
+  await new Promise((r) => setTimeout(r, 2500));
+  first.child.kill('SIGKILL');
+  await new Promise((r) => first.child.once('exit', r));
+  const held = await t.db.selectFrom('allocations').select('id').where('job_id', '=', 'survivor').execute();
+  expect(held).toHaveLength(8); // still held: the job is alive, only its worker died
+
+  const second = startWorkerProcess();
+  const result = await h.client.result('acme/ml', 'survivor');
+  expect(result.outcome).toBe('completed');
+  // The executor ran twice: attempt 1 on the killed worker, attempt 2 on the new one.
+  const history = await h.client.temporal.workflow.getHandle('job/acme/ml/survivor').fetchHistory();
+  const attempts = (history.events ?? []).map((e) => e.activityTaskStartedEventAttributes).filter((a) => a && a.attempt === 2);
+  expect(attempts.map((a) => a?.identity)).toEqual([`test-worker-${second.child.pid}`]);
+  expect(second.output()).toMatch(/"event":"executor.launch"[^\n]*"resumedFromMs":[1-9]/);
+  expect(second.output()).toMatch(/"region":"test"[^\n]*"jobId":"survivor"|"jobId":"survivor"[^\n]*"region":"test"/);
+  expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', 'survivor').execute()).toHaveLength(0);
+  expect(await checkInvariants(t.db)).toEqual([]);
+  second.child.kill('SIGTERM');
+  const code = await new Promise((r) => second.child.once('exit', (c, s) => r(c ?? s)));
+  expect(code).toBe(0);
+  expect(second.output()).toContain('"event":"worker.stop"');
+});
