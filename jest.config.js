@@ -7,5 +7,7 @@ module.exports = {
   globalSetup: '<rootDir>/test/helpers/global-setup.ts',
   testTimeout: 120000,
   maxWorkers: 2,
+  // The Temporal SDK's native runtime keeps handles open after the last test; nothing of ours is left running.
+  forceExit: true,
   reporters: ['default', '<rootDir>/test/helpers/summary-reporter.js'],
 };

