@@ -1,11 +1,11 @@
 // The PostgreSQL allocator: finds candidate nodes through indexes, lets a pure policy choose
 // devices, and writes allocations in one transaction. Keyed by (job id, epoch): a retry returns
 // the placement already made; a stale epoch can neither allocate nor release.
-import type { Kysely, Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../db/schema';
 import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest } from '../api/types';
-import { choosePlacement, describeRequest, type CandidateNode } from './placement/policy';
-import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
+import { RecentMix, choosePlacement, describeRequest, type CandidateNode } from './placement/policy';
+import { badRequest, isTransient, staleEpoch, unknownJob, withTransientRetry } from './errors';
 import { validateSpec } from '../api/validation';
 
 export interface AllocateInput {
@@ -45,12 +45,35 @@ class InventoryShape {
   }
 }
 
+export interface AllocatorOptions {
+  policy?: PlacementPolicyName;
+  /** Candidate nodes read per index range scan (bounds the rows a placement reads). */
+  candidateLimit?: number;
+  /** Requests remembered as the workload mix for the fragmentation-aware policy. */
+  mixWindow?: number;
+}
+
+export interface BatchItemResult {
+  jobId: string;
+  result?: AllocateResult;
+  /** Set when the request itself was refused (bad request, unknown job, stale epoch). */
+  error?: string;
+}
+
 export class Allocator {
   private readonly shape: InventoryShape;
+  private readonly mix: RecentMix;
+  private readonly defaultPolicy: PlacementPolicyName;
+  private readonly candidateLimit: number;
+
   constructor(
     private readonly db: Kysely<Database>,
-    private readonly defaultPolicy: PlacementPolicyName = 'best-fit',
+    options: AllocatorOptions | PlacementPolicyName = {},
   ) {
+    const o = typeof options === 'string' ? { policy: options } : options;
+    this.defaultPolicy = o.policy ?? 'fgd';
+    this.candidateLimit = o.candidateLimit ?? 32;
+    this.mix = new RecentMix(o.mixWindow ?? 2000);
     this.shape = new InventoryShape(db);
   }
 
@@ -75,23 +98,59 @@ export class Allocator {
 
   async allocate(input: AllocateInput): Promise<AllocateResult> {
     await this.checkRequest(input.request);
-    return withTransientRetry(() =>
+    this.mix.add(input.request);
+    return withTransientRetry(() => this.db.transaction().execute((trx) => this.allocateIn(trx, input)));
+  }
+
+  /**
+   * Places an ordered list of requests in one transaction, in order, each seeing the capacity
+   * the earlier ones took. A request that is refused does not stop the others.
+   */
+  async allocateBatch(inputs: AllocateInput[]): Promise<BatchItemResult[]> {
+    const valid: AllocateInput[] = [];
+    const refused = new Map<AllocateInput, string>();
+    for (const input of inputs) {
+      try {
+        await this.checkRequest(input.request);
+        this.mix.add(input.request);
+        valid.push(input);
+      } catch (err) {
+        refused.set(input, (err as Error).message);
+      }
+    }
+    const placed = await withTransientRetry(() =>
       this.db.transaction().execute(async (trx) => {
-        const current = await lockJob(trx, input.jobId);
-        if (current > input.epoch) throw staleEpoch(input.jobId, input.epoch, current);
-        if (current < input.epoch)
-          await trx.updateTable('jobs').set({ epoch: input.epoch }).where('id', '=', input.jobId).execute();
-        const existing = await readPlacement(trx, input.jobId, input.epoch);
-        if (existing) return { placed: true as const, placement: existing };
-        const result = await this.place(trx, input);
-        await trx
-          .updateTable('jobs')
-          .set(result.placed ? { state: 'placed', waiting_reason: null, updated_at: new Date() } : { waiting_reason: result.reason, updated_at: new Date() })
-          .where('id', '=', input.jobId)
-          .execute();
-        return result;
+        const out = new Map<AllocateInput, BatchItemResult>();
+        for (const input of valid) {
+          await sql`SAVEPOINT item`.execute(trx);
+          try {
+            out.set(input, { jobId: input.jobId, result: await this.allocateIn(trx, input) });
+            await sql`RELEASE SAVEPOINT item`.execute(trx);
+          } catch (err) {
+            if (isTransient(err)) throw err;
+            await sql`ROLLBACK TO SAVEPOINT item`.execute(trx);
+            out.set(input, { jobId: input.jobId, error: (err as Error).message });
+          }
+        }
+        return out;
       }),
     );
+    return inputs.map((i) => placed.get(i) ?? { jobId: i.jobId, error: refused.get(i) });
+  }
+
+  private async allocateIn(trx: Trx, input: AllocateInput): Promise<AllocateResult> {
+    const current = await lockJob(trx, input.jobId);
+    if (current > input.epoch) throw staleEpoch(input.jobId, input.epoch, current);
+    if (current < input.epoch) await trx.updateTable('jobs').set({ epoch: input.epoch }).where('id', '=', input.jobId).execute();
+    const existing = await readPlacement(trx, input.jobId, input.epoch);
+    if (existing) return { placed: true, placement: existing };
+    const result = await this.place(trx, input);
+    await trx
+      .updateTable('jobs')
+      .set(result.placed ? { state: 'placed', waiting_reason: null, updated_at: new Date() } : { waiting_reason: result.reason, updated_at: new Date() })
+      .where('id', '=', input.jobId)
+      .execute();
+    return result;
   }
 
   private async place(trx: Trx, input: AllocateInput): Promise<AllocateResult> {
@@ -99,8 +158,8 @@ export class Allocator {
     const policy = input.policy ?? this.defaultPolicy;
     const reasons: string[] = [];
     for (const type of request.acceleratorTypes) {
-      const candidates = await findCandidates(trx, type, request, policy);
-      const choice = choosePlacement(candidates, request, policy);
+      const candidates = await findCandidates(trx, type, request, policy, this.candidateLimit);
+      const choice = choosePlacement(candidates, request, policy, { mix: this.mix.shapes() });
       if (!choice.ok) {
         reasons.push(`${type}: ${choice.reason}`);
         continue;
@@ -176,8 +235,9 @@ async function findCandidates(
   type: string,
   request: ResourceRequest,
   policy: PlacementPolicyName,
+  candidateLimit: number,
 ): Promise<CandidateNode[]> {
-  const limit = Math.min(256, Math.max(16, request.workers * 4));
+  const limit = Math.min(1024, Math.max(candidateLimit, request.workers * 4));
   const whole = request.devicesPerWorker > 0;
   const perNode = whole ? (request.topology === 'node' ? request.workers * request.devicesPerWorker : request.devicesPerWorker) : 1;
   const base = () => {

@@ -6,7 +6,8 @@ export const TOPOLOGIES = ['any', 'node', 'rack', 'pod'] as const;
 /** Where the workers of one gang must land together. */
 export type Topology = (typeof TOPOLOGIES)[number];
 
-export const PLACEMENT_POLICIES = ['best-fit', 'first-fit', 'random-fit'] as const;
+/** `fgd`: fragmentation gradient descent, the default; the others are baselines. */
+export const PLACEMENT_POLICIES = ['fgd', 'best-fit', 'first-fit', 'random-fit'] as const;
 export type PlacementPolicyName = (typeof PLACEMENT_POLICIES)[number];
 
 /** What the allocator is asked for: `workers` × (`devicesPerWorker` whole devices, or one `milliPerWorker` share). */
