@@ -1,11 +1,11 @@
 // The PostgreSQL allocator: finds candidate nodes through indexes, lets a pure policy choose
 // devices, and writes allocations in one transaction. Keyed by (job id, epoch): a retry returns
 // the placement already made; a stale epoch can neither allocate nor release.
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Insertable, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../db/schema';
 import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest } from '../api/types';
 import { RecentMix, choosePlacement, describeRequest, type CandidateNode } from './placement/policy';
-import { badRequest, isTransient, staleEpoch, unknownJob, withTransientRetry } from './errors';
+import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
 import { validateSpec } from '../api/validation';
 
 export interface AllocateInput {
@@ -98,13 +98,15 @@ export class Allocator {
 
   async allocate(input: AllocateInput): Promise<AllocateResult> {
     await this.checkRequest(input.request);
-    this.mix.add(input.request);
-    return withTransientRetry(() => this.db.transaction().execute((trx) => this.allocateIn(trx, input)));
+    const [item] = await this.placeChecked([input]);
+    if (item.failure) throw item.failure;
+    return item.result!;
   }
 
   /**
    * Places an ordered list of requests in one transaction, in order, each seeing the capacity
-   * the earlier ones took. A request that is refused does not stop the others.
+   * the earlier ones took. A refused request (bad request, unknown job, stale epoch) does not
+   * stop the others; its error is in its result.
    */
   async allocateBatch(inputs: AllocateInput[]): Promise<BatchItemResult[]> {
     const valid: AllocateInput[] = [];
@@ -112,74 +114,135 @@ export class Allocator {
     for (const input of inputs) {
       try {
         await this.checkRequest(input.request);
-        this.mix.add(input.request);
         valid.push(input);
       } catch (err) {
         refused.set(input, (err as Error).message);
       }
     }
-    const placed = await withTransientRetry(() =>
-      this.db.transaction().execute(async (trx) => {
-        const out = new Map<AllocateInput, BatchItemResult>();
-        for (const input of valid) {
-          await sql`SAVEPOINT item`.execute(trx);
-          try {
-            out.set(input, { jobId: input.jobId, result: await this.allocateIn(trx, input) });
-            await sql`RELEASE SAVEPOINT item`.execute(trx);
-          } catch (err) {
-            if (isTransient(err)) throw err;
-            await sql`ROLLBACK TO SAVEPOINT item`.execute(trx);
-            out.set(input, { jobId: input.jobId, error: (err as Error).message });
-          }
-        }
-        return out;
-      }),
-    );
+    const placed = new Map<AllocateInput, BatchItemResult>();
+    const results = valid.length ? await this.placeChecked(valid) : [];
+    valid.forEach((input, i) => {
+      const r = results[i];
+      placed.set(input, r.failure ? { jobId: input.jobId, error: r.failure.message } : { jobId: input.jobId, result: r.result });
+    });
     return inputs.map((i) => placed.get(i) ?? { jobId: i.jobId, error: refused.get(i) });
   }
 
-  private async allocateIn(trx: Trx, input: AllocateInput): Promise<AllocateResult> {
-    const current = await lockJob(trx, input.jobId);
-    if (current > input.epoch) throw staleEpoch(input.jobId, input.epoch, current);
-    if (current < input.epoch) await trx.updateTable('jobs').set({ epoch: input.epoch }).where('id', '=', input.jobId).execute();
-    const existing = await readPlacement(trx, input.jobId, input.epoch);
-    if (existing) return { placed: true, placement: existing };
-    const result = await this.place(trx, input);
-    await trx
-      .updateTable('jobs')
-      .set(result.placed ? { state: 'placed', waiting_reason: null, updated_at: new Date() } : { waiting_reason: result.reason, updated_at: new Date() })
-      .where('id', '=', input.jobId)
-      .execute();
-    return result;
+  /**
+   * The one placement path. Set-based: the jobs are locked in one statement, existing
+   * placements read in one, candidate nodes loaded once per (type, size) and locked with SKIP
+   * LOCKED, placement decided in memory over those locked rows, and all allocations written in
+   * one insert. The trigger and CHECK constraints still guard every device.
+   */
+  private async placeChecked(inputs: AllocateInput[]): Promise<Array<{ result?: AllocateResult; failure?: Error }>> {
+    for (const input of inputs) this.mix.add(input.request);
+    return withTransientRetry(() =>
+      this.db.transaction().execute(async (trx) => {
+        const out: Array<{ result?: AllocateResult; failure?: Error }> = inputs.map(() => ({}));
+        const ids = [...new Set(inputs.map((i) => i.jobId))];
+        const jobs = new Map(
+          (await trx.selectFrom('jobs').select(['id', 'epoch']).where('id', 'in', ids).orderBy('id').forUpdate().execute()).map((j) => [j.id, j.epoch]),
+        );
+        const existing = await readPlacements(trx, ids);
+        const pools = new Map<string, Map<number, CandidateNode>>();
+        const loaded = new Set<string>();
+        const inserts: Array<Insertable<Database['allocations']>> = [];
+        const placedIds: string[] = [];
+        const waiting: Array<[string, string]> = [];
+        const bumps: Array<[string, number]> = [];
+        const done = new Set<string>();
+        for (const [i, input] of inputs.entries()) {
+          const current = jobs.get(input.jobId);
+          if (current === undefined) {
+            out[i].failure = unknownJob(input.jobId);
+            continue;
+          }
+          if (current > input.epoch) {
+            out[i].failure = staleEpoch(input.jobId, input.epoch, current);
+            continue;
+          }
+          const key = `${input.jobId}@${input.epoch}`;
+          const had = existing.get(key);
+          if (had) {
+            out[i].result = { placed: true, placement: had };
+            continue;
+          }
+          if (done.has(input.jobId)) {
+            out[i].failure = badRequest(`job ${input.jobId} appears twice in one batch`);
+            continue;
+          }
+          done.add(input.jobId);
+          if (current < input.epoch) {
+            bumps.push([input.jobId, input.epoch]);
+            jobs.set(input.jobId, input.epoch);
+          }
+          const result = await this.placeOne(trx, input, pools, loaded);
+          out[i].result = result;
+          if (result.placed) {
+            existing.set(key, result.placement);
+            placedIds.push(input.jobId);
+            for (const w of result.placement.workers)
+              for (const d of w.deviceIdx)
+                inserts.push({ job_id: input.jobId, epoch: input.epoch, node_id: w.nodeId, device_idx: d, milli: w.milli, worker_idx: w.workerIdx });
+          } else waiting.push([input.jobId, result.reason]);
+        }
+        for (const [id, epoch] of bumps) await trx.updateTable('jobs').set({ epoch }).where('id', '=', id).execute();
+        if (inserts.length) await trx.insertInto('allocations').values(inserts).execute();
+        if (placedIds.length)
+          await trx.updateTable('jobs').set({ state: 'placed', waiting_reason: null, updated_at: new Date() }).where('id', 'in', placedIds).execute();
+        if (waiting.length)
+          await sql`UPDATE jobs AS j SET waiting_reason = u.reason, updated_at = now()
+            FROM unnest(${waiting.map((w) => w[0])}::text[], ${waiting.map((w) => w[1])}::text[]) AS u(id, reason)
+            WHERE j.id = u.id`.execute(trx);
+        return out;
+      }),
+    );
   }
 
-  private async place(trx: Trx, input: AllocateInput): Promise<AllocateResult> {
+  /** Chooses devices for one request over the transaction's locked candidate pools, in memory. */
+  private async placeOne(
+    trx: Trx,
+    input: AllocateInput,
+    pools: Map<string, Map<number, CandidateNode>>,
+    loaded: Set<string>,
+  ): Promise<AllocateResult> {
     const { request } = input;
     const policy = input.policy ?? this.defaultPolicy;
     const reasons: string[] = [];
+    const whole = request.devicesPerWorker > 0;
+    const perNode = whole ? (request.topology === 'node' ? request.workers * request.devicesPerWorker : request.devicesPerWorker) : 0;
+    const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
     for (const type of request.acceleratorTypes) {
-      const candidates = await findCandidates(trx, type, request, policy, this.candidateLimit);
+      const poolKey = `${type}|${labels}|${policy}`;
+      let pool = pools.get(poolKey);
+      if (!pool) pools.set(poolKey, (pool = new Map()));
+      const need = whole ? `w${perNode}` : `s${request.milliPerWorker}`;
+      if (!loaded.has(`${poolKey}|${need}`)) {
+        loaded.add(`${poolKey}|${need}`);
+        // One object per node across pools, so capacity taken in one pool is gone in all.
+        let byId = pools.get('#nodes');
+        if (!byId) pools.set('#nodes', (byId = new Map()));
+        for (const c of await findCandidates(trx, type, request, policy, this.candidateLimit)) {
+          const node = byId.get(c.id) ?? c;
+          byId.set(c.id, node);
+          pool.set(c.id, node);
+        }
+      }
+      const candidates = [...pool.values()];
       const choice = choosePlacement(candidates, request, policy, { mix: this.mix.shapes() });
       if (!choice.ok) {
         reasons.push(`${type}: ${choice.reason}`);
         continue;
       }
-      const names = new Map(candidates.map((c) => [c.id, c.name]));
-      await trx
-        .insertInto('allocations')
-        .values(
-          choice.workers.flatMap((w) =>
-            w.deviceIdx.map((d) => ({
-              job_id: input.jobId, epoch: input.epoch, node_id: w.nodeId, device_idx: d, milli: w.milli, worker_idx: w.workerIdx,
-            })),
-          ),
-        )
-        .execute();
+      for (const w of choice.workers) {
+        const node = pool.get(w.nodeId)!;
+        for (const d of w.deviceIdx) node.freeMilli[d] -= w.milli;
+      }
       const placement: Placement = {
         jobId: input.jobId,
         epoch: input.epoch,
         acceleratorType: type,
-        workers: choice.workers.map((w) => ({ ...w, nodeName: names.get(w.nodeId)! })),
+        workers: choice.workers.map((w) => ({ ...w, nodeName: pool.get(w.nodeId)!.name })),
       };
       return { placed: true, placement };
     }
@@ -200,30 +263,32 @@ export class Allocator {
   }
 }
 
-async function lockJob(trx: Trx, jobId: string): Promise<number> {
-  const job = await trx.selectFrom('jobs').select('epoch').where('id', '=', jobId).forUpdate().executeTakeFirst();
-  if (!job) throw unknownJob(jobId);
-  return job.epoch;
-}
-
-export async function readPlacement(db: Kysely<Database> | Trx, jobId: string, epoch: number): Promise<Placement | undefined> {
+/** Placements held by these jobs, keyed `jobId@epoch`. */
+export async function readPlacements(db: Kysely<Database> | Trx, jobIds: string[]): Promise<Map<string, Placement>> {
+  const out = new Map<string, Placement>();
+  if (!jobIds.length) return out;
   const rows = await db
     .selectFrom('allocations as a')
     .innerJoin('nodes as n', 'n.id', 'a.node_id')
-    .select(['a.worker_idx', 'a.node_id', 'n.name', 'n.accelerator_type', 'a.device_idx', 'a.milli'])
-    .where('a.job_id', '=', jobId)
-    .where('a.epoch', '=', epoch)
+    .select(['a.job_id', 'a.epoch', 'a.worker_idx', 'a.node_id', 'n.name', 'n.accelerator_type', 'a.device_idx', 'a.milli'])
+    .where('a.job_id', 'in', jobIds)
+    .orderBy('a.job_id')
     .orderBy('a.worker_idx')
     .orderBy('a.device_idx')
     .execute();
-  if (rows.length === 0) return undefined;
-  const workers = new Map<number, Placement['workers'][number]>();
   for (const r of rows) {
-    const w = workers.get(r.worker_idx) ?? { workerIdx: r.worker_idx, nodeId: r.node_id, nodeName: r.name, deviceIdx: [], milli: r.milli };
+    const key = `${r.job_id}@${r.epoch}`;
+    let p = out.get(key);
+    if (!p) out.set(key, (p = { jobId: r.job_id, epoch: r.epoch, acceleratorType: r.accelerator_type, workers: [] }));
+    let w = p.workers.find((x) => x.workerIdx === r.worker_idx);
+    if (!w) p.workers.push((w = { workerIdx: r.worker_idx, nodeId: r.node_id, nodeName: r.name, deviceIdx: [], milli: r.milli }));
     w.deviceIdx.push(r.device_idx);
-    workers.set(r.worker_idx, w);
   }
-  return { jobId, epoch, acceleratorType: rows[0].accelerator_type, workers: [...workers.values()] };
+  return out;
+}
+
+export async function readPlacement(db: Kysely<Database> | Trx, jobId: string, epoch: number): Promise<Placement | undefined> {
+  return (await readPlacements(db, [jobId])).get(`${jobId}@${epoch}`);
 }
 
 /**

@@ -130,3 +130,27 @@ describe('allocator on PostgreSQL', () => {
     await t.db.deleteFrom('allocations').where('job_id', '=', 'plant-1').execute();
   });
 });
+
+describe('batch placement', () => {
+  test('places an ordered batch in one call, each request seeing what earlier ones took, with a reason for each miss', async () => {
+    const ids = ['batch-a', 'batch-b', 'batch-c', 'batch-d'];
+    for (const id of ids) await registerTestJob(t.db, id);
+    const before = await freeDevices();
+    const results = await allocator.allocateBatch([
+      { jobId: 'batch-a', epoch: 1, request: req({ devicesPerWorker: 8, workers: 3 }) },
+      { jobId: 'batch-b', epoch: 1, request: req({ devicesPerWorker: 8 }) },
+      { jobId: 'batch-c', epoch: 1, request: req({ devicesPerWorker: 1 }) },
+      { jobId: 'batch-d', epoch: 1, request: req({ acceleratorTypes: ['nope'] }) },
+    ]);
+    expect(results.map((r) => (r.error ? 'error' : r.result?.placed ? 'placed' : 'waiting'))).toEqual(['placed', 'placed', 'waiting', 'error']);
+    expect(results[2].result).toEqual({ placed: false, reason: expect.stringContaining('no room for 1×1 of A100') });
+    expect(results[3].error).toContain('unknown accelerator type "nope"');
+    expect(await freeDevices()).toBe(before - 32);
+    // Retrying the batch is a no-op for what was placed.
+    const again = await allocator.allocateBatch([{ jobId: 'batch-a', epoch: 1, request: req({ devicesPerWorker: 8, workers: 3 }) }]);
+    expect(again[0].result).toEqual(results[0].result);
+    expect(await checkInvariants(t.db)).toEqual([]);
+    for (const id of ids) await allocator.release(id, 1);
+    expect(await freeDevices()).toBe(before);
+  });
+});

@@ -1,0 +1,131 @@
+// `npm run bench:allocator`: placements/s and latency of the real PostgreSQL allocator on fleets
+// of 1k, 10k and 100k devices, with 1, 4 and 16 concurrent clients, single and batched, while
+// releases keep the fleet about 70% full. Also prints the candidate query's plan at 100k.
+import { sql } from 'kysely';
+import { Allocator } from '../activities/allocator';
+import type { ResourceRequest } from '../api/types';
+import { freshBenchDatabase, percentile, randomRequest, registerJobs, requestDevices, seedSyntheticFleet, seeded } from './fleet';
+
+const FLEETS = (process.env.BENCH_FLEETS ?? '1000,10000,100000').split(',').map(Number);
+const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,4,16').split(',').map(Number);
+const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const BATCH = 32;
+const FILL = 0.7;
+
+interface Cell {
+  devices: number;
+  clients: number;
+  mode: 'single' | 'batch';
+  placements: number;
+  perSecond: number;
+  p50: number;
+  p99: number;
+  meanMsPerPlacement: number;
+}
+
+let jobSeq = 0;
+
+async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof freshBenchDatabase>>['db'], devices: number, clients: number, mode: 'single' | 'batch'): Promise<Cell> {
+  let held = 0; // devices held, as all clients see it
+  const live: Array<{ id: string; devices: number }> = [];
+  const rng = seeded(devices + clients * 7 + (mode === 'batch' ? 1 : 0));
+  // Pre-register enough job rows for the cell.
+  const ids = Array.from({ length: mode === 'batch' ? 60000 : 20000 }, () => `j${++jobSeq}`);
+  await registerJobs(db, ids);
+  let next = 0;
+  const take = () => ids[next++];
+  // Fill to ~70% (not measured).
+  while (held < FILL * devices) {
+    const reqs = Array.from({ length: 64 }, () => randomRequest(rng));
+    const items = reqs.map((request) => ({ jobId: take(), epoch: 1, request }));
+    const res = await allocator.allocateBatch(items);
+    res.forEach((r, i) => {
+      if (r.result?.placed) {
+        held += requestDevices(reqs[i]);
+        live.push({ id: items[i].jobId, devices: requestDevices(reqs[i]) });
+      }
+    });
+  }
+  const latencies: number[] = [];
+  let placements = 0;
+  const end = Date.now() + SECONDS * 1000;
+  const started = process.hrtime.bigint();
+  await Promise.all(
+    Array.from({ length: clients }, async () => {
+      while (Date.now() < end) {
+        if (held > FILL * devices && live.length) {
+          const victim = live.splice(Math.floor(rng() * live.length), 1)[0];
+          held -= victim.devices;
+          await allocator.release(victim.id, 1);
+          continue;
+        }
+        const reqs: ResourceRequest[] = Array.from({ length: mode === 'batch' ? BATCH : 1 }, () => randomRequest(rng));
+        const items = reqs.map((request) => ({ jobId: take(), epoch: 1, request }));
+        const t0 = process.hrtime.bigint();
+        const results = mode === 'batch' ? (await allocator.allocateBatch(items)).map((r) => r.result) : [await allocator.allocate(items[0])];
+        latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+        results.forEach((r, i) => {
+          if (r?.placed) {
+            placements++;
+            held += requestDevices(reqs[i]);
+            live.push({ id: items[i].jobId, devices: requestDevices(reqs[i]) });
+          }
+        });
+      }
+    }),
+  );
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  latencies.sort((a, b) => a - b);
+  // Release everything so the next cell starts from the same empty fleet.
+  await sql`DELETE FROM allocations`.execute(db);
+  await sql`DELETE FROM jobs`.execute(db);
+  return {
+    devices, clients, mode, placements, perSecond: placements / elapsed,
+    p50: percentile(latencies, 50), p99: percentile(latencies, 99),
+    meanMsPerPlacement: (elapsed * 1000 * clients) / Math.max(1, placements),
+  };
+}
+
+async function main(): Promise<void> {
+  const { db } = await freshBenchDatabase('sched_bench_alloc', 20);
+  const cells: Cell[] = [];
+  let plan = '';
+  for (const devices of FLEETS) {
+    await seedSyntheticFleet(db, devices);
+    const allocator = new Allocator(db, { policy: 'best-fit' });
+    for (const mode of ['single', 'batch'] as const)
+      for (const clients of CLIENTS) {
+        const c = await runCell(allocator, db, devices, clients, mode);
+        cells.push(c);
+        process.stderr.write(`  ${devices} devices, ${clients} clients, ${mode}: ${c.perSecond.toFixed(0)} placements/s\n`);
+      }
+    if (devices === Math.max(...FLEETS)) {
+      const rows = await sql<{ 'QUERY PLAN': string }>`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+        SELECT id, free_milli FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
+        ORDER BY free_whole, id LIMIT 32 FOR UPDATE SKIP LOCKED`.execute(db);
+      plan = rows.rows.map((r) => r['QUERY PLAN']).join('\n');
+    }
+  }
+  console.log('\nallocator: real PostgreSQL, best-fit, fleet kept ~70% full by releases; batch = 32 requests per transaction');
+  console.log('devices  clients  mode    placements  placements/s  p50 ms  p99 ms  (p50/p99 per call: one request, or one batch)');
+  for (const c of cells)
+    console.log(
+      `${String(c.devices).padStart(7)}  ${String(c.clients).padStart(7)}  ${c.mode.padEnd(6)}  ${String(c.placements).padStart(10)}  ${c.perSecond.toFixed(0).padStart(12)}  ${c.p50.toFixed(2).padStart(6)}  ${c.p99.toFixed(2).padStart(6)}`,
+    );
+  console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices:\n${plan}`);
+  const cell = (d: number, c: number, m: 'single' | 'batch') => cells.find((x) => x.devices === d && x.clients === c && x.mode === m);
+  const big = Math.max(...FLEETS);
+  const small = Math.min(...FLEETS);
+  const ratio = (cell(big, 1, 'single')?.meanMsPerPlacement ?? NaN) / (cell(small, 1, 'single')?.meanMsPerPlacement ?? NaN);
+  const bestSingle = Math.max(...cells.filter((c) => c.devices === big && c.mode === 'single').map((c) => c.perSecond));
+  const bestBatch = Math.max(...cells.filter((c) => c.devices === big && c.mode === 'batch').map((c) => c.perSecond));
+  console.log(
+    `summary: at ${big} devices best single ${bestSingle.toFixed(0)} placements/s, best batched ${bestBatch.toFixed(0)} placements/s, p99 single with 4 clients ${cell(big, 4, 'single')?.p99.toFixed(2)} ms; per-placement cost ratio ${big}:${small} = ${ratio.toFixed(2)}`,
+  );
+  await db.destroy();
+}
+
+main().catch((err) => {
+  console.error(err);
+  process.exit(1);
+});
