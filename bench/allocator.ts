@@ -79,6 +79,7 @@ async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof fresh
   // Release everything so the next cell starts from the same empty fleet.
   await sql`DELETE FROM allocations`.execute(db);
   await sql`DELETE FROM jobs`.execute(db);
+  await sql`VACUUM ANALYZE nodes`.execute(db);
   return {
     devices, clients, mode, placements, perSecond: placements / elapsed,
     p50: percentile(latencies, 50), p99: percentile(latencies, 99),

@@ -116,7 +116,7 @@ async function main(): Promise<void> {
     );
   console.log(`plots: ${TRACES.map((t) => `bench/out/openb-${t}.png`).join(', ')} (swatches top-left, in order: ${POLICIES.map((p) => `${p}=rgb(${COLORS[p].join(',')})`).join(', ')})`);
   const margins = TRACES.map((trace) => {
-    const of = (p: PlacementPolicyName) => results.find((r) => r.trace === trace && r.policy === p)!.finalShare;
+    const of = (p: PlacementPolicyName) => results.find((r) => r.trace === trace && r.policy === p)?.finalShare ?? NaN;
     return { trace, vsBest: of('fgd') - of('best-fit'), vsRandom: of('fgd') - of('random-fit') };
   });
   const wins = margins.every((m) => m.vsBest > 0 && m.vsRandom > 0);

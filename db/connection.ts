@@ -15,9 +15,19 @@ export function databaseUrl(): string {
 }
 
 export function openDatabase(url: string = databaseUrl(), poolSize = 10): Kysely<Database> {
-  return new Kysely<Database>({
-    dialect: new PostgresDialect({ pool: new Pool({ connectionString: url, max: poolSize }) }),
-  });
+  return new Kysely<Database>({ dialect: new PostgresDialect({ pool: resilientPool(url, poolSize) }) });
+}
+
+/**
+ * A pool that survives lost connections (server restart, terminated backend): the query in
+ * flight fails with its error and is retried by its caller, instead of an unhandled 'error'
+ * event on the client or pool taking the whole process down.
+ */
+export function resilientPool(url: string, poolSize: number): Pool {
+  const pool = new Pool({ connectionString: url, max: poolSize });
+  pool.on('error', () => undefined);
+  pool.on('connect', (client) => client.on('error', () => undefined));
+  return pool;
 }
 
 /** Creates the database named in `url` if it does not exist (connecting to `postgres` to do so). */
