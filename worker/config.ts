@@ -21,7 +21,7 @@ export function jobTaskQueue(region: string): string {
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
   const region = env.REGION ?? 'local';
   if (!/^[a-z0-9-]+$/.test(region)) throw new Error(`REGION ${JSON.stringify(region)} must be lowercase letters, digits or '-'`);
-  const policy = (env.PLACEMENT_POLICY ?? 'best-fit') as PlacementPolicyName;
+  const policy = (env.PLACEMENT_POLICY ?? 'fgd') as PlacementPolicyName;
   if (!PLACEMENT_POLICIES.includes(policy))
     throw new Error(`PLACEMENT_POLICY ${JSON.stringify(policy)} must be one of ${PLACEMENT_POLICIES.join(', ')}`);
   return {

@@ -154,3 +154,48 @@ describe('batch placement', () => {
     expect(await freeDevices()).toBe(before);
   });
 });
+
+describe('constraints through the SQL path', () => {
+  beforeAll(async () => {
+    // Four L4 nodes of 4 devices, two per rack; the second rack's nodes carry zone=b.
+    await seedFleet(t.db, { nodes: [['L4', 4, 4]], nodesPerRack: 2, labels: (i) => ({ zone: i % 4 < 2 ? 'a' : 'b' }) });
+  });
+  const l4 = (o: Partial<ResourceRequest>) => req({ acceleratorTypes: ['L4'], ...o });
+
+  test('node labels select only matching nodes', async () => {
+    await registerTestJob(t.db, 'label-1');
+    const r = await allocator.allocate({ jobId: 'label-1', epoch: 1, request: l4({ devicesPerWorker: 1, nodeLabels: { zone: 'b' } }) });
+    if (!r.placed) throw new Error(r.reason);
+    const node = await t.db.selectFrom('nodes').select('labels').where('id', '=', r.placement.workers[0].nodeId).executeTakeFirstOrThrow();
+    expect(node.labels).toEqual({ zone: 'b' });
+    await registerTestJob(t.db, 'label-2');
+    const none = await allocator.allocate({ jobId: 'label-2', epoch: 1, request: l4({ devicesPerWorker: 1, nodeLabels: { zone: 'c' } }) });
+    expect(none.placed).toBe(false);
+    await allocator.release('label-1', 1);
+  });
+
+  test('a rack-confined gang lands in one rack, and waits rather than span racks', async () => {
+    await registerTestJob(t.db, 'rack-1');
+    const r = await allocator.allocate({ jobId: 'rack-1', epoch: 1, request: l4({ workers: 2, devicesPerWorker: 4, topology: 'rack' }) });
+    if (!r.placed) throw new Error(r.reason);
+    const racks = await t.db.selectFrom('nodes').select('rack').where('id', 'in', r.placement.workers.map((w) => w.nodeId)).execute();
+    expect(new Set(racks.map((x) => x.rack)).size).toBe(1);
+    // One device taken in each remaining rack leaves 7 free per rack: a 2×4 rack gang cannot fit.
+    await registerTestJob(t.db, 'rack-2');
+    await registerTestJob(t.db, 'rack-3');
+    const other = await t.db.selectFrom('nodes').select(['id', 'rack']).where('accelerator_type', '=', 'L4').where('rack', '<>', racks[0].rack).execute();
+    await t.db.insertInto('allocations').values({ job_id: 'rack-2', epoch: 1, node_id: other[0].id, device_idx: 0, milli: 1000, worker_idx: 0 }).execute();
+    const waits = await allocator.allocate({ jobId: 'rack-3', epoch: 1, request: l4({ workers: 2, devicesPerWorker: 4, topology: 'rack' }) });
+    expect(waits).toEqual({ placed: false, reason: expect.stringContaining('in one rack') });
+    await allocator.release('rack-1', 1);
+    await allocator.release('rack-2', 1);
+  });
+
+  test('anti-affinity spreads a gang over distinct nodes', async () => {
+    await registerTestJob(t.db, 'spread-1');
+    const r = await allocator.allocate({ jobId: 'spread-1', epoch: 1, request: l4({ workers: 3, devicesPerWorker: 1, antiAffinity: true }) });
+    if (!r.placed) throw new Error(r.reason);
+    expect(new Set(r.placement.workers.map((w) => w.nodeId)).size).toBe(3);
+    await allocator.release('spread-1', 1);
+  });
+});

@@ -1,4 +1,4 @@
-import { choosePlacement, fitWorker, type CandidateNode } from '../../activities/placement/policy';
+import { RecentMix, choosePlacement, fitWorker, fragmentFor, type CandidateNode } from '../../activities/placement/policy';
 import type { ResourceRequest } from '../../api/types';
 
 const node = (id: number, freeMilli: number[], rack = 'r0', pod = 'p0'): CandidateNode => ({ id, name: `n${id}`, rack, pod, freeMilli });
@@ -52,5 +52,33 @@ describe('placement policy', () => {
   test('workers of one gang never double-book a device on the same node', () => {
     const r = choosePlacement([node(1, [1000, 1000, 1000, 1000])], whole(2, 2), 'best-fit');
     expect(r.ok && r.workers.flatMap((w) => w.deviceIdx).sort()).toEqual([0, 1, 2, 3]);
+  });
+});
+
+describe('fragmentation measure', () => {
+  test.each<[string, number[], { devicesPerWorker: number; milliPerWorker?: number }, number]>([
+    ['a node too small for the task is all fragment', [1000, 300], { devicesPerWorker: 2 }, 1300],
+    ['partly used devices are fragment for whole-device tasks', [1000, 1000, 300], { devicesPerWorker: 2 }, 300],
+    ['devices with less room than a share are fragment for it', [1000, 300, 600], { devicesPerWorker: 0, milliPerWorker: 500 }, 300],
+    ['nothing is fragment when every device fits the share', [1000, 600], { devicesPerWorker: 0, milliPerWorker: 500 }, 0],
+    ['a share that fits nowhere makes all free capacity fragment', [200, 300], { devicesPerWorker: 0, milliPerWorker: 500 }, 500],
+  ])('%s', (_name, free, shape, expected) => {
+    expect(fragmentFor(free, shape)).toBe(expected);
+  });
+
+  test('fgd avoids breaking a whole device when a partly used one takes the share', () => {
+    const nodes = [node(1, [1000, 1000, 1000, 1000]), node(2, [1000, 1000, 1000, 600])];
+    const r = choosePlacement(nodes, { acceleratorTypes: ['T4'], workers: 1, devicesPerWorker: 0, milliPerWorker: 500, topology: 'any' }, 'fgd', {
+      mix: [{ devicesPerWorker: 1, weight: 0.5 }, { devicesPerWorker: 0, milliPerWorker: 500, weight: 0.5 }],
+    });
+    expect(r).toEqual({ ok: true, workers: [{ workerIdx: 0, nodeId: 2, deviceIdx: [3], milli: 500 }] });
+  });
+
+  test('the recent mix weights shapes by how often they were asked for, within its window', () => {
+    const mix = new RecentMix(4);
+    for (const d of [1, 1, 8, 2, 2]) mix.add({ devicesPerWorker: d });
+    expect(mix.shapes().sort((a, b) => a.devicesPerWorker - b.devicesPerWorker)).toEqual([
+      { devicesPerWorker: 1, weight: 0.25 }, { devicesPerWorker: 2, weight: 0.5 }, { devicesPerWorker: 8, weight: 0.25 },
+    ]);
   });
 });
