@@ -90,6 +90,8 @@ export class Allocator {
       if (max === undefined) throw badRequest(`request.acceleratorTypes: unknown accelerator type ${JSON.stringify(type)}`);
       largest = Math.max(largest, max);
     }
+    if (largest === 0)
+      throw badRequest(`request.acceleratorTypes: no node of ${request.acceleratorTypes.join('|')} exists in this region`);
     if (request.devicesPerWorker > 0 && perNode > largest)
       throw badRequest(
         `request: ${describeRequest(request)} needs ${perNode} devices on one node, but the largest node of ${request.acceleratorTypes.join('|')} has ${largest}`,

@@ -75,9 +75,11 @@ export async function seedOpenbFleet(
   const nodes = opts.nodes ?? readOpenbNodes();
   const perRack = opts.nodesPerRack ?? 16;
   const perPod = opts.racksPerPod ?? 8;
+  // The catalogue holds every openb model, even those without a node in this sample.
+  const models = new Set([...readOpenbNodes().map((n) => n.model), ...nodes.map((n) => n.model)]);
   await db
     .insertInto('accelerator_types')
-    .values([...new Set(nodes.map((n) => n.model))].map((m) => ({ name: m, family: 'gpu' as const, model: m, memory_mib: 0 })))
+    .values([...models].map((m) => ({ name: m, family: 'gpu' as const, model: m, memory_mib: 0 })))
     .onConflict((oc) => oc.doNothing())
     .execute();
   const cluster = await db

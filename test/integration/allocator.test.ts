@@ -199,3 +199,15 @@ describe('constraints through the SQL path', () => {
     await allocator.release('spread-1', 1);
   });
 });
+
+test('a request only for types with no node in the region is refused, saying so', async () => {
+  await t.db.insertInto('accelerator_types').values({ name: 'MI300', family: 'gpu', model: 'MI300', memory_mib: 196608 }).execute();
+  await registerTestJob(t.db, 'nonode-1');
+  await expect(allocator.allocate({ jobId: 'nonode-1', epoch: 1, request: req({ acceleratorTypes: ['MI300'] }) })).rejects.toThrow(
+    'no node of MI300 exists in this region',
+  );
+  await registerTestJob(t.db, 'nonode-2');
+  const r = await allocator.allocate({ jobId: 'nonode-2', epoch: 1, request: req({ acceleratorTypes: ['MI300', 'A100'], devicesPerWorker: 1 }) });
+  expect(r.placed && r.placement.acceleratorType).toBe('A100');
+  await allocator.release('nonode-2', 1);
+});
