@@ -147,7 +147,7 @@ export class Allocator {
         );
         const existing = await readPlacements(trx, ids);
         const pools = new Map<string, Map<number, CandidateNode>>();
-        const loaded = new Set<string>();
+        const exhausted = new Map<string, boolean>();
         const inserts: Array<Insertable<Database['allocations']>> = [];
         const placedIds: string[] = [];
         const waiting: Array<[string, string]> = [];
@@ -178,7 +178,7 @@ export class Allocator {
             bumps.push([input.jobId, input.epoch]);
             jobs.set(input.jobId, input.epoch);
           }
-          const result = await this.placeOne(trx, input, pools, loaded);
+          const result = await this.placeOne(trx, input, pools, exhausted);
           out[i].result = result;
           if (result.placed) {
             existing.set(key, result.placement);
@@ -206,7 +206,7 @@ export class Allocator {
     trx: Trx,
     input: AllocateInput,
     pools: Map<string, Map<number, CandidateNode>>,
-    loaded: Set<string>,
+    exhausted: Map<string, boolean>,
   ): Promise<AllocateResult> {
     const { request } = input;
     const policy = input.policy ?? this.defaultPolicy;
@@ -218,20 +218,26 @@ export class Allocator {
       const poolKey = `${type}|${labels}|${policy}`;
       let pool = pools.get(poolKey);
       if (!pool) pools.set(poolKey, (pool = new Map()));
-      const need = whole ? `w${perNode}` : `s${request.milliPerWorker}`;
-      if (!loaded.has(`${poolKey}|${need}`)) {
-        loaded.add(`${poolKey}|${need}`);
-        // One object per node across pools, so capacity taken in one pool is gone in all.
-        let byId = pools.get('#nodes');
-        if (!byId) pools.set('#nodes', (byId = new Map()));
-        for (const c of await findCandidates(trx, type, request, policy, this.candidateLimit)) {
-          const node = byId.get(c.id) ?? c;
-          byId.set(c.id, node);
-          pool.set(c.id, node);
+      // One object per node across pools, so capacity taken in one pool is gone in all.
+      let byId = pools.get('#nodes');
+      if (!byId) pools.set('#nodes', (byId = new Map()));
+      const need = `${poolKey}|${whole ? `w${perNode}` : `s${request.milliPerWorker}`}`;
+      const fetchPage = async (): Promise<void> => {
+        // Next page of this shape's candidates, past the nodes this transaction already holds.
+        const page = await findCandidates(trx, type, request, policy, this.candidateLimit, [...byId!.keys()]);
+        exhausted.set(need, page.length < Math.max(this.candidateLimit, request.workers * 4));
+        for (const c of page) {
+          const node = byId!.get(c.id) ?? c;
+          byId!.set(c.id, node);
+          pool!.set(c.id, node);
         }
+      };
+      if (!exhausted.has(need)) await fetchPage();
+      let choice = choosePlacement([...pool.values()], request, policy, { mix: this.mix.shapes() });
+      for (let pages = 0; !choice.ok && exhausted.get(need) === false && pages < 8; pages++) {
+        await fetchPage();
+        choice = choosePlacement([...pool.values()], request, policy, { mix: this.mix.shapes() });
       }
-      const candidates = [...pool.values()];
-      const choice = choosePlacement(candidates, request, policy, { mix: this.mix.shapes() });
       if (!choice.ok) {
         reasons.push(`${type}: ${choice.reason}`);
         continue;
@@ -303,6 +309,7 @@ async function findCandidates(
   request: ResourceRequest,
   policy: PlacementPolicyName,
   candidateLimit: number,
+  exclude: number[] = [],
 ): Promise<CandidateNode[]> {
   const limit = Math.min(1024, Math.max(candidateLimit, request.workers * 4));
   const whole = request.devicesPerWorker > 0;
@@ -315,6 +322,7 @@ async function findCandidates(
       .where('state', '=', 'ready');
     if (request.nodeLabels && Object.keys(request.nodeLabels).length)
       q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
+    if (exclude.length) q = q.where(sql<boolean>`id <> ALL(${exclude}::int[])`);
     return q;
   };
   const order = <Q extends ReturnType<typeof base>>(q: Q, fitColumn: 'free_whole' | 'max_partial'): Q => {

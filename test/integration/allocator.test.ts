@@ -211,3 +211,14 @@ test('a request only for types with no node in the region is refused, saying so'
   expect(r.placed && r.placement.acceleratorType).toBe('A100');
   await allocator.release('nonode-2', 1);
 });
+
+test('a batch needing more nodes than one candidate page still places everything that fits', async () => {
+  const small = new Allocator(t.db, { policy: 'best-fit', candidateLimit: 1 });
+  const ids = ['page-a', 'page-b', 'page-c', 'page-d'];
+  for (const id of ids) await registerTestJob(t.db, id);
+  const results = await small.allocateBatch(ids.map((jobId) => ({ jobId, epoch: 1, request: req({ devicesPerWorker: 8 }) })));
+  expect(results.map((r) => r.result?.placed)).toEqual([true, true, true, true]);
+  expect(new Set(results.map((r) => (r.result?.placed ? r.result.placement.workers[0].nodeId : 0))).size).toBe(4);
+  expect(await checkInvariants(t.db)).toEqual([]);
+  for (const id of ids) await small.release(id, 1);
+});
