@@ -46,7 +46,8 @@ export function readOpenbTasks(file = path.join(OPENB_DIR, 'openb_pod_list_defau
     const gpus = Number(r.num_gpu);
     if (!(gpus > 0)) continue;
     const milli = Number(r.gpu_milli);
-    const spec = (r.gpu_spec ?? '').split('|').filter(Boolean);
+    // The trace sometimes lists a model twice ("V100M16|V100M32|V100M32"); keep each once, in order.
+    const spec = [...new Set((r.gpu_spec ?? '').split('|').filter(Boolean))];
     const share = gpus === 1 && milli > 0 && milli < 1000;
     tasks.push({
       name: r.name,
