@@ -295,10 +295,6 @@ export async function readPlacements(db: Kysely<Database> | Trx, jobIds: string[
   return out;
 }
 
-export async function readPlacement(db: Kysely<Database> | Trx, jobId: string, epoch: number): Promise<Placement | undefined> {
-  return (await readPlacements(db, [jobId])).get(`${jobId}@${epoch}`);
-}
-
 /**
  * Candidate nodes for one accelerator type, read through the fit indexes and locked with
  * SKIP LOCKED so concurrent allocators do not queue behind each other on hot rows.
