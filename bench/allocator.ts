@@ -30,15 +30,20 @@ async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof fresh
   const live: Array<{ id: string; devices: number }> = [];
   const rng = seeded(devices + clients * 7 + (mode === 'batch' ? 1 : 0));
   // Pre-register enough job rows for the cell.
-  const ids = Array.from({ length: mode === 'batch' ? 60000 : 20000 }, () => `j${++jobSeq}`);
+  // Enough job rows for the fill (at most one per device) and the measured phase.
+  const ids = Array.from({ length: Math.ceil(devices * FILL) + (mode === 'batch' ? 60000 : 20000) }, () => `j${++jobSeq}`);
   await registerJobs(db, ids);
   let next = 0;
-  const take = () => ids[next++];
+  const take = () => {
+    if (next >= ids.length) throw new Error(`bench ran out of registered job ids (${ids.length})`);
+    return ids[next++];
+  };
   // Fill to ~70% (not measured).
   while (held < FILL * devices) {
     const reqs = Array.from({ length: 64 }, () => randomRequest(rng));
     const items = reqs.map((request) => ({ jobId: take(), epoch: 1, request }));
     const res = await allocator.allocateBatch(items);
+    if (!res.some((r) => r.result?.placed)) throw new Error(`fill stalled at ${held} of ${devices} devices: ${res[0].error ?? (res[0].result?.placed === false ? res[0].result.reason : '')}`);
     res.forEach((r, i) => {
       if (r.result?.placed) {
         held += requestDevices(reqs[i]);
