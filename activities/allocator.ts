@@ -6,7 +6,7 @@ import type { Database } from '../db/schema';
 import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest } from '../api/types';
 import { RecentMix, choosePlacement, describeRequest, type CandidateNode } from './placement/policy';
 import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
-import { validateSpec } from '../api/validation';
+import { validateRequest } from '../api/validation';
 
 export interface AllocateInput {
   jobId: string;
@@ -79,9 +79,7 @@ export class Allocator {
 
   /** Rejects requests that can never be placed on this inventory, before touching any row. */
   async checkRequest(request: ResourceRequest): Promise<void> {
-    const problems = validateSpec({
-      jobId: 'check', tenant: 'check', tier: 'basic', priority: 0, durationMs: 1, request,
-    }).filter((p) => p.startsWith('request'));
+    const problems = validateRequest(request);
     if (problems.length) throw badRequest(problems.join('; '));
     const perNode = request.topology === 'node' ? request.workers * Math.max(1, request.devicesPerWorker) : Math.max(1, request.devicesPerWorker);
     let largest = 0;
@@ -147,6 +145,8 @@ export class Allocator {
         );
         const existing = await readPlacements(trx, ids);
         const pools = new Map<string, Map<number, CandidateNode>>();
+        // One object per node across pools, so capacity taken in one pool is gone in all.
+        const nodes = new Map<number, CandidateNode>();
         const exhausted = new Map<string, boolean>();
         const inserts: Array<Insertable<Database['allocations']>> = [];
         const placedIds: string[] = [];
@@ -178,7 +178,7 @@ export class Allocator {
             bumps.push([input.jobId, input.epoch]);
             jobs.set(input.jobId, input.epoch);
           }
-          const result = await this.placeOne(trx, input, pools, exhausted);
+          const result = await this.placeOne(trx, input, pools, nodes, exhausted);
           out[i].result = result;
           if (result.placed) {
             existing.set(key, result.placement);
@@ -206,6 +206,7 @@ export class Allocator {
     trx: Trx,
     input: AllocateInput,
     pools: Map<string, Map<number, CandidateNode>>,
+    nodes: Map<number, CandidateNode>,
     exhausted: Map<string, boolean>,
   ): Promise<AllocateResult> {
     const { request } = input;
@@ -218,17 +219,14 @@ export class Allocator {
       const poolKey = `${type}|${labels}|${policy}`;
       let pool = pools.get(poolKey);
       if (!pool) pools.set(poolKey, (pool = new Map()));
-      // One object per node across pools, so capacity taken in one pool is gone in all.
-      let byId = pools.get('#nodes');
-      if (!byId) pools.set('#nodes', (byId = new Map()));
       const need = `${poolKey}|${whole ? `w${perNode}` : `s${request.milliPerWorker}`}`;
       const fetchPage = async (): Promise<void> => {
         // Next page of this shape's candidates, past the nodes this transaction already holds.
-        const page = await findCandidates(trx, type, request, policy, this.candidateLimit, [...byId!.keys()]);
+        const page = await findCandidates(trx, type, request, policy, this.candidateLimit, [...nodes.keys()]);
         exhausted.set(need, page.length < Math.max(this.candidateLimit, request.workers * 4));
         for (const c of page) {
-          const node = byId!.get(c.id) ?? c;
-          byId!.set(c.id, node);
+          const node = nodes.get(c.id) ?? c;
+          nodes.set(c.id, node);
           pool!.set(c.id, node);
         }
       };

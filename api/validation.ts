@@ -1,5 +1,5 @@
 // Pure validation of job specs. Each problem names the field, the value and the rule broken.
-import { TIERS, TOPOLOGIES, type JobSpec } from './types';
+import { TIERS, TOPOLOGIES, type JobSpec, type ResourceRequest } from './types';
 
 export const LIMITS = {
   maxWorkers: 1024,
@@ -10,12 +10,13 @@ export const LIMITS = {
 const ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const TENANT = /^[a-z0-9][a-z0-9_-]*(\/[a-z0-9][a-z0-9_-]*){0,2}$/;
 
+const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
+const int = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
+
 export function validateSpec(input: unknown): string[] {
   const problems: string[] = [];
   if (typeof input !== 'object' || input === null) return ['spec: must be an object'];
   const spec = input as Partial<JobSpec>;
-  const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
-  const int = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 
   if (typeof spec.jobId !== 'string' || !ID.test(spec.jobId))
     problems.push(`jobId: ${show(spec.jobId)} must be 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit`);
@@ -27,10 +28,16 @@ export function validateSpec(input: unknown): string[] {
   if (!int(spec.durationMs) || spec.durationMs <= 0 || spec.durationMs > LIMITS.maxDurationMs)
     problems.push(`durationMs: ${show(spec.durationMs)} must be a positive integer of at most ${LIMITS.maxDurationMs}`);
 
-  const r = spec.request;
+  problems.push(...validateRequest(spec.request));
+  return problems;
+}
+
+/** Problems with a resource request alone, as the allocator checks it. */
+export function validateRequest(input: unknown): string[] {
+  const problems: string[] = [];
+  const r = input as Partial<ResourceRequest> | null | undefined;
   if (typeof r !== 'object' || r === null) {
-    problems.push('request: must be an object');
-    return problems;
+    return ['request: must be an object'];
   }
   if (!Array.isArray(r.acceleratorTypes) || r.acceleratorTypes.length === 0 || !r.acceleratorTypes.every((t) => typeof t === 'string' && t.length > 0))
     problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must be a non-empty list of accelerator type names`);
