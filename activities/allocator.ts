@@ -7,6 +7,7 @@ import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest } 
 import { RecentMix, choosePlacement, describeRequest, type CandidateNode } from './placement/policy';
 import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
 import { validateRequest } from '../api/validation';
+import { applyCharge, checkQuota, quotaKey, quotaKeysFor, type QuotaRule } from './quota/quota';
 
 export interface AllocateInput {
   jobId: string;
@@ -52,6 +53,24 @@ export interface AllocatorOptions {
   /** Requests remembered as the workload mix for the fragmentation-aware policy. */
   mixWindow?: number;
 }
+
+/**
+ * Per-cycle decisions the region scheduler makes while a batch is placed, in order, inside the
+ * batch's transaction. Made fresh for each attempt of the transaction (it may be retried).
+ */
+export interface BatchHooks {
+  /** A reason to skip this request now (e.g. it would delay a higher-ranked job), or undefined. */
+  admit?(input: AllocateInput): string | undefined;
+  /** Told of each request's outcome. */
+  settled?(input: AllocateInput, result: AllocateResult): void;
+}
+
+/** Milli-devices a request holds in all: the unit quota is charged in. */
+export function requestMilli(request: ResourceRequest): number {
+  return request.workers * (request.devicesPerWorker > 0 ? request.devicesPerWorker * 1000 : (request.milliPerWorker ?? 0));
+}
+
+const LIVE_FOR_PLACEMENT = new Set(['submitted', 'waiting', 'placed', 'running']);
 
 export interface BatchItemResult {
   jobId: string;
@@ -108,7 +127,7 @@ export class Allocator {
    * the earlier ones took. A refused request (bad request, unknown job, stale epoch) does not
    * stop the others; its error is in its result.
    */
-  async allocateBatch(inputs: AllocateInput[]): Promise<BatchItemResult[]> {
+  async allocateBatch(inputs: AllocateInput[], hooks?: () => BatchHooks): Promise<BatchItemResult[]> {
     const valid: AllocateInput[] = [];
     const refused = new Map<AllocateInput, string>();
     for (const input of inputs) {
@@ -120,7 +139,7 @@ export class Allocator {
       }
     }
     const placed = new Map<AllocateInput, BatchItemResult>();
-    const results = valid.length ? await this.placeChecked(valid) : [];
+    const results = valid.length ? await this.placeChecked(valid, hooks) : [];
     valid.forEach((input, i) => {
       const r = results[i];
       placed.set(input, r.failure ? { jobId: input.jobId, error: r.failure.message } : { jobId: input.jobId, result: r.result });
@@ -134,33 +153,40 @@ export class Allocator {
    * LOCKED, placement decided in memory over those locked rows, and all allocations written in
    * one insert. The trigger and CHECK constraints still guard every device.
    */
-  private async placeChecked(inputs: AllocateInput[]): Promise<Array<{ result?: AllocateResult; failure?: Error }>> {
+  private async placeChecked(
+    inputs: AllocateInput[],
+    makeHooks?: () => BatchHooks,
+  ): Promise<Array<{ result?: AllocateResult; failure?: Error }>> {
     for (const input of inputs) this.mix.add(input.request);
     return withTransientRetry(() =>
       this.db.transaction().execute(async (trx) => {
+        const hooks = makeHooks?.() ?? {};
         const out: Array<{ result?: AllocateResult; failure?: Error }> = inputs.map(() => ({}));
         const ids = [...new Set(inputs.map((i) => i.jobId))];
         const jobs = new Map(
-          (await trx.selectFrom('jobs').select(['id', 'epoch']).where('id', 'in', ids).orderBy('id').forUpdate().execute()).map((j) => [j.id, j.epoch]),
+          (await trx.selectFrom('jobs').select(['id', 'epoch', 'tenant', 'state']).where('id', 'in', ids).orderBy('id').forUpdate().execute()).map(
+            (j) => [j.id, j],
+          ),
         );
         const existing = await readPlacements(trx, ids);
+        const quota = await lockQuota(trx, inputs.map((i) => ({ tenant: jobs.get(i.jobId)?.tenant, types: i.request.acceleratorTypes })));
         const pools = new Map<string, Map<number, CandidateNode>>();
         // One object per node across pools, so capacity taken in one pool is gone in all.
         const nodes = new Map<number, CandidateNode>();
         const exhausted = new Map<string, boolean>();
         const inserts: Array<Insertable<Database['allocations']>> = [];
-        const placedIds: string[] = [];
+        const placed: Array<{ id: string; charge: string[]; milli: number }> = [];
         const waiting: Array<[string, string]> = [];
         const bumps: Array<[string, number]> = [];
         const done = new Set<string>();
         for (const [i, input] of inputs.entries()) {
-          const current = jobs.get(input.jobId);
-          if (current === undefined) {
+          const job = jobs.get(input.jobId);
+          if (job === undefined) {
             out[i].failure = unknownJob(input.jobId);
             continue;
           }
-          if (current > input.epoch) {
-            out[i].failure = staleEpoch(input.jobId, input.epoch, current);
+          if (job.epoch > input.epoch) {
+            out[i].failure = staleEpoch(input.jobId, input.epoch, job.epoch);
             continue;
           }
           const key = `${input.jobId}@${input.epoch}`;
@@ -169,33 +195,51 @@ export class Allocator {
             out[i].result = { placed: true, placement: had };
             continue;
           }
+          if (!LIVE_FOR_PLACEMENT.has(job.state)) {
+            out[i].failure = badRequest(`job ${input.jobId} is ${job.state}; only a live job can be placed`);
+            continue;
+          }
           if (done.has(input.jobId)) {
             out[i].failure = badRequest(`job ${input.jobId} appears twice in one batch`);
             continue;
           }
           done.add(input.jobId);
-          if (current < input.epoch) {
-            bumps.push([input.jobId, input.epoch]);
-            jobs.set(input.jobId, input.epoch);
+          const held = hooks.admit?.(input);
+          if (held !== undefined) {
+            const result: AllocateResult = { placed: false, reason: held, blockedBy: 'held' };
+            out[i].result = result;
+            waiting.push([input.jobId, held]);
+            hooks.settled?.(input, result);
+            continue;
           }
-          const result = await this.placeOne(trx, input, pools, nodes, exhausted);
+          if (job.epoch < input.epoch) {
+            bumps.push([input.jobId, input.epoch]);
+            job.epoch = input.epoch;
+          }
+          const { result, charge } = await this.placeOne(trx, input, job.tenant, quota, pools, nodes, exhausted);
           out[i].result = result;
           if (result.placed) {
             existing.set(key, result.placement);
-            placedIds.push(input.jobId);
+            placed.push({ id: input.jobId, charge, milli: requestMilli(input.request) });
             for (const w of result.placement.workers)
               for (const d of w.deviceIdx)
                 inserts.push({ job_id: input.jobId, epoch: input.epoch, node_id: w.nodeId, device_idx: d, milli: w.milli, worker_idx: w.workerIdx });
           } else waiting.push([input.jobId, result.reason]);
+          hooks.settled?.(input, result);
         }
         for (const [id, epoch] of bumps) await trx.updateTable('jobs').set({ epoch }).where('id', '=', id).execute();
         if (inserts.length) await trx.insertInto('allocations').values(inserts).execute();
-        if (placedIds.length)
-          await trx.updateTable('jobs').set({ state: 'placed', waiting_reason: null, updated_at: new Date() }).where('id', 'in', placedIds).execute();
+        if (placed.length)
+          await sql`UPDATE jobs AS j SET state = 'placed', waiting_reason = NULL, placed_at = now(), updated_at = now(),
+              quota_charge = CASE WHEN u.charge = '' THEN NULL ELSE string_to_array(u.charge, ',') END, quota_milli = u.milli
+            FROM unnest(${placed.map((p) => p.id)}::text[], ${placed.map((p) => p.charge.join(','))}::text[], ${placed.map((p) => p.milli)}::int[])
+              AS u(id, charge, milli)
+            WHERE j.id = u.id`.execute(trx);
+        await quota.write(trx);
         if (waiting.length)
           await sql`UPDATE jobs AS j SET waiting_reason = u.reason, updated_at = now()
             FROM unnest(${waiting.map((w) => w[0])}::text[], ${waiting.map((w) => w[1])}::text[]) AS u(id, reason)
-            WHERE j.id = u.id`.execute(trx);
+            WHERE j.id = u.id AND j.waiting_reason IS DISTINCT FROM u.reason`.execute(trx);
         return out;
       }),
     );
@@ -205,17 +249,26 @@ export class Allocator {
   private async placeOne(
     trx: Trx,
     input: AllocateInput,
+    tenant: string,
+    quota: LockedQuota,
     pools: Map<string, Map<number, CandidateNode>>,
     nodes: Map<number, CandidateNode>,
     exhausted: Map<string, boolean>,
-  ): Promise<AllocateResult> {
+  ): Promise<{ result: AllocateResult; charge: string[] }> {
     const { request } = input;
     const policy = input.policy ?? this.defaultPolicy;
     const reasons: string[] = [];
+    const milli = requestMilli(request);
+    let capacityShort = false;
     const whole = request.devicesPerWorker > 0;
     const perNode = whole ? (request.topology === 'node' ? request.workers * request.devicesPerWorker : request.devicesPerWorker) : 0;
     const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
     for (const type of request.acceleratorTypes) {
+      const allowed = checkQuota(quota.rules, quota.usage, tenant, type, milli);
+      if (!allowed.ok) {
+        reasons.push(`${type}: ${allowed.reason}`);
+        continue;
+      }
       const poolKey = `${type}|${labels}|${policy}`;
       let pool = pools.get(poolKey);
       if (!pool) pools.set(poolKey, (pool = new Map()));
@@ -238,8 +291,11 @@ export class Allocator {
       }
       if (!choice.ok) {
         reasons.push(`${type}: ${choice.reason}`);
+        capacityShort = true;
         continue;
       }
+      applyCharge(quota.usage, allowed.charge, milli);
+      for (const k of allowed.charge) quota.dirty.add(k);
       for (const w of choice.workers) {
         const node = pool.get(w.nodeId)!;
         for (const d of w.deviceIdx) node.freeMilli[d] -= w.milli;
@@ -250,19 +306,25 @@ export class Allocator {
         acceleratorType: type,
         workers: choice.workers.map((w) => ({ ...w, nodeName: pool.get(w.nodeId)!.name })),
       };
-      return { placed: true, placement };
+      return { result: { placed: true, placement }, charge: allowed.charge };
     }
-    return { placed: false, reason: reasons.join('; ') };
+    return { result: { placed: false, reason: reasons.join('; '), blockedBy: capacityShort ? 'capacity' : 'quota' }, charge: [] };
   }
 
   /** Frees everything the job holds. Idempotent; refused for an epoch older than the job's. */
   async release(jobId: string, epoch: number): Promise<ReleaseResult> {
     return withTransientRetry(() =>
       this.db.transaction().execute(async (trx) => {
-        const found = await trx.selectFrom('jobs').select('epoch').where('id', '=', jobId).forUpdate().executeTakeFirst();
+        const found = await trx.selectFrom('jobs').select(['epoch', 'quota_charge', 'quota_milli']).where('id', '=', jobId).forUpdate().executeTakeFirst();
         if (!found) return { released: 0 };
         if (found.epoch > epoch) throw staleEpoch(jobId, epoch, found.epoch);
         const deleted = await trx.deleteFrom('allocations').where('job_id', '=', jobId).executeTakeFirst();
+        if (found.quota_charge?.length && found.quota_milli) {
+          // Give the quota back in the same transaction; a second release finds nothing charged.
+          await sql`UPDATE quotas SET used_milli = used_milli - ${found.quota_milli}
+            WHERE tenant || '|' || accelerator_type = ANY(${[...found.quota_charge].sort()}::text[])`.execute(trx);
+        }
+        await trx.updateTable('jobs').set({ quota_charge: null, quota_milli: null }).where('id', '=', jobId).where('quota_charge', 'is not', null).execute();
         return { released: Number(deleted.numDeletedRows) };
       }),
     );
@@ -338,4 +400,47 @@ async function findCandidates(
   for (const r of await order(base().where('free_whole', '>=', perNode), 'free_whole').limit(limit).forUpdate().skipLocked().execute())
     if (!seen.has(r.id)) rows.push(r);
   return rows.map((r) => ({ id: r.id, name: r.name, pod: r.pod, rack: r.rack, freeMilli: r.free_milli }));
+}
+
+/** The quota rules and the locked usage rows a placement transaction decides against. */
+interface LockedQuota {
+  rules: QuotaRule[];
+  usage: Map<string, number>;
+  dirty: Set<string>;
+  write(trx: Trx): Promise<void>;
+}
+
+/**
+ * Reads the quota rules and locks, in key order, the usage rows every request of the batch may
+ * be checked against, so concurrent placements cannot both spend the same headroom.
+ */
+async function lockQuota(trx: Trx, wants: Array<{ tenant?: string; types: string[] }>): Promise<LockedQuota> {
+  const rows = await trx.selectFrom('quotas').select(['tenant', 'accelerator_type', 'nominal', 'borrowing_limit', 'lending_limit']).execute();
+  const rules: QuotaRule[] = rows.map((r) => ({
+    tenant: r.tenant, acceleratorType: r.accelerator_type, nominal: r.nominal, borrowingLimit: r.borrowing_limit, lendingLimit: r.lending_limit,
+  }));
+  const usage = new Map<string, number>();
+  const dirty = new Set<string>();
+  const keys = new Set<string>();
+  if (rules.length)
+    for (const w of wants) if (w.tenant) for (const t of w.types) for (const k of quotaKeysFor(rules, w.tenant, t)) keys.add(k);
+  if (keys.size) {
+    const locked = await sql<{ tenant: string; accelerator_type: string; used_milli: string }>`
+      SELECT tenant, accelerator_type, used_milli FROM quotas
+      WHERE tenant || '|' || accelerator_type = ANY(${[...keys].sort()}::text[])
+      ORDER BY tenant, accelerator_type FOR UPDATE`.execute(trx);
+    for (const r of locked.rows) usage.set(quotaKey(r.tenant, r.accelerator_type), Number(r.used_milli));
+  }
+  return {
+    rules,
+    usage,
+    dirty,
+    async write(t) {
+      if (!dirty.size) return;
+      const ks = [...dirty];
+      await sql`UPDATE quotas AS q SET used_milli = u.used
+        FROM unnest(${ks}::text[], ${ks.map((k) => usage.get(k) ?? 0)}::bigint[]) AS u(k, used)
+        WHERE q.tenant || '|' || q.accelerator_type = u.k`.execute(t);
+    },
+  };
 }

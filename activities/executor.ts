@@ -1,37 +1,108 @@
-// The executor launches a placed job and reports when it ends. The simulated executor "runs"
-// for the job's duration, heartbeating its progress so that a retry on another worker after a
-// crash resumes where the last heartbeat left off instead of starting over.
-import { CancelledFailure, Context } from '@temporalio/activity';
+// The executor interface the lifecycle drives — launch, observe, stop, checkpoint — and the
+// simulated executor behind it. The simulation keeps each run in the `executions` table, so a run
+// outlives the worker that launched it: progress is time spent running, a checkpoint keeps
+// progress across a requeue (for checkpointable jobs), a node marked down loses the run, and a
+// job can be told to fail some attempts halfway (to exercise the retry policy).
+import { sql, type Kysely } from 'kysely';
+import type { Database, ExecutionState } from '../db/schema';
 import type { Placement } from '../api/types';
 
-export interface RunInput {
+export interface LaunchInput {
   jobId: string;
+  epoch: number;
   placement: Placement;
   durationMs: number;
+  /** Progress to resume from (a checkpoint of an earlier attempt). */
+  resumeFromMs: number;
+  /** Fail when progress reaches this point (simulation only). */
+  failAtMs?: number;
 }
 
-export interface RunOutcome {
-  ranMs: number;
-  resumedFromMs: number;
+export interface Observation {
+  state: ExecutionState;
+  progressMs: number;
+  durationMs: number;
+  detail?: string;
 }
 
-export const HEARTBEAT_EVERY_MS = 1000;
+export interface Executor {
+  /** Starts the run; launching an already launched (job, epoch) is a no-op. */
+  launch(input: LaunchInput): Promise<void>;
+  /** Current state of the run; terminal states are succeeded, failed, lost, stopped. */
+  observe(jobId: string, epoch: number): Promise<Observation>;
+  /** Stops the run, keeping its last checkpoint; idempotent. */
+  stop(jobId: string, epoch: number, detail: string): Promise<Observation>;
+  /** Saves the run's progress so a later attempt resumes from it. */
+  checkpoint(jobId: string, epoch: number): Promise<number>;
+}
 
-export async function runSimulated(input: RunInput): Promise<RunOutcome> {
-  const ctx = Context.current();
-  const resumedFromMs = typeof ctx.info.heartbeatDetails === 'number' ? ctx.info.heartbeatDetails : 0;
-  let ranMs = resumedFromMs;
-  ctx.log.info('executor launched', { jobId: input.jobId, event: 'executor.launch', resumedFromMs, workers: input.placement.workers.length });
-  while (ranMs < input.durationMs) {
-    const step = Math.min(HEARTBEAT_EVERY_MS, input.durationMs - ranMs);
-    try {
-      await ctx.sleep(step);
-    } catch (err) {
-      if (err instanceof CancelledFailure) ctx.log.info('executor stopped', { jobId: input.jobId, event: 'executor.stop', ranMs });
-      throw err;
-    }
-    ranMs += step;
-    ctx.heartbeat(ranMs);
+export class SimulatedExecutor implements Executor {
+  constructor(private readonly db: Kysely<Database>) {}
+
+  async launch(input: LaunchInput): Promise<void> {
+    await this.db
+      .insertInto('executions')
+      .values({
+        job_id: input.jobId, epoch: input.epoch, state: 'running', duration_ms: input.durationMs,
+        progress_ms: Math.min(input.resumeFromMs, input.durationMs), checkpoint_ms: input.resumeFromMs, fail_at_ms: input.failAtMs ?? null,
+      })
+      .onConflict((oc) => oc.columns(['job_id', 'epoch']).doNothing())
+      .execute();
   }
-  return { ranMs, resumedFromMs };
+
+  /**
+   * Advances a running run to now and settles it: succeeded at its duration, failed at its
+   * failure point, lost when one of its nodes is down. One statement, so concurrent observers
+   * agree.
+   */
+  async observe(jobId: string, epoch: number): Promise<Observation> {
+    const r = await sql<{ state: ExecutionState; progress_ms: number; duration_ms: number; detail: string | null }>`
+      WITH cur AS (
+        SELECT e.job_id, e.epoch, e.state, e.duration_ms, e.fail_at_ms,
+               LEAST(e.duration_ms, e.progress_ms + (EXTRACT(EPOCH FROM clock_timestamp() - e.resumed_at) * 1000)::int) AS progress,
+               (SELECT string_agg(DISTINCT n.name, ',') FROM allocations a JOIN nodes n ON n.id = a.node_id
+                 WHERE a.job_id = e.job_id AND a.epoch = e.epoch AND n.state = 'down') AS down_nodes
+        FROM executions e WHERE e.job_id = ${jobId} AND e.epoch = ${epoch} FOR UPDATE
+      )
+      UPDATE executions e SET
+        progress_ms = CASE WHEN cur.state = 'running' THEN
+                        CASE WHEN cur.fail_at_ms IS NOT NULL THEN LEAST(cur.progress, cur.fail_at_ms) ELSE cur.progress END
+                      ELSE e.progress_ms END,
+        resumed_at = clock_timestamp(),
+        state = CASE
+          WHEN cur.state <> 'running' THEN cur.state
+          WHEN cur.down_nodes IS NOT NULL THEN 'lost'
+          WHEN cur.fail_at_ms IS NOT NULL AND cur.progress >= cur.fail_at_ms THEN 'failed'
+          WHEN cur.progress >= cur.duration_ms THEN 'succeeded'
+          ELSE 'running' END,
+        detail = CASE
+          WHEN cur.state <> 'running' THEN e.detail
+          WHEN cur.down_nodes IS NOT NULL THEN 'node down: ' || cur.down_nodes
+          WHEN cur.fail_at_ms IS NOT NULL AND cur.progress >= cur.fail_at_ms THEN 'simulated failure at ' || cur.fail_at_ms || ' ms'
+          ELSE e.detail END
+      FROM cur WHERE e.job_id = cur.job_id AND e.epoch = cur.epoch
+      RETURNING e.state, e.progress_ms, e.duration_ms, e.detail`.execute(this.db);
+    const row = r.rows[0];
+    if (!row) throw new Error(`no run of job ${jobId} epoch ${epoch} was launched`);
+    return { state: row.state, progressMs: row.progress_ms, durationMs: row.duration_ms, detail: row.detail ?? undefined };
+  }
+
+  async stop(jobId: string, epoch: number, detail: string): Promise<Observation> {
+    const seen = await this.observe(jobId, epoch);
+    if (seen.state !== 'running') return seen;
+    await this.db
+      .updateTable('executions')
+      .set({ state: 'stopped', detail })
+      .where('job_id', '=', jobId)
+      .where('epoch', '=', epoch)
+      .where('state', '=', 'running')
+      .execute();
+    return { ...seen, state: 'stopped', detail };
+  }
+
+  async checkpoint(jobId: string, epoch: number): Promise<number> {
+    const seen = await this.observe(jobId, epoch);
+    await this.db.updateTable('executions').set({ checkpoint_ms: seen.progressMs }).where('job_id', '=', jobId).where('epoch', '=', epoch).execute();
+    return seen.progressMs;
+  }
 }

@@ -1,42 +1,177 @@
-// The activities a worker registers, bound to one database and one region.
+// The activities a worker registers, bound to one database, one region and a Temporal client
+// (to wake the region scheduler and to deliver its placements to job workflows).
 import type { Kysely } from 'kysely';
 import { Context } from '@temporalio/activity';
-import type { Database, JobState } from '../db/schema';
-import { jobWorkflowId, type AllocateResult, type JobSpec, type PlacementPolicyName } from '../api/types';
-import { Allocator, type AllocateInput, type ReleaseResult } from './allocator';
-import { registerJob, setJobState } from './jobs';
-import { runSimulated } from './executor';
+import { WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { Database, JobState, NodeState } from '../db/schema';
+import { jobWorkflowId, schedulerWorkflowId, type AllocateResult, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
+import { Allocator, readPlacements, type AllocateInput, type ReleaseResult } from './allocator';
+import { enqueueJob, jobsOnNode, requeueJob, setJobPriority, setJobState, withdrawJob, type Enqueued } from './jobs';
+import { SimulatedExecutor, type Executor, type LaunchInput, type Observation } from './executor';
+import { admissionProblems, loadTenantPolicy } from './admission';
+import { runCycle, type CycleOptions } from './scheduler';
+import { badRequest } from './errors';
+import { kickSignal, placedSignal, requeueUpdate, waitingSignal, type NodeActionResult } from '../workflows/messages';
 
 export interface ActivityDeps {
   db: Kysely<Database>;
   region: string;
+  /** Temporal client in the worker's namespace. */
+  client: Client;
+  /** Task queue the region's workflows run on (the scheduler is started there). */
+  taskQueue: string;
   policy?: PlacementPolicyName;
+  executor?: Executor;
+  cycle?: CycleOptions;
 }
 
-export function createActivities({ db, region, policy }: ActivityDeps) {
+/** How often a running job's watcher observes the executor. */
+export const OBSERVE_EVERY_MS = 250;
+
+export function createActivities({ db, region, client, taskQueue, policy, executor: given, cycle }: ActivityDeps) {
   const log = () => Context.current().log;
   const allocator = new Allocator(db, policy);
+  const executor = given ?? new SimulatedExecutor(db);
+
+  const kick = async (): Promise<void> => {
+    // By name: activities do not load workflow code.
+    await client.workflow.signalWithStart('RegionSchedulerWorkflow', {
+      workflowId: schedulerWorkflowId(region),
+      taskQueue,
+      args: [{ region }],
+      signal: kickSignal,
+      signalArgs: [],
+    });
+  };
+  /** Signals a job workflow, ignoring one that has already finished. */
+  const tell = async (what: () => Promise<void>): Promise<boolean> => {
+    try {
+      await what();
+      return true;
+    } catch (err) {
+      if (err instanceof WorkflowNotFoundError) return false;
+      throw err;
+    }
+  };
+
   return {
-    async registerJob(spec: JobSpec): Promise<void> {
-      await registerJob(db, spec, region, Context.current().info.workflowExecution?.workflowId ?? jobWorkflowId(spec.tenant, spec.jobId));
+    /** Admission policy for this job in this region: the reasons it is refused (empty = admitted). */
+    async admit(spec: JobSpec): Promise<string[]> {
+      const problems = admissionProblems(spec, region, await loadTenantPolicy(db, spec.tenant));
+      if (!problems.length) {
+        try {
+          await allocator.checkRequest(spec.request);
+        } catch (err) {
+          problems.push((err as Error).message);
+        }
+      }
+      return problems;
     },
+    async enqueue(spec: JobSpec): Promise<Enqueued> {
+      const workflowId = Context.current().info.workflowExecution?.workflowId ?? jobWorkflowId(spec.tenant, spec.jobId);
+      return enqueueJob(db, spec, region, workflowId);
+    },
+    /** Wakes the region scheduler, starting it if it is not running. */
+    kickScheduler: kick,
     async setJobState(jobId: string, epoch: number, state: JobState, waitingReason?: string): Promise<void> {
       await setJobState(db, jobId, epoch, state, waitingReason ?? null);
     },
+    async withdraw(jobId: string, state: JobState, reason: string | null): Promise<void> {
+      await withdrawJob(db, jobId, state, reason);
+    },
+    async findPlacement(jobId: string, epoch: number): Promise<Placement | undefined> {
+      return (await readPlacements(db, [jobId])).get(`${jobId}@${epoch}`);
+    },
+    async setPriority(jobId: string, priority: number): Promise<void> {
+      await setJobPriority(db, jobId, priority);
+      await kick();
+    },
+    /** Direct placement of one job, outside the scheduler's cycle (tools and tests). */
     async allocate(input: AllocateInput): Promise<AllocateResult> {
-      const result = await allocator.allocate(input);
-      log().info(result.placed ? 'job placed' : 'job waits', {
-        jobId: input.jobId, epoch: input.epoch, event: result.placed ? 'allocator.placed' : 'allocator.no-fit',
-        ...(result.placed ? { nodes: result.placement.workers.map((w) => w.nodeName) } : { reason: result.reason }),
-      });
-      return result;
+      return allocator.allocate(input);
     },
     async release(jobId: string, epoch: number): Promise<ReleaseResult> {
       const result = await allocator.release(jobId, epoch);
       log().info('job released', { jobId, epoch, event: 'allocator.release', devices: result.released });
+      if (result.released) await kick();
       return result;
     },
-    runSimulated,
+    /** Releases what the job holds at `epoch` and queues it again at epoch + 1, keeping its position. */
+    async requeue(jobId: string, epoch: number, attempt: number, reason: string): Promise<number> {
+      await allocator.release(jobId, epoch).catch((err: Error) => {
+        // A retry after the epoch moved on has nothing left to release.
+        if (!/stale/.test(err.message)) throw err;
+      });
+      const next = await requeueJob(db, jobId, epoch, attempt, reason);
+      log().info('job requeued', { jobId, epoch: next, event: 'job.requeued', reason });
+      await kick();
+      return next;
+    },
+
+    /** One scheduling cycle, then delivery of its outcome to the job workflows. */
+    async scheduleCycle(): Promise<{ considered: number; placed: number; waiting: number; more: boolean; ms: number }> {
+      const out = await runCycle(db, allocator, region, cycle);
+      await Promise.all([
+        ...out.placed.map((p) => tell(() => client.workflow.getHandle(p.workflowId).signal(placedSignal, { epoch: p.epoch, placement: p.placement }))),
+        ...out.reasons.map((r) => tell(() => client.workflow.getHandle(r.workflowId).signal(waitingSignal, { epoch: r.epoch, reason: r.reason }))),
+      ]);
+      for (const p of out.placed)
+        log().info('job placed', { jobId: p.jobId, epoch: p.epoch, event: 'scheduler.placed', nodes: p.placement.workers.map((w) => w.nodeName) });
+      for (const r of out.refused) log().warn('job refused by allocator', { jobId: r.jobId, event: 'scheduler.refused', error: r.error });
+      return { considered: out.considered, placed: out.placed.length, waiting: out.considered - out.placed.length, more: out.more, ms: out.ms };
+    },
+
+    // --- the executor --------------------------------------------------------------------------
+    async launchRun(input: LaunchInput): Promise<void> {
+      await executor.launch(input);
+      await setJobState(db, input.jobId, input.epoch, 'running');
+      log().info('executor launched', { jobId: input.jobId, epoch: input.epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
+    },
+    /**
+     * Watches a run until it ends, heartbeating its progress. A worker crash or a cancellation
+     * only stops the watching; the run itself lives in the executor.
+     */
+    async watchRun(jobId: string, epoch: number): Promise<Observation> {
+      const ctx = Context.current();
+      for (let first = true; ; first = false) {
+        const seen = await executor.observe(jobId, epoch);
+        ctx.heartbeat(seen.progressMs);
+        if (first && ctx.info.attempt > 1)
+          ctx.log.info('executor watch resumed', { jobId, epoch, event: 'executor.watch-resumed', progressMs: seen.progressMs, attempt: ctx.info.attempt });
+        if (seen.state !== 'running') return seen;
+        await ctx.sleep(Math.max(20, Math.min(OBSERVE_EVERY_MS, seen.durationMs - seen.progressMs)));
+      }
+    },
+    async stopRun(jobId: string, epoch: number, detail: string, keepCheckpoint: boolean): Promise<Observation & { checkpointMs: number }> {
+      const checkpointMs = keepCheckpoint ? await executor.checkpoint(jobId, epoch) : 0;
+      const seen = await executor.stop(jobId, epoch, detail);
+      return { ...seen, checkpointMs };
+    },
+    async checkpointRun(jobId: string, epoch: number): Promise<number> {
+      return executor.checkpoint(jobId, epoch);
+    },
+
+    // --- nodes ---------------------------------------------------------------------------------
+    /** Sets a node's state; a drain also sends every job on it back to the queue. */
+    async setNodeState(name: string, state: NodeState): Promise<NodeActionResult> {
+      const node = await db.updateTable('nodes').set({ state }).where('name', '=', name).returning(['id', 'state']).executeTakeFirst();
+      if (!node) throw badRequest(`node ${JSON.stringify(name)} does not exist`);
+      log().info('node state', { event: `node.${state}`, node: name });
+      const requeued: string[] = [];
+      if (state === 'draining')
+        for (const job of await jobsOnNode(db, node.id)) {
+          const sent = await tell(async () => {
+            await client.workflow.getHandle(job.workflowId).executeUpdate(requeueUpdate, { args: [`node ${name} is draining`] });
+          }).catch((err: Error) => {
+            // A job that finished or moved on meanwhile no longer needs moving.
+            log().warn('drain could not requeue job', { jobId: job.id, node: name, error: err.message });
+            return false;
+          });
+          if (sent) requeued.push(job.id);
+        }
+      if (state === 'ready') await kick();
+      return { node: name, state, requeued };
+    },
   };
 }
 

@@ -1,19 +1,30 @@
-// The jobs table mirrors each job's lifecycle for queries and the invariant checker.
-import type { Kysely } from 'kysely';
+// The jobs table mirrors each job's lifecycle: its queue position and priority for the region
+// scheduler, its state and epoch for the allocator and the invariant checker.
+import { sql, type Kysely } from 'kysely';
 import type { Database, JobState } from '../db/schema';
 import type { JobSpec } from '../api/types';
-import { staleEpoch } from './errors';
+import { staleEpoch, unknownJob } from './errors';
 
-export async function registerJob(db: Kysely<Database>, spec: JobSpec, region: string, workflowId: string): Promise<void> {
-  // A retried registration (same job, same workflow) is a no-op.
+export interface Enqueued {
+  epoch: number;
+  state: JobState;
+  /** Queue position as epoch milliseconds. */
+  enqueuedAt: number;
+}
+
+/** Puts a new job in its region's queue. A retried call (same job) returns the existing row. */
+export async function enqueueJob(db: Kysely<Database>, spec: JobSpec, region: string, workflowId: string): Promise<Enqueued> {
   await db
     .insertInto('jobs')
     .values({
-      id: spec.jobId, tenant: spec.tenant, tier: spec.tier, region, workflow_id: workflowId,
-      spec: JSON.stringify(spec), state: 'waiting', epoch: 1,
+      id: spec.jobId, tenant: spec.tenant, tier: spec.tier, priority: spec.priority, region, workflow_id: workflowId,
+      spec: JSON.stringify(spec), state: 'waiting', epoch: 1, waiting_reason: 'queued: waiting for the next scheduling cycle',
     })
     .onConflict((oc) => oc.column('id').doNothing())
     .execute();
+  const row = await db.selectFrom('jobs').select(['epoch', 'state', 'enqueued_at', 'workflow_id']).where('id', '=', spec.jobId).executeTakeFirstOrThrow();
+  if (row.workflow_id !== workflowId) throw new Error(`job id ${spec.jobId} is already used by workflow ${row.workflow_id}`);
+  return { epoch: row.epoch, state: row.state, enqueuedAt: row.enqueued_at.getTime() };
 }
 
 /** Moves a job to `state` unless a newer epoch owns it. */
@@ -34,4 +45,45 @@ export async function setJobState(
     const job = await db.selectFrom('jobs').select('epoch').where('id', '=', jobId).executeTakeFirst();
     if (job) throw staleEpoch(jobId, epoch, job.epoch);
   }
+}
+
+/**
+ * Takes a waiting job out of the queue for good (cancelled, gave up waiting) so no cycle places
+ * it. Under the job's row lock, so a cycle either placed it before (the caller then releases) or
+ * never will.
+ */
+export async function withdrawJob(db: Kysely<Database>, jobId: string, state: JobState, reason: string | null): Promise<void> {
+  await db.updateTable('jobs').set({ state, waiting_reason: reason, updated_at: new Date() }).where('id', '=', jobId).execute();
+}
+
+/**
+ * After the caller released epoch `epoch`, puts the job back in the queue at epoch + 1 with its
+ * original queue position. Idempotent: a retry after success returns the new epoch.
+ */
+export async function requeueJob(db: Kysely<Database>, jobId: string, epoch: number, attempt: number, reason: string): Promise<number> {
+  const row = await db
+    .updateTable('jobs')
+    .set({ epoch: epoch + 1, attempt, state: 'waiting', waiting_reason: `requeued: ${reason}`, placed_at: null, updated_at: new Date() })
+    .where('id', '=', jobId)
+    .where('epoch', '=', epoch)
+    .returning('epoch')
+    .executeTakeFirst();
+  if (row) return row.epoch;
+  const job = await db.selectFrom('jobs').select('epoch').where('id', '=', jobId).executeTakeFirst();
+  if (!job) throw unknownJob(jobId);
+  if (job.epoch === epoch + 1) return job.epoch;
+  throw staleEpoch(jobId, epoch, job.epoch);
+}
+
+export async function setJobPriority(db: Kysely<Database>, jobId: string, priority: number): Promise<void> {
+  const res = await db.updateTable('jobs').set({ priority, updated_at: new Date() }).where('id', '=', jobId).executeTakeFirst();
+  if (res.numUpdatedRows === 0n) throw unknownJob(jobId);
+}
+
+/** Live jobs holding devices on a node, with their workflows: what a drain must move. */
+export async function jobsOnNode(db: Kysely<Database>, nodeId: number): Promise<Array<{ id: string; workflowId: string; epoch: number }>> {
+  const rows = await sql<{ id: string; workflow_id: string; epoch: number }>`
+    SELECT DISTINCT j.id, j.workflow_id, j.epoch FROM allocations a JOIN jobs j ON j.id = a.job_id AND j.epoch = a.epoch
+    WHERE a.node_id = ${nodeId} AND j.state IN ('placed', 'running') ORDER BY j.id`.execute(db);
+  return rows.rows.map((r) => ({ id: r.id, workflowId: r.workflow_id, epoch: r.epoch }));
 }

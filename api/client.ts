@@ -1,15 +1,47 @@
 // The typed client services use to submit, watch and cancel jobs.
 import { Client, WorkflowExecutionAlreadyStartedError, type Connection } from '@temporalio/client';
+import { WorkflowUpdateFailedError } from '@temporalio/client';
 import type { JobResult, JobSpec, JobStatus } from './types';
-import { jobWorkflowId } from './types';
-import { validateSpec } from './validation';
+import { jobWorkflowId, schedulerWorkflowId } from './types';
+import { validatePriority, validateSpec } from './validation';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from './search-attributes';
-import { JobWorkflow, cancelSignal, statusQuery } from '../workflows/job';
+import type { JobWorkflow } from '../workflows/job';
+import {
+  cancelSignal,
+  cancelUpdate,
+  cordonUpdate,
+  drainUpdate,
+  requeueUpdate,
+  schedulerStatusQuery,
+  setPriorityUpdate,
+  statusQuery,
+  uncordonUpdate,
+  type NodeActionResult,
+  type SchedulerStatus,
+} from '../workflows/messages';
 
 export class InvalidJobSpecError extends Error {
   constructor(readonly problems: string[]) {
     super(`invalid job spec: ${problems.join('; ')}`);
     this.name = 'InvalidJobSpecError';
+  }
+}
+
+/** An operator action the job or scheduler refused (its validator said why); nothing changed. */
+export class OperatorActionRefusedError extends Error {
+  constructor(message: string) {
+    super(message);
+    this.name = 'OperatorActionRefusedError';
+  }
+}
+
+/** Runs an update, turning a validator's refusal into an OperatorActionRefusedError with its message. */
+async function operatorAction<T>(run: () => Promise<T>): Promise<T> {
+  try {
+    return await run();
+  } catch (err) {
+    if (err instanceof WorkflowUpdateFailedError) throw new OperatorActionRefusedError(err.cause?.message ?? err.message);
+    throw err;
   }
 }
 
@@ -38,7 +70,7 @@ export class SchedulerClient {
     }
     const workflowId = jobWorkflowId(String(spec.tenant), String(spec.jobId));
     try {
-      await this.temporal.workflow.start(JobWorkflow, {
+      await this.temporal.workflow.start<typeof JobWorkflow>('JobWorkflow', {
         workflowId,
         taskQueue: this.o.taskQueue,
         args: [{ spec, region: this.o.region }],
@@ -62,8 +94,49 @@ export class SchedulerClient {
     return this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).query(statusQuery);
   }
 
-  async cancel(tenant: string, jobId: string, reason?: string): Promise<void> {
+  /** Cancels the job; refused (OperatorActionRefusedError) when it has already finished. */
+  async cancel(tenant: string, jobId: string, reason = 'cancelled through the api'): Promise<JobStatus> {
+    return operatorAction(() => this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).executeUpdate(cancelUpdate, { args: [reason] }));
+  }
+
+  /** Fire-and-forget cancel, for callers that cannot wait for the job's answer. */
+  async cancelSignal(tenant: string, jobId: string, reason?: string): Promise<void> {
     await this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).signal(cancelSignal, reason);
+  }
+
+  /** Sends a placed or running job back to the queue, keeping its queue position. */
+  async requeue(tenant: string, jobId: string, reason = 'requeued through the api'): Promise<JobStatus> {
+    return operatorAction(() => this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).executeUpdate(requeueUpdate, { args: [reason] }));
+  }
+
+  async setPriority(tenant: string, jobId: string, priority: number): Promise<JobStatus> {
+    const problems = validatePriority(priority);
+    if (problems.length) throw new OperatorActionRefusedError(`setPriority: ${problems.join('; ')}`);
+    return operatorAction(() =>
+      this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).executeUpdate(setPriorityUpdate, { args: [priority] }),
+    );
+  }
+
+  /** Stops new placements on a node; what runs there keeps running. */
+  async cordon(node: string): Promise<NodeActionResult> {
+    return operatorAction(() => this.scheduler().executeUpdate(cordonUpdate, { args: [node] }));
+  }
+
+  async uncordon(node: string): Promise<NodeActionResult> {
+    return operatorAction(() => this.scheduler().executeUpdate(uncordonUpdate, { args: [node] }));
+  }
+
+  /** Cordons a node and requeues every job on it. */
+  async drain(node: string): Promise<NodeActionResult> {
+    return operatorAction(() => this.scheduler().executeUpdate(drainUpdate, { args: [node] }));
+  }
+
+  async schedulerStatus(): Promise<SchedulerStatus> {
+    return this.scheduler().query(schedulerStatusQuery);
+  }
+
+  private scheduler() {
+    return this.temporal.workflow.getHandle(schedulerWorkflowId(this.o.region));
   }
 
   async result(tenant: string, jobId: string): Promise<JobResult> {

@@ -34,8 +34,18 @@ export interface JobSpec {
   tier: Tier;
   priority: number;
   request: ResourceRequest;
-  /** How long the (simulated) work runs, in milliseconds. */
+  /** Expected run time in milliseconds (the simulated executor runs this long). */
   durationMs: number;
+  /** Regions the job may run in; absent means any. */
+  allowedRegions?: string[];
+  /** The job can save progress and resume from it after a requeue. */
+  checkpointable?: boolean;
+  /** Give up (outcome `failed`) after waiting this long for placement; absent means wait forever. */
+  maxWaitMs?: number;
+  /** Runs attempted before a failing job is given up (the retry policy); default 1. */
+  maxAttempts?: number;
+  /** Simulated executor only: this many attempts fail halfway through. */
+  simulatedFailures?: number;
 }
 
 /** One worker's devices on one node. */
@@ -57,17 +67,39 @@ export interface Placement {
 
 export type AllocateResult =
   | { placed: true; placement: Placement }
-  | { placed: false; reason: string };
+  /** `blockedBy`: what stopped it — free capacity, quota, or the scheduler holding capacity for a higher-ranked job. */
+  | { placed: false; reason: string; blockedBy?: 'capacity' | 'quota' | 'held' };
 
-export type JobPhase = 'validating' | 'waiting' | 'running' | 'releasing' | 'completed' | 'cancelled' | 'rejected' | 'failed';
+export type JobPhase =
+  | 'validating'
+  | 'admitting'
+  | 'waiting'
+  | 'placed'
+  | 'running'
+  | 'releasing'
+  | 'completed'
+  | 'cancelled'
+  | 'rejected'
+  | 'failed';
+
+export const TERMINAL_PHASES: readonly JobPhase[] = ['completed', 'cancelled', 'rejected', 'failed'];
 
 export interface JobStatus {
   jobId: string;
   phase: JobPhase;
+  /** Placement generation: a requeue starts a new epoch; allocations of older epochs are void. */
   epoch: number;
+  /** Run attempts started so far. */
+  attempt: number;
+  tier: Tier;
+  priority: number;
   waitingReason?: string;
   placement?: Placement;
   cancelRequested: boolean;
+  /** Progress kept from earlier attempts by checkpoints, in milliseconds. */
+  checkpointMs: number;
+  /** Why the job went back to the queue last, if it did. */
+  lastRequeue?: string;
 }
 
 export interface JobResult {
@@ -75,6 +107,11 @@ export interface JobResult {
   outcome: 'completed' | 'cancelled' | 'rejected' | 'failed';
   reason?: string;
   placement?: Placement;
+}
+
+/** The per-region scheduler's workflow id. */
+export function schedulerWorkflowId(region: string): string {
+  return `scheduler/${region}`;
 }
 
 export function jobWorkflowId(tenant: string, jobId: string): string {

@@ -5,7 +5,18 @@ export const LIMITS = {
   maxWorkers: 1024,
   maxDevicesPerWorker: 64,
   maxDurationMs: 30 * 24 * 3600 * 1000,
+  maxAttempts: 10,
+  maxPriority: 1000,
 } as const;
+
+const REGION = /^[a-z0-9][a-z0-9-]{0,62}$/;
+
+/** Problems with a new priority given by an operator. */
+export function validatePriority(priority: unknown): string[] {
+  return int(priority) && priority >= 0 && priority <= LIMITS.maxPriority
+    ? []
+    : [`priority: ${show(priority)} must be an integer from 0 to ${LIMITS.maxPriority}`];
+}
 
 const ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
 const TENANT = /^[a-z0-9][a-z0-9_-]*(\/[a-z0-9][a-z0-9_-]*){0,2}$/;
@@ -23,10 +34,21 @@ export function validateSpec(input: unknown): string[] {
   if (typeof spec.tenant !== 'string' || !TENANT.test(spec.tenant))
     problems.push(`tenant: ${show(spec.tenant)} must be a path org[/team[/project]] of lowercase names`);
   if (!TIERS.includes(spec.tier as never)) problems.push(`tier: ${show(spec.tier)} must be one of ${TIERS.join(', ')}`);
-  if (!int(spec.priority) || spec.priority < 0 || spec.priority > 1000)
-    problems.push(`priority: ${show(spec.priority)} must be an integer from 0 to 1000`);
+  problems.push(...validatePriority(spec.priority));
   if (!int(spec.durationMs) || spec.durationMs <= 0 || spec.durationMs > LIMITS.maxDurationMs)
     problems.push(`durationMs: ${show(spec.durationMs)} must be a positive integer of at most ${LIMITS.maxDurationMs}`);
+
+  if (spec.allowedRegions !== undefined &&
+    (!Array.isArray(spec.allowedRegions) || spec.allowedRegions.length === 0 || !spec.allowedRegions.every((r) => typeof r === 'string' && REGION.test(r))))
+    problems.push(`allowedRegions: ${show(spec.allowedRegions)} must be a non-empty list of region names (lowercase letters, digits, '-')`);
+  if (spec.checkpointable !== undefined && typeof spec.checkpointable !== 'boolean')
+    problems.push(`checkpointable: ${show(spec.checkpointable)} must be true or false`);
+  if (spec.maxWaitMs !== undefined && (!int(spec.maxWaitMs) || spec.maxWaitMs <= 0 || spec.maxWaitMs > LIMITS.maxDurationMs))
+    problems.push(`maxWaitMs: ${show(spec.maxWaitMs)} must be a positive integer of at most ${LIMITS.maxDurationMs}`);
+  if (spec.maxAttempts !== undefined && (!int(spec.maxAttempts) || spec.maxAttempts < 1 || spec.maxAttempts > LIMITS.maxAttempts))
+    problems.push(`maxAttempts: ${show(spec.maxAttempts)} must be an integer from 1 to ${LIMITS.maxAttempts}`);
+  if (spec.simulatedFailures !== undefined && (!int(spec.simulatedFailures) || spec.simulatedFailures < 0 || spec.simulatedFailures > LIMITS.maxAttempts))
+    problems.push(`simulatedFailures: ${show(spec.simulatedFailures)} must be an integer from 0 to ${LIMITS.maxAttempts}`);
 
   problems.push(...validateRequest(spec.request));
   return problems;

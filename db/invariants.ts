@@ -31,5 +31,23 @@ export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]
     WHERE j.id IS NULL OR j.state <> ALL (${LIVE_STATES}::text[]) OR j.epoch <> a.epoch`.execute(db);
   for (const r of orphans.rows)
     violations.push({ rule: 'allocation-without-live-job', detail: `job ${r.job_id} epoch ${r.epoch} is ${r.state ?? 'unknown'} at epoch ${r.job_epoch ?? '-'}` });
+  // 4. Each quota rule's usage equals what the live charges on it add up to.
+  const quotaDrift = await sql<{ tenant: string; accelerator_type: string; used: string; charged: string }>`
+    SELECT q.tenant, q.accelerator_type, q.used_milli AS used,
+           coalesce((SELECT sum(j.quota_milli) FROM jobs j WHERE (q.tenant || '|' || q.accelerator_type) = ANY(j.quota_charge)), 0) AS charged
+    FROM quotas q
+    WHERE q.used_milli <> coalesce((SELECT sum(j.quota_milli) FROM jobs j WHERE (q.tenant || '|' || q.accelerator_type) = ANY(j.quota_charge)), 0)`.execute(db);
+  for (const r of quotaDrift.rows)
+    violations.push({ rule: 'quota-usage-drift', detail: `${r.tenant} ${r.accelerator_type} records ${r.used} milli, charges add up to ${r.charged}` });
+  // 5. No quota node uses more than nominal + borrowing limit (nominal alone at the top of a tree).
+  const over_quota = await sql<{ tenant: string; accelerator_type: string; used: string; cap: string }>`
+    SELECT q.tenant, q.accelerator_type, q.used_milli AS used,
+           CASE WHEN EXISTS (SELECT 1 FROM quotas p WHERE p.accelerator_type = q.accelerator_type AND q.tenant LIKE p.tenant || '/%')
+                THEN (q.nominal + q.borrowing_limit) * 1000 ELSE q.nominal * 1000 END AS cap
+    FROM quotas q
+    WHERE q.used_milli > CASE WHEN EXISTS (SELECT 1 FROM quotas p WHERE p.accelerator_type = q.accelerator_type AND q.tenant LIKE p.tenant || '/%')
+                              THEN (q.nominal + coalesce(q.borrowing_limit, 1000000000)) * 1000 ELSE q.nominal * 1000 END`.execute(db);
+  for (const r of over_quota.rows)
+    violations.push({ rule: 'quota-exceeded', detail: `${r.tenant} ${r.accelerator_type} uses ${r.used} milli, limit ${r.cap ?? 'unbounded'}` });
   return violations;
 }

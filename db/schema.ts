@@ -57,6 +57,14 @@ export interface JobsTable {
   state: JobState;
   epoch: number;
   waiting_reason: string | null;
+  priority: Generated<number>;
+  /** Queue position: set at submission, kept across requeues. */
+  enqueued_at: ColumnType<Date, Date | undefined, Date>;
+  placed_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  attempt: Generated<number>;
+  /** Quota keys (tenant|type) charged for the current allocation. */
+  quota_charge: string[] | null;
+  quota_milli: number | null;
   created_at: ColumnType<Date, Date | undefined, never>;
   updated_at: ColumnType<Date, Date | undefined, Date>;
 }
@@ -77,6 +85,10 @@ export interface TenantsTable {
   path: string;
   parent: string | null;
   active: Generated<boolean>;
+  allowed_tiers: string[] | null;
+  allowed_types: string[] | null;
+  max_devices_per_job: number | null;
+  updated_at: Generated<Date>;
 }
 
 export interface QuotasTable {
@@ -85,6 +97,22 @@ export interface QuotasTable {
   nominal: number;
   borrowing_limit: number | null;
   lending_limit: number | null;
+  /** Milli-devices in use by the rule's subtree; kept in the allocation's transaction. */
+  used_milli: ColumnType<string, string | number | undefined, string | number>;
+}
+
+export type ExecutionState = 'running' | 'succeeded' | 'failed' | 'lost' | 'stopped';
+
+export interface ExecutionsTable {
+  job_id: string;
+  epoch: number;
+  state: ExecutionState;
+  duration_ms: number;
+  progress_ms: Generated<number>;
+  checkpoint_ms: Generated<number>;
+  resumed_at: ColumnType<Date, Date | undefined, Date>;
+  fail_at_ms: number | null;
+  detail: string | null;
 }
 
 export interface Database {
@@ -95,6 +123,7 @@ export interface Database {
   allocations: AllocationsTable;
   tenants: TenantsTable;
   quotas: QuotasTable;
+  executions: ExecutionsTable;
 }
 
 export type NodeRow = Selectable<NodesTable>;

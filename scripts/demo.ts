@@ -100,14 +100,16 @@ async function main(): Promise<void> {
   const nativeConnection = await NativeConnection.connect({ address });
   const taskQueue = jobTaskQueue(args.region);
   say('• Worker: bundling workflows and starting (logs in .data/worker.log)');
-  const worker = await createSchedulerWorker({ connection: nativeConnection, namespace, taskQueue, db, region: args.region });
-  const workerDone = worker.run();
-
   const connection = await Connection.connect({ address });
   const client = new SchedulerClient({ connection, namespace, taskQueue, region: args.region });
+  const worker = await createSchedulerWorker({ connection: nativeConnection, client: client.temporal, namespace, taskQueue, db, region: args.region });
+  const workerDone = worker.run();
   const runId = new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '');
   const tasks = readOpenbTasks().slice(0, args.jobs);
   const tenants = ['acme/vision', 'acme/nlp', 'globex/research', 'initech/recsys'];
+  // Admission needs registered tenants: orgs first, then their teams.
+  for (const path of [...new Set(tenants.map((t) => t.split('/')[0])), ...tenants])
+    await db.insertInto('tenants').values({ path, parent: path.includes('/') ? path.split('/')[0] : null }).onConflict((oc) => oc.doNothing()).execute();
   const specs: JobSpec[] = tasks.map((task, i) => ({
     jobId: `demo-${runId}-${String(i).padStart(4, '0')}`,
     tenant: tenants[i % tenants.length],

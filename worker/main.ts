@@ -1,6 +1,7 @@
 // Worker process entry point: `npm run worker`. Stops gracefully on SIGTERM/SIGINT (the SDK
 // finishes in-flight tasks within the shutdown grace time).
 import { NativeConnection } from '@temporalio/worker';
+import { Client, Connection } from '@temporalio/client';
 import { configFromEnv } from './config';
 import { createLogger, installTemporalLogging } from './logger';
 import { createSchedulerWorker } from './worker';
@@ -12,8 +13,10 @@ async function main(): Promise<void> {
   installTemporalLogging(log);
   const db = openDatabase(config.databaseUrl);
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
+  const clientConnection = await Connection.connect({ address: config.temporalAddress });
+  const client = new Client({ connection: clientConnection, namespace: config.namespace });
   const worker = await createSchedulerWorker({
-    connection, namespace: config.namespace, taskQueue: config.taskQueue, db, region: config.region,
+    connection, client, namespace: config.namespace, taskQueue: config.taskQueue, db, region: config.region,
     policy: config.policy, workflowBundlePath: process.env.WORKFLOW_BUNDLE,
     identity: `${config.region}-worker-${process.pid}`,
   });
@@ -22,6 +25,7 @@ async function main(): Promise<void> {
     await worker.run(); // resolves after SIGTERM/SIGINT, which the SDK handles by shutting down
   } finally {
     await connection.close();
+    await clientConnection.close();
     await db.destroy();
     log.info({ event: 'worker.stop' }, 'worker stopped');
   }

@@ -1,7 +1,9 @@
-// Builds a scheduler worker: job workflows plus the allocator, bookkeeping and executor activities.
+// Builds a scheduler worker: the job and region-scheduler workflows plus the allocator,
+// bookkeeping and executor activities.
 import path from 'node:path';
 import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
 import type { Kysely } from 'kysely';
+import type { Client } from '@temporalio/client';
 import type { Database } from '../db/schema';
 import { createActivities } from '../activities';
 import type { PlacementPolicyName } from '../api/types';
@@ -11,6 +13,8 @@ export interface SchedulerWorkerOptions {
   namespace: string;
   taskQueue: string;
   db: Kysely<Database>;
+  /** Client in the same namespace, for the activities that signal workflows. */
+  client: Client;
   region: string;
   policy?: PlacementPolicyName;
   /** A prebuilt workflow bundle; without it the workflows are bundled at start (slower). */
@@ -28,7 +32,7 @@ export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<
     taskQueue: o.taskQueue,
     ...(o.identity ? { identity: o.identity } : {}),
     ...workflows,
-    activities: createActivities({ db: o.db, region: o.region, policy: o.policy }),
+    activities: createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue }),
     shutdownGraceTime: '10s',
   });
 }

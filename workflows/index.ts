@@ -1,2 +1,4 @@
 // Every workflow the scheduler's workers run.
 export { JobWorkflow } from './job';
+export { RegionSchedulerWorkflow } from './scheduler';
+export { NoopWorkflow } from './noop';

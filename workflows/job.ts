@@ -1,12 +1,14 @@
-// JobWorkflow: one job's lifecycle — admit, wait for placement, run, release — with the
-// operator messages it answers declared beside it. Deterministic: all I/O is in activities.
+// JobWorkflow: one job's lifecycle — validate, admit, queue, wait for the region scheduler to
+// place it, run it through the executor, and release what it held — with the operator messages
+// it answers (cancel, requeue, setPriority, status). A requeue (operator, drain, node loss, a
+// failed attempt with retries left) releases the devices and queues the job again at a new epoch,
+// keeping its original queue position. Deterministic: all I/O is in activities.
 import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  allHandlersFinished,
   condition,
-  defineQuery,
-  defineSignal,
   isCancellation,
   log,
   proxyActivities,
@@ -14,14 +16,23 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { SchedulerActivities } from '../activities';
-import type { JobPhase, JobResult, JobSpec, JobStatus, Placement } from '../api/types';
-import { validateSpec } from '../api/validation';
+import { TERMINAL_PHASES, type JobPhase, type JobResult, type JobSpec, type JobStatus, type Placement } from '../api/types';
+import { validatePriority, validateSpec } from '../api/validation';
 import { AcceleratorTypeKey, JobStateKey, WaitingReasonKey } from '../api/search-attributes';
 import { ErrorTypes } from '../activities/errors';
 import type { JobState } from '../db/schema';
+import {
+  cancelSignal,
+  cancelUpdate,
+  placedSignal,
+  requeueUpdate,
+  setPriorityUpdate,
+  statusQuery,
+  waitingSignal,
+  type PlacedDelivery,
+} from './messages';
 
-export const cancelSignal = defineSignal<[reason?: string]>('cancel');
-export const statusQuery = defineQuery<JobStatus>('status');
+export { cancelSignal, statusQuery } from './messages';
 
 export interface JobWorkflowInput {
   spec: JobSpec;
@@ -30,34 +41,35 @@ export interface JobWorkflowInput {
 
 const NON_RETRYABLE = Object.values(ErrorTypes);
 
-const bookkeeping = proxyActivities<SchedulerActivities>({
+const acts = proxyActivities<SchedulerActivities>({
   startToCloseTimeout: '30s',
   retry: { initialInterval: '200ms', maximumInterval: '10s', nonRetryableErrorTypes: NON_RETRYABLE },
 });
 
-const executor = proxyActivities<SchedulerActivities>({
+const watcher = proxyActivities<SchedulerActivities>({
   startToCloseTimeout: '30 days',
-  // A worker that dies mid-run is noticed within seconds; the retry resumes from the last heartbeat.
+  // A worker that dies mid-run is noticed within seconds; the retry watches the same run.
   heartbeatTimeout: '5s',
   retry: { initialInterval: '500ms', maximumInterval: '10s', nonRetryableErrorTypes: NON_RETRYABLE },
 });
 
-/** Longest wait between placement attempts while the job cannot fit. */
-const MAX_RETRY_WAIT_MS = 30_000;
+/** How often a waiting job looks for a placement it may have missed, and re-kicks the scheduler. */
+export const PLACEMENT_CHECK_MS = 15_000;
+
+type RunEnd =
+  | { kind: 'succeeded' }
+  | { kind: 'cancelled' }
+  | { kind: 'failed' | 'lost' | 'requeue'; detail: string };
 
 export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult> {
   const jobId = typeof spec?.jobId === 'string' ? spec.jobId : 'invalid';
-  const epoch = 1;
-  const status: JobStatus = { jobId, phase: 'validating', epoch, cancelRequested: false };
+  const status: JobStatus = {
+    jobId, phase: 'validating', epoch: 1, attempt: 0, tier: spec?.tier, priority: spec?.priority,
+    cancelRequested: false, checkpointMs: 0,
+  };
+  let delivered: PlacedDelivery | undefined;
+  let requeueAsked: string | undefined;
   let runScope: CancellationScope | undefined;
-
-  setHandler(statusQuery, () => status);
-  setHandler(cancelSignal, (reason) => {
-    if (status.cancelRequested) return;
-    status.cancelRequested = true;
-    log.info('cancel requested', { jobId, event: 'job.cancel-requested', reason: reason ?? 'none given', phase: status.phase });
-    runScope?.cancel();
-  });
 
   const enter = (phase: JobPhase, waitingReason?: string): void => {
     status.phase = phase;
@@ -66,33 +78,188 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       { key: JobStateKey, value: phase },
       { key: WaitingReasonKey, value: waitingReason ? waitingReason.slice(0, 250) : null },
     ]);
-    log.info('job phase', { jobId, event: `job.${phase}`, waitingReason });
+    log.info('job phase', { jobId, event: `job.${phase}`, epoch: status.epoch, waitingReason });
+  };
+  const finished = (): boolean => TERMINAL_PHASES.includes(status.phase) || status.phase === 'releasing';
+  const requestCancel = (reason?: string): void => {
+    if (status.cancelRequested) return;
+    status.cancelRequested = true;
+    log.info('cancel requested', { jobId, event: 'job.cancel-requested', reason: reason ?? 'none given', phase: status.phase });
+    runScope?.cancel();
+  };
+
+  setHandler(statusQuery, () => status);
+  setHandler(cancelSignal, requestCancel);
+  setHandler(
+    cancelUpdate,
+    (reason) => {
+      requestCancel(reason);
+      return status;
+    },
+    {
+      validator: (reason) => {
+        if (typeof reason !== 'string') throw new Error(`cancel: reason ${JSON.stringify(reason)} must be a string`);
+        if (finished()) throw new Error(`cancel: job ${jobId} is already ${status.phase}`);
+        if (status.cancelRequested) throw new Error(`cancel: job ${jobId} is already being cancelled`);
+      },
+    },
+  );
+  setHandler(
+    requeueUpdate,
+    (reason) => {
+      requeueAsked = reason || 'operator requeue';
+      log.info('requeue requested', { jobId, event: 'job.requeue-requested', reason: requeueAsked, phase: status.phase });
+      runScope?.cancel();
+      return status;
+    },
+    {
+      validator: (reason) => {
+        if (typeof reason !== 'string') throw new Error(`requeue: reason ${JSON.stringify(reason)} must be a string`);
+        if (status.phase !== 'placed' && status.phase !== 'running')
+          throw new Error(`requeue: job ${jobId} is ${status.phase}; only a placed or running job can be requeued`);
+        if (status.cancelRequested) throw new Error(`requeue: job ${jobId} is being cancelled`);
+        if (requeueAsked !== undefined) throw new Error(`requeue: job ${jobId} is already being requeued`);
+      },
+    },
+  );
+  setHandler(
+    setPriorityUpdate,
+    async (priority) => {
+      await acts.setPriority(jobId, priority);
+      status.priority = priority;
+      log.info('priority changed', { jobId, event: 'job.priority', priority });
+      return status;
+    },
+    {
+      validator: (priority) => {
+        const problems = validatePriority(priority);
+        if (problems.length) throw new Error(`setPriority: ${problems.join('; ')}`);
+        if (finished() || status.phase === 'validating' || status.phase === 'admitting')
+          throw new Error(`setPriority: job ${jobId} is ${status.phase}; only a queued, placed or running job has a priority to change`);
+      },
+    },
+  );
+  setHandler(placedSignal, (d) => {
+    if (d.epoch === status.epoch) delivered = d;
+  });
+  setHandler(waitingSignal, ({ epoch, reason }) => {
+    if (epoch === status.epoch && status.phase === 'waiting' && !delivered && reason !== status.waitingReason) enter('waiting', reason);
+  });
+
+  const finish = async (result: JobResult): Promise<JobResult> => {
+    await condition(allHandlersFinished);
+    return result;
   };
 
   const problems = validateSpec(spec);
   if (problems.length) {
     const reason = `invalid spec: ${problems.join('; ')}`;
     enter('rejected', reason);
-    return { jobId, outcome: 'rejected', reason };
+    return finish({ jobId, outcome: 'rejected', reason });
+  }
+  enter('admitting');
+  const refused = await acts.admit(spec);
+  if (refused.length) {
+    const reason = `not admitted: ${refused.join('; ')}`;
+    enter('rejected', reason);
+    return finish({ jobId, outcome: 'rejected', reason });
   }
 
-  await bookkeeping.registerJob(spec);
+  const queued = await acts.enqueue(spec);
+  status.epoch = queued.epoch;
+  const waitDeadline = spec.maxWaitMs ? Date.now() + spec.maxWaitMs : undefined;
   let outcome: JobResult['outcome'] = 'completed';
   let reason: string | undefined;
   let placement: Placement | undefined;
+
+  /** Waits for the scheduler's delivery (or finds the placement itself); undefined when cancelled or out of time. */
+  const waitForPlacement = async (deadline?: number): Promise<Placement | 'cancelled' | 'timeout'> => {
+    for (;;) {
+      const left = deadline === undefined ? PLACEMENT_CHECK_MS : Math.min(PLACEMENT_CHECK_MS, deadline - Date.now());
+      if (left > 0) await condition(() => delivered !== undefined || status.cancelRequested, left);
+      if (status.cancelRequested) return 'cancelled';
+      if (delivered) return delivered.placement;
+      // Missed delivery, or a scheduler that stopped: look for ourselves and wake it.
+      const found = await acts.findPlacement(jobId, status.epoch);
+      if (found) return found;
+      if (deadline !== undefined && Date.now() >= deadline) return 'timeout';
+      await acts.kickScheduler();
+    }
+  };
+
+  const run = async (p: Placement): Promise<RunEnd> => {
+    const epoch = status.epoch;
+    status.attempt++;
+    const failAtMs = status.attempt <= (spec.simulatedFailures ?? 0) ? Math.max(1, Math.floor(spec.durationMs / 2)) : undefined;
+    await acts.launchRun({ jobId, epoch, placement: p, durationMs: spec.durationMs, resumeFromMs: status.checkpointMs, failAtMs });
+    enter('running');
+    runScope = new CancellationScope();
+    try {
+      if (status.cancelRequested || requeueAsked !== undefined) runScope.cancel();
+      const seen = await runScope.run(() => watcher.watchRun(jobId, epoch));
+      if (seen.state === 'succeeded') return { kind: 'succeeded' };
+      if (seen.state === 'lost') return { kind: 'lost', detail: seen.detail ?? 'node lost' };
+      return { kind: 'failed', detail: seen.detail ?? `run ended ${seen.state}` };
+    } catch (err) {
+      if (!isCancellation(err)) throw err;
+      const cancelling = status.cancelRequested;
+      const detail = cancelling ? 'cancelled' : `requeue: ${requeueAsked}`;
+      const keep = !cancelling && spec.checkpointable === true;
+      const stopped = await CancellationScope.nonCancellable(() => acts.stopRun(jobId, epoch, detail, keep));
+      if (keep) status.checkpointMs = stopped.checkpointMs;
+      if (cancelling) return { kind: 'cancelled' };
+      if (stopped.state === 'succeeded') return { kind: 'succeeded' };
+      return { kind: 'requeue', detail: requeueAsked ?? 'requeue' };
+    } finally {
+      runScope = undefined;
+    }
+  };
+
   try {
-    placement = await waitForPlacement(spec, epoch, status, enter);
-    if (!placement) {
-      outcome = 'cancelled';
-    } else {
-      status.placement = placement;
-      upsertSearchAttributes([{ key: AcceleratorTypeKey, value: placement.acceleratorType }]);
-      enter('running');
-      await bookkeeping.setJobState(jobId, epoch, 'running');
-      runScope = new CancellationScope();
-      const p = placement;
-      if (!status.cancelRequested) await runScope.run(() => executor.runSimulated({ jobId, placement: p, durationMs: spec.durationMs }));
-      if (status.cancelRequested) outcome = 'cancelled';
+    let deadline = waitDeadline;
+    for (;;) {
+      if (status.phase !== 'waiting') enter('waiting', status.lastRequeue ? `requeued: ${status.lastRequeue}` : 'queued: waiting for the next scheduling cycle');
+      await acts.kickScheduler();
+      const got = await waitForPlacement(deadline);
+      deadline = undefined;
+      if (got === 'cancelled') {
+        outcome = 'cancelled';
+        break;
+      }
+      if (got === 'timeout') {
+        outcome = 'failed';
+        reason = `not placed within maxWaitMs ${spec.maxWaitMs}: ${status.waitingReason ?? 'waiting'}`;
+        break;
+      }
+      placement = got;
+      status.placement = got;
+      upsertSearchAttributes([{ key: AcceleratorTypeKey, value: got.acceleratorType }]);
+      enter('placed');
+      const end = await run(got);
+      if (end.kind === 'succeeded') break;
+      if (end.kind === 'cancelled') {
+        outcome = 'cancelled';
+        break;
+      }
+      if (end.kind === 'failed' && status.attempt >= (spec.maxAttempts ?? 1)) {
+        outcome = 'failed';
+        reason = `attempt ${status.attempt} of ${spec.maxAttempts ?? 1} failed: ${end.detail}`;
+        break;
+      }
+      // Back to the queue, same position, new epoch.
+      const why = end.kind === 'failed' ? `attempt ${status.attempt} failed: ${end.detail}` : end.kind === 'lost' ? end.detail : end.detail;
+      enter('releasing');
+      await CancellationScope.nonCancellable(async () => {
+        status.epoch = await acts.requeue(jobId, status.epoch, status.attempt, why);
+      });
+      status.lastRequeue = why;
+      status.placement = undefined;
+      delivered = undefined;
+      requeueAsked = undefined;
+      if (status.cancelRequested) {
+        outcome = 'cancelled';
+        break;
+      }
     }
   } catch (err) {
     if (isCancellation(err)) outcome = 'cancelled';
@@ -106,31 +273,13 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
   } finally {
     // Release always runs, even when the workflow itself is being cancelled.
     await CancellationScope.nonCancellable(async () => {
-      enter('releasing');
-      await bookkeeping.release(jobId, epoch);
       const finalState: JobState = outcome;
-      await bookkeeping.setJobState(jobId, epoch, finalState, reason);
+      // Out of the queue first, so no cycle places the job after its release.
+      await acts.withdraw(jobId, finalState, reason ?? null);
+      enter('releasing');
+      await acts.release(jobId, status.epoch);
       enter(outcome, reason);
     });
   }
-  return { jobId, outcome, reason, placement };
-}
-
-/** Tries to place the job until it fits or is cancelled, backing off while nothing fits. */
-async function waitForPlacement(
-  spec: JobSpec,
-  epoch: number,
-  status: JobStatus,
-  enter: (phase: JobPhase, reason?: string) => void,
-): Promise<Placement | undefined> {
-  let wait = 500;
-  enter('waiting', 'placement pending');
-  while (!status.cancelRequested) {
-    const result = await bookkeeping.allocate({ jobId: spec.jobId, epoch, request: spec.request });
-    if (result.placed) return result.placement;
-    if (status.waitingReason !== result.reason) enter('waiting', result.reason);
-    await condition(() => status.cancelRequested, wait);
-    wait = Math.min(MAX_RETRY_WAIT_MS, wait * 2);
-  }
-  return undefined;
+  return finish({ jobId, outcome, reason, placement: outcome === 'completed' ? placement : status.placement ?? placement });
 }

@@ -45,3 +45,40 @@ export async function registerTestJob(db: Kysely<Database>, jobId: string, epoch
     .values({ id: jobId, tenant: 'acme', tier: 'standard', region: 'test', workflow_id: `job/acme/${jobId}`, spec: '{}', state: 'waiting', epoch })
     .execute();
 }
+
+/** Registers tenants (and their ancestors) so admission accepts them; `policy` applies to each path given. */
+export async function seedTenants(
+  db: Kysely<Database>,
+  paths: string[],
+  policy: { allowed_tiers?: string[]; allowed_types?: string[]; max_devices_per_job?: number; active?: boolean } = {},
+): Promise<void> {
+  const all = new Set<string>();
+  for (const p of paths) {
+    const parts = p.split('/');
+    for (let i = 1; i <= parts.length; i++) all.add(parts.slice(0, i).join('/'));
+  }
+  for (const path of [...all].sort((a, b) => a.split('/').length - b.split('/').length)) {
+    const own = paths.includes(path) ? policy : {};
+    await db
+      .insertInto('tenants')
+      .values({ path, parent: path.includes('/') ? path.slice(0, path.lastIndexOf('/')) : null, ...own })
+      .onConflict((oc) => (Object.keys(own).length ? oc.column('path').doUpdateSet(own) : oc.column('path').doNothing()))
+      .execute();
+  }
+}
+
+/** Sets a quota rule (whole devices). */
+export async function setQuota(
+  db: Kysely<Database>,
+  tenant: string,
+  type: string,
+  nominal: number,
+  limits: { borrowing?: number | null; lending?: number | null } = {},
+): Promise<void> {
+  const values = { nominal, borrowing_limit: limits.borrowing ?? null, lending_limit: limits.lending ?? null };
+  await db
+    .insertInto('quotas')
+    .values({ tenant, accelerator_type: type, ...values })
+    .onConflict((oc) => oc.columns(['tenant', 'accelerator_type']).doUpdateSet(values))
+    .execute();
+}

@@ -44,7 +44,7 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
     taskQueue,
     async startWorker(db) {
       const worker = await createSchedulerWorker({
-        connection: env.nativeConnection, namespace: NAMESPACE, taskQueue, db, region: REGION, workflowBundlePath: WORKFLOW_BUNDLE,
+        connection: env.nativeConnection, client: client.temporal, namespace: NAMESPACE, taskQueue, db, region: REGION, workflowBundlePath: WORKFLOW_BUNDLE,
       });
       const entry = { worker, done: worker.run() };
       workers.push(entry);

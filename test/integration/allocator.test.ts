@@ -73,7 +73,7 @@ describe('allocator on PostgreSQL', () => {
     await registerTestJob(t.db, 'gang-big');
     const before = await freeDevices();
     const r = await allocator.allocate({ jobId: 'gang-big', epoch: 1, request: req({ workers: 5, devicesPerWorker: 8 }) });
-    expect(r).toEqual({ placed: false, reason: expect.stringContaining('no room for 5×8 of A100') });
+    expect(r).toEqual({ placed: false, blockedBy: 'capacity', reason: expect.stringContaining('no room for 5×8 of A100') });
     expect(await freeDevices()).toBe(before);
     const job = await t.db.selectFrom('jobs').select('waiting_reason').where('id', '=', 'gang-big').executeTakeFirstOrThrow();
     expect(job.waiting_reason).toContain('no room for 5×8');
@@ -143,7 +143,7 @@ describe('batch placement', () => {
       { jobId: 'batch-d', epoch: 1, request: req({ acceleratorTypes: ['nope'] }) },
     ]);
     expect(results.map((r) => (r.error ? 'error' : r.result?.placed ? 'placed' : 'waiting'))).toEqual(['placed', 'placed', 'waiting', 'error']);
-    expect(results[2].result).toEqual({ placed: false, reason: expect.stringContaining('no room for 1×1 of A100') });
+    expect(results[2].result).toEqual({ placed: false, blockedBy: 'capacity', reason: expect.stringContaining('no room for 1×1 of A100') });
     expect(results[3].error).toContain('unknown accelerator type "nope"');
     expect(await freeDevices()).toBe(before - 32);
     // Retrying the batch is a no-op for what was placed.
@@ -186,7 +186,7 @@ describe('constraints through the SQL path', () => {
     const other = await t.db.selectFrom('nodes').select(['id', 'rack']).where('accelerator_type', '=', 'L4').where('rack', '<>', racks[0].rack).execute();
     await t.db.insertInto('allocations').values({ job_id: 'rack-2', epoch: 1, node_id: other[0].id, device_idx: 0, milli: 1000, worker_idx: 0 }).execute();
     const waits = await allocator.allocate({ jobId: 'rack-3', epoch: 1, request: l4({ workers: 2, devicesPerWorker: 4, topology: 'rack' }) });
-    expect(waits).toEqual({ placed: false, reason: expect.stringContaining('in one rack') });
+    expect(waits).toEqual({ placed: false, blockedBy: 'capacity', reason: expect.stringContaining('in one rack') });
     await allocator.release('rack-1', 1);
     await allocator.release('rack-2', 1);
   });

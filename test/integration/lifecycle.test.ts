@@ -3,7 +3,7 @@ import { checkInvariants } from '../../db/invariants';
 import { InvalidJobSpecError } from '../../api/client';
 import type { JobSpec } from '../../api/types';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
-import { seedFleet } from '../helpers/fleet';
+import { seedFleet, seedTenants } from '../helpers/fleet';
 import { eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
 
 let t: TestDatabase;
@@ -12,6 +12,7 @@ let h: TemporalHarness;
 beforeAll(async () => {
   t = await createTestDatabase('life');
   await seedFleet(t.db, { nodes: [['A100', 8, 2]] });
+  await seedTenants(t.db, ['acme/ml']);
   h = await startTemporal('jobs-lifecycle');
   await h.startWorker(t.db);
 });
@@ -98,7 +99,7 @@ describe('job lifecycle on Temporal', () => {
     await h.client.submit(spec('bad-3', { request: { acceleratorTypes: ['H900'], workers: 1, devicesPerWorker: 1, topology: 'any' } }));
     const result = await h.client.result('acme/ml', 'bad-3');
     expect(result).toMatchObject({ outcome: 'rejected', reason: expect.stringContaining('unknown accelerator type "H900"') });
-    expect(await jobState('bad-3')).toBe('rejected');
+    expect(await jobState('bad-3')).toBeUndefined();
     expect(await held('bad-3')).toBe(0);
   });
 

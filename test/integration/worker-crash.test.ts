@@ -5,7 +5,7 @@ import path from 'node:path';
 import { checkInvariants } from '../../db/invariants';
 import type { JobSpec } from '../../api/types';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
-import { seedFleet } from '../helpers/fleet';
+import { seedFleet, seedTenants } from '../helpers/fleet';
 import { NAMESPACE, REGION, eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
 import { WORKFLOW_BUNDLE } from '../helpers/global-setup';
 
@@ -16,6 +16,7 @@ const children: ChildProcess[] = [];
 beforeAll(async () => {
   t = await createTestDatabase('crash');
   await seedFleet(t.db, { nodes: [['A100', 8, 2]] });
+  await seedTenants(t.db, ['acme/ml']);
   h = await startTemporal('jobs-crash');
 });
 afterAll(async () => {
@@ -60,11 +61,12 @@ test('a job whose worker is killed with SIGKILL is finished by another worker an
   const second = startWorkerProcess();
   const result = await h.client.result('acme/ml', 'survivor');
   expect(result.outcome).toBe('completed');
-  // The executor ran twice: attempt 1 on the killed worker, attempt 2 on the new one.
+  // The run was watched twice: attempt 1 on the killed worker, attempt 2 on the new one, which
+  // picked the run up where it was (the run itself lives in the executor, not the worker).
   const history = await h.client.temporal.workflow.getHandle('job/acme/ml/survivor').fetchHistory();
   const attempts = (history.events ?? []).map((e) => e.activityTaskStartedEventAttributes).filter((a) => a && a.attempt === 2);
   expect(attempts.map((a) => a?.identity)).toEqual([`test-worker-${second.child.pid}`]);
-  expect(second.output()).toMatch(/"event":"executor.launch"[^\n]*"resumedFromMs":[1-9]/);
+  expect(second.output()).toMatch(/"event":"executor.watch-resumed"[^\n]*"progressMs":[1-9]/);
   expect(second.output()).toMatch(/"region":"test"[^\n]*"jobId":"survivor"|"jobId":"survivor"[^\n]*"region":"test"/);
   expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', 'survivor').execute()).toHaveLength(0);
   expect(await checkInvariants(t.db)).toEqual([]);

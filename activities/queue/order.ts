@@ -1,0 +1,162 @@
+// Queue order for a region's waiting jobs: rank by tier, priority and age, then decide which
+// later jobs may backfill past a blocked one without delaying its estimated start. Pure; no I/O.
+// Units: device amounts are milli-devices (1 device = 1000), times are epoch milliseconds.
+import type { Tier } from '../../api/types';
+
+export interface QueueConfig {
+  /** Effective-priority points per tier step: premium = 2×, standard = 1×, basic = 0. */
+  tierWeight: number;
+  /** Every agingIntervalMs of waiting adds agingStep effective-priority points, so nothing starves. */
+  agingIntervalMs: number;
+  agingStep: number;
+}
+
+/** Priority is an integer 0..1000, so a tier step of 1000 outranks any priority within a tier. */
+export const DEFAULT_QUEUE_CONFIG: QueueConfig = { tierWeight: 1000, agingIntervalMs: 60_000, agingStep: 50 };
+
+export interface QueuedJob {
+  jobId: string;
+  tier: Tier;
+  priority: number;
+  /** When the job first entered the queue; kept across requeues (its queue position). */
+  enqueuedAt: number;
+  acceleratorTypes: string[];
+  /** Total milli-devices the job needs (workers × devices × 1000, or workers × milli for shares). */
+  milli: number;
+  /** Expected run time. */
+  durationMs: number;
+}
+
+const TIER_RANK: Record<Tier, number> = { premium: 2, standard: 1, basic: 0 };
+
+export function effectivePriority(job: QueuedJob, now: number, cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): number {
+  // A clock behind enqueuedAt (another worker's clock, a requeue stamped ahead) must not lower priority.
+  const age = Math.max(0, now - job.enqueuedAt);
+  return TIER_RANK[job.tier] * cfg.tierWeight + job.priority + Math.floor(age / cfg.agingIntervalMs) * cfg.agingStep;
+}
+
+/** Highest effective priority first; ties by earlier enqueuedAt, then jobId. Does not mutate. */
+export function rankQueue<J extends QueuedJob>(jobs: readonly J[], now: number, cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): J[] {
+  const keyed = jobs.map((job) => ({ job, eff: effectivePriority(job, now, cfg) }));
+  keyed.sort((a, b) => {
+    if (a.eff !== b.eff) return b.eff - a.eff;
+    if (a.job.enqueuedAt !== b.job.enqueuedAt) return a.job.enqueuedAt - b.job.enqueuedAt;
+    // Code-unit order, not localeCompare: the order must not depend on the worker's locale.
+    return a.job.jobId < b.job.jobId ? -1 : a.job.jobId > b.job.jobId ? 1 : 0;
+  });
+  return keyed.map((k) => k.job);
+}
+
+/** A placed or running job's hold on capacity, with when it is expected to end. */
+export interface Holding {
+  acceleratorType: string;
+  milli: number;
+  expectedEnd: number;
+}
+
+interface Reservation {
+  job: QueuedJob;
+  shadow: number;
+}
+
+/**
+ * Backfill gate for one scheduling cycle, walked in rank order. When a job cannot be placed for
+ * lack of capacity, the scheduler calls `block(job)`; it reserves the job's estimated start (its
+ * "shadow time": the earliest time at which, on one of its accelerator types, free capacity plus
+ * capacity of holdings ending by then reaches job.milli — try each type, take the earliest).
+ * `admits(job)` then says whether a later-ranked job may be placed now: it may if it shares no
+ * accelerator type with any blocked job, or if now + job.durationMs ≤ the shadow time of every
+ * blocked job it shares a type with (it will be gone before they can start). A blocked job whose
+ * shadow time cannot be found (not enough capacity even when everything ends) reserves nothing.
+ * Capacity a job takes when placed must be told with `took(type, milli, expectedEnd)` so later
+ * shadow computations see it (it is added to holdings and removed from free).
+ */
+export class BackfillGate {
+  private readonly free = new Map<string, number>();
+  private readonly holdings: Holding[] = [];
+  /** Blocked jobs with a shadow time, in the order they were blocked (rank order). */
+  private readonly reservations = new Map<string, Reservation>();
+
+  constructor(
+    private readonly now: number,
+    free: ReadonlyMap<string, number>,
+    holdings: readonly Holding[],
+  ) {
+    for (const [type, milli] of free) {
+      requireMilli(`free milli for ${type}`, milli);
+      this.free.set(type, milli);
+    }
+    holdings.forEach((h, i) => {
+      requireMilli(`holdings[${i}].milli (${h.acceleratorType})`, h.milli);
+      this.holdings.push({ ...h });
+    });
+  }
+
+  block(job: QueuedJob): void {
+    // Re-blocking the same job replaces its reservation rather than stacking a second one.
+    this.reservations.delete(job.jobId);
+    const shadow = this.shadowTime(job);
+    if (shadow !== undefined) this.reservations.set(job.jobId, { job, shadow });
+  }
+
+  admits(job: QueuedJob): { ok: true } | { ok: false; reason: string } {
+    const finish = this.now + job.durationMs;
+    // Report the highest-ranked reservation the job would delay: blocks arrive in rank order.
+    for (const { job: held, shadow } of this.reservations.values()) {
+      const shared = held.acceleratorTypes.filter((t) => job.acceleratorTypes.includes(t));
+      if (shared.length === 0 || finish <= shadow) continue;
+      const startsIn = Math.ceil(Math.max(0, shadow - this.now) / 1000);
+      return {
+        ok: false,
+        reason:
+          `held for higher-ranked job ${held.jobId} (needs ${formatDevices(held.milli)} ${shared.join('/')}, ` +
+          `expected to start in ${startsIn}s); this job's ${Math.ceil(job.durationMs / 1000)}s would delay it`,
+      };
+    }
+    return { ok: true };
+  }
+
+  took(acceleratorType: string, milli: number, expectedEnd: number): void {
+    requireMilli('milli', milli);
+    // Clamped: a stale free snapshot must not leave negative capacity that no holding can repay.
+    this.free.set(acceleratorType, Math.max(0, (this.free.get(acceleratorType) ?? 0) - milli));
+    this.holdings.push({ acceleratorType, milli, expectedEnd });
+  }
+
+  /** Shadow time recorded for a blocked job, for display (undefined if none). */
+  shadowOf(jobId: string): number | undefined {
+    return this.reservations.get(jobId)?.shadow;
+  }
+
+  private shadowTime(job: QueuedJob): number | undefined {
+    let earliest: number | undefined;
+    for (const type of new Set(job.acceleratorTypes)) {
+      const t = this.shadowOnType(type, job.milli);
+      if (t !== undefined && (earliest === undefined || t < earliest)) earliest = t;
+    }
+    return earliest;
+  }
+
+  private shadowOnType(type: string, need: number): number | undefined {
+    let available = this.free.get(type) ?? 0;
+    if (available >= need) return this.now;
+    const ending = this.holdings.filter((h) => h.acceleratorType === type).sort((a, b) => a.expectedEnd - b.expectedEnd);
+    for (const h of ending) {
+      available += h.milli;
+      // A holding already overdue is expected to end any moment, not in the past.
+      if (available >= need) return Math.max(this.now, h.expectedEnd);
+    }
+    return undefined;
+  }
+}
+
+function requireMilli(name: string, milli: number): void {
+  if (!Number.isFinite(milli) || milli < 0) {
+    throw new Error(`${name} must be a finite number of milli-devices ≥ 0, got ${milli}`);
+  }
+}
+
+/** Whole devices with up to 3 decimals and no trailing zeros: 8000 → "8", 1500 → "1.5", 250 → "0.25". */
+function formatDevices(milli: number): string {
+  return String(Number((milli / 1000).toFixed(3)));
+}

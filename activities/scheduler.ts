@@ -1,0 +1,114 @@
+// One scheduling cycle of a region: rank the waiting jobs (tier, priority, aging), place them in
+// that order through the batch allocator in one transaction, hold capacity for a blocked
+// higher-ranked job against backfill that would delay it, then tell each job workflow what
+// happened. Delivery is best effort: a job that misses its signal finds its placement by its own
+// periodic check.
+import { sql, type Kysely } from 'kysely';
+import type { Database } from '../db/schema';
+import type { AllocateResult, Placement, ResourceRequest, Tier } from '../api/types';
+import { requestMilli, type AllocateInput, type Allocator, type BatchHooks } from './allocator';
+import { BackfillGate, DEFAULT_QUEUE_CONFIG, rankQueue, type Holding, type QueueConfig, type QueuedJob } from './queue/order';
+
+export interface CycleOptions {
+  /** Most waiting jobs read per cycle (oldest first), bounding the cycle's work. */
+  scanLimit?: number;
+  /** Most jobs tried in one placement transaction, in rank order. */
+  batchLimit?: number;
+  queue?: QueueConfig;
+}
+
+interface WaitingJob extends QueuedJob {
+  epoch: number;
+  workflowId: string;
+  request: ResourceRequest;
+  previousReason: string | null;
+}
+
+export interface CycleOutcome {
+  considered: number;
+  placed: Array<{ jobId: string; workflowId: string; epoch: number; placement: Placement }>;
+  /** Jobs still waiting whose reason changed in this cycle. */
+  reasons: Array<{ jobId: string; workflowId: string; epoch: number; reason: string }>;
+  /** Jobs refused outright (the allocator cannot ever place the request, or the job is gone). */
+  refused: Array<{ jobId: string; error: string }>;
+  /** More waiting jobs than this cycle took. */
+  more: boolean;
+  ms: number;
+}
+
+export async function runCycle(db: Kysely<Database>, allocator: Allocator, region: string, o: CycleOptions = {}): Promise<CycleOutcome> {
+  const started = Date.now();
+  const scanLimit = o.scanLimit ?? 2000;
+  const batchLimit = o.batchLimit ?? 256;
+  const cfg = o.queue ?? DEFAULT_QUEUE_CONFIG;
+  const rows = await db
+    .selectFrom('jobs')
+    .select(['id', 'tier', 'priority', 'enqueued_at', 'epoch', 'workflow_id', 'spec', 'waiting_reason'])
+    .where('region', '=', region)
+    .where('state', '=', 'waiting')
+    .orderBy('enqueued_at')
+    .limit(scanLimit + 1)
+    .execute();
+  const more = rows.length > scanLimit;
+  const now = Date.now();
+  const waiting: WaitingJob[] = rows.slice(0, scanLimit).map((r) => {
+    const spec = r.spec as { request: ResourceRequest; durationMs: number };
+    return {
+      jobId: r.id, tier: r.tier as Tier, priority: r.priority, enqueuedAt: r.enqueued_at.getTime(), epoch: r.epoch, workflowId: r.workflow_id,
+      request: spec.request, acceleratorTypes: spec.request.acceleratorTypes, milli: requestMilli(spec.request), durationMs: spec.durationMs,
+      previousReason: r.waiting_reason,
+    };
+  });
+  const ranked = rankQueue(waiting, now, cfg).slice(0, batchLimit);
+  const outcome: CycleOutcome = { considered: ranked.length, placed: [], reasons: [], refused: [], more: more || waiting.length > ranked.length, ms: 0 };
+  if (!ranked.length) return { ...outcome, ms: Date.now() - started };
+
+  const byId = new Map(ranked.map((j) => [j.jobId, j]));
+  // Capacity now and when it frees up, for the backfill rule (only needed with two or more jobs).
+  const capacity = ranked.length > 1 ? await capacityPicture(db, region) : { free: new Map<string, number>(), holdings: [] };
+  const hooks = (): BatchHooks => {
+    const gate = new BackfillGate(now, capacity.free, capacity.holdings);
+    return {
+      admit: (input) => {
+        const verdict = gate.admits(byId.get(input.jobId)!);
+        return verdict.ok ? undefined : verdict.reason;
+      },
+      settled: (input, result: AllocateResult) => {
+        const job = byId.get(input.jobId)!;
+        if (result.placed) gate.took(result.placement.acceleratorType, job.milli, now + job.durationMs);
+        else if (result.blockedBy === 'capacity') gate.block(job);
+      },
+    };
+  };
+  const inputs: AllocateInput[] = ranked.map((j) => ({ jobId: j.jobId, epoch: j.epoch, request: j.request }));
+  const results = await allocator.allocateBatch(inputs, hooks);
+  for (const [i, r] of results.entries()) {
+    const job = ranked[i];
+    if (r.error) outcome.refused.push({ jobId: job.jobId, error: r.error });
+    else if (r.result?.placed) outcome.placed.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, placement: r.result.placement });
+    else if (r.result && r.result.reason !== job.previousReason)
+      outcome.reasons.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, reason: r.result.reason });
+  }
+  return { ...outcome, ms: Date.now() - started };
+}
+
+/**
+ * Free milli-devices per accelerator type on ready nodes, and what each live job holds with
+ * when it is expected to end. Aggregates over the region's nodes and live allocations.
+ */
+async function capacityPicture(db: Kysely<Database>, region: string): Promise<{ free: Map<string, number>; holdings: Holding[] }> {
+  const free = await sql<{ accelerator_type: string; free: string }>`
+    SELECT n.accelerator_type, sum(f)::bigint AS free
+    FROM nodes n JOIN clusters c ON c.id = n.cluster_id CROSS JOIN LATERAL unnest(n.free_milli) AS f
+    WHERE n.state = 'ready' AND c.region = ${region} GROUP BY n.accelerator_type`.execute(db);
+  const held = await sql<{ accelerator_type: string; milli: string; expected_end: Date }>`
+    SELECT n.accelerator_type, sum(a.milli)::bigint AS milli,
+           coalesce(j.placed_at, now()) + ((j.spec->>'durationMs')::bigint * interval '1 millisecond') AS expected_end
+    FROM jobs j JOIN allocations a ON a.job_id = j.id AND a.epoch = j.epoch JOIN nodes n ON n.id = a.node_id
+    WHERE j.region = ${region} AND j.state IN ('placed', 'running')
+    GROUP BY j.id, n.accelerator_type`.execute(db);
+  return {
+    free: new Map(free.rows.map((r) => [r.accelerator_type, Number(r.free)])),
+    holdings: held.rows.map((r) => ({ acceleratorType: r.accelerator_type, milli: Number(r.milli), expectedEnd: new Date(r.expected_end).getTime() })),
+  };
+}

@@ -1,0 +1,194 @@
+// Queue order and the backfill gate: who goes first, and who may slip past a blocked job.
+import fc from 'fast-check';
+import {
+  BackfillGate,
+  DEFAULT_QUEUE_CONFIG,
+  effectivePriority,
+  rankQueue,
+  type Holding,
+  type QueuedJob,
+} from '../../activities/queue/order';
+import { TIERS } from '../../api/types';
+
+const NOW = 1_700_000_000_000;
+
+const job = (jobId: string, extra: Partial<QueuedJob> = {}): QueuedJob => ({
+  jobId,
+  tier: 'standard',
+  priority: 500,
+  enqueuedAt: NOW,
+  acceleratorTypes: ['H100'],
+  milli: 1000,
+  durationMs: 60_000,
+  ...extra,
+});
+
+const ids = (jobs: readonly QueuedJob[]): string[] => jobs.map((j) => j.jobId);
+const hold = (acceleratorType: string, milli: number, endsInMs: number): Holding => ({ acceleratorType, milli, expectedEnd: NOW + endsInMs });
+
+describe('queue ranking', () => {
+  test('a fresh premium job outranks a standard job of any priority, and standard outranks basic', () => {
+    const queue = [
+      job('basic-top', { tier: 'basic', priority: 1000 }),
+      job('standard-top', { tier: 'standard', priority: 1000 }),
+      job('premium-low', { tier: 'premium', priority: 0 }),
+    ];
+    expect(ids(rankQueue(queue, NOW))).toEqual(['premium-low', 'standard-top', 'basic-top']);
+  });
+
+  test('within a tier, higher priority goes first', () => {
+    const queue = [job('p10', { priority: 10 }), job('p900', { priority: 900 }), job('p500', { priority: 500 })];
+    expect(ids(rankQueue(queue, NOW))).toEqual(['p900', 'p500', 'p10']);
+  });
+
+  test('at equal effective priority the older job goes first, then the smaller job id', () => {
+    const queue = [job('b', { enqueuedAt: NOW - 10 }), job('c', { enqueuedAt: NOW - 20 }), job('a', { enqueuedAt: NOW - 10 })];
+    expect(ids(rankQueue(queue, NOW))).toEqual(['c', 'a', 'b']);
+  });
+
+  test('an old basic job overtakes a fresh standard job exactly when its aging covers the tier gap', () => {
+    const cfg = DEFAULT_QUEUE_CONFIG;
+    const standard = job('fresh-standard', { tier: 'standard', priority: 510, enqueuedAt: NOW });
+    const basicPriority = 500;
+    // The basic job must gain more than the tier step plus the priority gap (a tie would also
+    // favour it, being older, so the crossover is the first step that reaches strictly above).
+    const gap = cfg.tierWeight + standard.priority - basicPriority;
+    const stepsNeeded = Math.floor(gap / cfg.agingStep) + 1;
+    const crossoverAge = stepsNeeded * cfg.agingIntervalMs;
+    expect(crossoverAge).toBe(21 * 60_000);
+
+    const basicAged = (age: number): QueuedJob => job('old-basic', { tier: 'basic', priority: basicPriority, enqueuedAt: NOW - age });
+    expect(ids(rankQueue([standard, basicAged(crossoverAge - 1)], NOW))).toEqual(['fresh-standard', 'old-basic']);
+    expect(ids(rankQueue([standard, basicAged(crossoverAge)], NOW))).toEqual(['old-basic', 'fresh-standard']);
+    expect(effectivePriority(basicAged(crossoverAge - 1), NOW)).toBeLessThan(effectivePriority(standard, NOW));
+    expect(effectivePriority(basicAged(crossoverAge), NOW)).toBeGreaterThan(effectivePriority(standard, NOW));
+  });
+
+  test('a job stamped in the future is not penalised below its tier and priority', () => {
+    expect(effectivePriority(job('ahead', { enqueuedAt: NOW + 5 * 60_000 }), NOW)).toBe(1000 + 500);
+  });
+
+  test('ranking returns a new array and leaves the input as it was', () => {
+    const queue = Object.freeze([job('low', { priority: 1 }), job('high', { priority: 999 })]);
+    const ranked = rankQueue(queue, NOW);
+    expect(ids(ranked)).toEqual(['high', 'low']);
+    expect(ids(queue)).toEqual(['low', 'high']);
+    expect(ranked).not.toBe(queue);
+  });
+
+  test('for any queue, the ranking is a permutation with non-increasing effective priority', () => {
+    const queuedJob = fc.record({
+      jobId: fc.string({ maxLength: 4 }),
+      tier: fc.constantFrom(...TIERS),
+      priority: fc.integer({ min: 0, max: 1000 }),
+      enqueuedAt: fc.integer({ min: NOW - 3_600_000, max: NOW + 60_000 }),
+      acceleratorTypes: fc.subarray(['H100', 'A100', 'T4'], { minLength: 1 }),
+      milli: fc.integer({ min: 0, max: 64_000 }),
+      durationMs: fc.integer({ min: 0, max: 3_600_000 }),
+    });
+    fc.assert(
+      fc.property(fc.array(queuedJob, { maxLength: 30 }), (generated) => {
+        // Tag each job with its input position so the permutation check does not rely on ids being unique.
+        const queue = generated.map((j, position) => ({ ...j, position }));
+        const ranked = rankQueue(queue, NOW);
+        expect(ranked.map((j) => j.position).sort((a, b) => a - b)).toEqual(queue.map((j) => j.position));
+        for (let i = 1; i < ranked.length; i++) {
+          expect(effectivePriority(ranked[i - 1], NOW)).toBeGreaterThanOrEqual(effectivePriority(ranked[i], NOW));
+        }
+      }),
+      { numRuns: 200 },
+    );
+  });
+});
+
+describe('backfill gate', () => {
+  test('a blocked job starts when enough holdings on its type have ended, in order of their end', () => {
+    const free = new Map([['H100', 2000]]);
+    const gate = new BackfillGate(NOW, free, [hold('H100', 3000, 30_000), hold('H100', 1000, 10_000), hold('H100', 2000, 60_000)]);
+    // 2000 free + 1000 at 10s = 3000 < 5000; + 3000 at 30s = 6000 ≥ 5000.
+    gate.block(job('big', { milli: 5000 }));
+    expect(gate.shadowOf('big')).toBe(NOW + 30_000);
+  });
+
+  test('the shadow time is the earliest across the job’s accelerator types', () => {
+    const gate = new BackfillGate(NOW, new Map([['H100', 2000], ['A100', 0]]), [hold('H100', 3000, 30_000), hold('A100', 8000, 20_000)]);
+    gate.block(job('either', { milli: 5000, acceleratorTypes: ['H100', 'A100'] }));
+    expect(gate.shadowOf('either')).toBe(NOW + 20_000);
+  });
+
+  describe('with j-17 needing 8 H100 in 41.5 s', () => {
+    const gateWithJ17 = (): BackfillGate => {
+      const gate = new BackfillGate(NOW, new Map([['H100', 0]]), [hold('H100', 8000, 41_500)]);
+      gate.block(job('j-17', { milli: 8000 }));
+      return gate;
+    };
+
+    test('a job that finishes by then may backfill', () => {
+      expect(gateWithJ17().admits(job('short', { durationMs: 41_500 }))).toEqual({ ok: true });
+    });
+
+    test('a job that would still be running is held, and the reason says for whom and why', () => {
+      expect(gateWithJ17().admits(job('long', { durationMs: 120_000 }))).toEqual({
+        ok: false,
+        reason: "held for higher-ranked job j-17 (needs 8 H100, expected to start in 42s); this job's 120s would delay it",
+      });
+      expect(gateWithJ17().admits(job('just-over', { durationMs: 41_501 })).ok).toBe(false);
+    });
+
+    test('a job on another accelerator type is not held, however long it runs', () => {
+      expect(gateWithJ17().admits(job('elsewhere', { acceleratorTypes: ['A100'], durationMs: 86_400_000 }))).toEqual({ ok: true });
+    });
+  });
+
+  test('fractional device needs are shown with up to three decimals', () => {
+    const gate = new BackfillGate(NOW, new Map([['T4', 0]]), [hold('T4', 1000, 5_000)]);
+    gate.block(job('share', { acceleratorTypes: ['T4'], milli: 250 }));
+    const r = gate.admits(job('long', { acceleratorTypes: ['T4'], durationMs: 9_000 }));
+    expect(r.ok === false && r.reason).toBe("held for higher-ranked job share (needs 0.25 T4, expected to start in 5s); this job's 9s would delay it");
+  });
+
+  test('a job that cannot fit even when everything ends reserves nothing', () => {
+    const gate = new BackfillGate(NOW, new Map([['H100', 1000]]), [hold('H100', 7000, 10_000)]);
+    gate.block(job('too-big', { milli: 16_000 }));
+    expect(gate.shadowOf('too-big')).toBeUndefined();
+    expect(gate.admits(job('long', { durationMs: 86_400_000 }))).toEqual({ ok: true });
+  });
+
+  test('capacity taken in this cycle pushes a later shadow time back', () => {
+    const holdings = [hold('H100', 4000, 60_000)];
+    const before = new BackfillGate(NOW, new Map([['H100', 4000]]), holdings);
+    before.block(job('x', { milli: 6000 }));
+    expect(before.shadowOf('x')).toBe(NOW + 60_000);
+
+    const after = new BackfillGate(NOW, new Map([['H100', 4000]]), holdings);
+    after.took('H100', 4000, NOW + 300_000);
+    after.block(job('x', { milli: 6000 }));
+    expect(after.shadowOf('x')).toBe(NOW + 300_000);
+  });
+
+  test('a backfill job must finish before every blocked job it shares a type with', () => {
+    const gate = new BackfillGate(NOW, new Map([['H100', 0], ['A100', 0]]), [
+      hold('H100', 2000, 30_000),
+      hold('H100', 6000, 100_000),
+      hold('A100', 4000, 50_000),
+    ]);
+    gate.block(job('j-1', { milli: 8000 })); // H100 at 100 s
+    gate.block(job('j-2', { milli: 2000 })); // H100 at 30 s
+    gate.block(job('j-3', { milli: 4000, acceleratorTypes: ['A100'] })); // A100 at 50 s
+    expect([gate.shadowOf('j-1'), gate.shadowOf('j-2'), gate.shadowOf('j-3')]).toEqual([NOW + 100_000, NOW + 30_000, NOW + 50_000]);
+
+    const h100For60s = gate.admits(job('b-1', { durationMs: 60_000 }));
+    expect(h100For60s.ok === false && h100For60s.reason).toMatch(/^held for higher-ranked job j-2 \(/);
+    expect(gate.admits(job('b-2', { durationMs: 30_000 }))).toEqual({ ok: true });
+    expect(gate.admits(job('b-3', { acceleratorTypes: ['A100'], durationMs: 45_000 }))).toEqual({ ok: true });
+    const both = gate.admits(job('b-4', { acceleratorTypes: ['A100', 'H100'], durationMs: 45_000 }));
+    expect(both.ok === false && both.reason).toMatch(/^held for higher-ranked job j-2 \(/);
+  });
+
+  test('negative capacity is rejected, naming the argument', () => {
+    expect(() => new BackfillGate(NOW, new Map([['H100', -1]]), [])).toThrow(/free milli for H100 .*≥ 0, got -1/);
+    expect(() => new BackfillGate(NOW, new Map(), [hold('H100', 1000, 1), hold('H100', -5, 1)])).toThrow(/holdings\[1\]\.milli/);
+    const gate = new BackfillGate(NOW, new Map(), []);
+    expect(() => gate.took('H100', -1000, NOW)).toThrow(/^milli must be .*≥ 0, got -1000$/);
+  });
+});

@@ -1,0 +1,43 @@
+// The messages the scheduler's workflows answer, declared apart from the workflow code so that
+// the client and the activities can name them without loading a workflow.
+import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
+import type { JobStatus, Placement } from '../api/types';
+
+// --- a job ---------------------------------------------------------------------------------
+/** Kept for callers that only signal; same effect as the `cancel` update. */
+export const cancelSignal = defineSignal<[reason?: string]>('cancel');
+export const statusQuery = defineQuery<JobStatus>('status');
+/** Stops the job wherever it is and releases what it holds. Refused for a finished job. */
+export const cancelUpdate = defineUpdate<JobStatus, [reason: string]>('cancel');
+/** Sends a placed or running job back to the queue, keeping its queue position. */
+export const requeueUpdate = defineUpdate<JobStatus, [reason: string]>('requeue');
+/** Changes the job's priority within its tier (0..1000); applies to its queue position at the next cycle. */
+export const setPriorityUpdate = defineUpdate<JobStatus, [priority: number]>('setPriority');
+
+export interface PlacedDelivery {
+  epoch: number;
+  placement: Placement;
+}
+/** From the region scheduler: the job was placed at this epoch. */
+export const placedSignal = defineSignal<[PlacedDelivery]>('placed');
+/** From the region scheduler: why the job still waits. */
+export const waitingSignal = defineSignal<[{ epoch: number; reason: string }]>('waiting');
+
+// --- the region scheduler --------------------------------------------------------------------
+/** Something changed (a submission, a release, a priority): run a cycle soon. */
+export const kickSignal = defineSignal('kick');
+export interface NodeActionResult {
+  node: string;
+  state: string;
+  /** Jobs sent back to the queue by a drain. */
+  requeued: string[];
+}
+export const cordonUpdate = defineUpdate<NodeActionResult, [node: string]>('cordon');
+export const uncordonUpdate = defineUpdate<NodeActionResult, [node: string]>('uncordon');
+export const drainUpdate = defineUpdate<NodeActionResult, [node: string]>('drain');
+export interface SchedulerStatus {
+  region: string;
+  cycles: number;
+  lastCycle?: { at: number; considered: number; placed: number; waiting: number; ms: number };
+}
+export const schedulerStatusQuery = defineQuery<SchedulerStatus>('status');

@@ -1,0 +1,90 @@
+// RegionSchedulerWorkflow: the one scheduling loop of a region. Submissions, releases and
+// priority changes kick it; kicks arriving close together are debounced into one cycle, and a
+// timer runs a cycle anyway so aging and missed kicks are never stuck. Node cordon / uncordon /
+// drain are updates on it, so operators reach them from the Temporal CLI. It continues as new
+// before its history grows long.
+import {
+  allHandlersFinished,
+  condition,
+  continueAsNew,
+  log,
+  proxyActivities,
+  setHandler,
+  sleep,
+  workflowInfo,
+} from '@temporalio/workflow';
+import type { SchedulerActivities } from '../activities';
+import { ErrorTypes } from '../activities/errors';
+import {
+  cordonUpdate,
+  drainUpdate,
+  kickSignal,
+  schedulerStatusQuery,
+  uncordonUpdate,
+  type NodeActionResult,
+  type SchedulerStatus,
+} from './messages';
+
+export interface RegionSchedulerInput {
+  region: string;
+  /** Carried over continue-as-new: a kick arrived that no cycle has served yet. */
+  pending?: boolean;
+  cycles?: number;
+  /** Wait after a kick for more kicks before running the cycle. */
+  debounceMs?: number;
+  /** Longest time between cycles with no kick. */
+  periodMs?: number;
+}
+
+const acts = proxyActivities<SchedulerActivities>({
+  startToCloseTimeout: '60s',
+  retry: { initialInterval: '200ms', maximumInterval: '5s', nonRetryableErrorTypes: Object.values(ErrorTypes) },
+});
+
+/** Cycles per run before continuing as new, whatever the server suggests. */
+const CYCLES_PER_RUN = 1000;
+
+export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Promise<void> {
+  const { region } = input;
+  const debounceMs = input.debounceMs ?? 50;
+  const periodMs = input.periodMs ?? 5_000;
+  let pending = input.pending ?? true;
+  const status: SchedulerStatus = { region, cycles: input.cycles ?? 0 };
+  let runCycles = 0;
+
+  setHandler(kickSignal, () => {
+    pending = true;
+  });
+  setHandler(schedulerStatusQuery, () => status);
+  const nodeValidator = (node: string): void => {
+    if (typeof node !== 'string' || !node.trim()) throw new Error(`node: ${JSON.stringify(node)} must be a node name`);
+  };
+  const nodeAction = (state: 'cordoned' | 'ready' | 'draining') => async (node: string): Promise<NodeActionResult> => {
+    const result = await acts.setNodeState(node, state);
+    log.info('node action', { event: `scheduler.node-${state}`, node, requeued: result.requeued });
+    pending = true;
+    return result;
+  };
+  setHandler(cordonUpdate, nodeAction('cordoned'), { validator: nodeValidator });
+  setHandler(uncordonUpdate, nodeAction('ready'), { validator: nodeValidator });
+  setHandler(drainUpdate, nodeAction('draining'), { validator: nodeValidator });
+
+  for (;;) {
+    await condition(() => pending, periodMs);
+    // Debounce: let a burst of submissions land before the cycle reads the queue.
+    if (pending && debounceMs > 0) await sleep(debounceMs);
+    pending = false;
+    const started = Date.now();
+    const r = await acts.scheduleCycle();
+    status.cycles++;
+    runCycles++;
+    status.lastCycle = { at: started, considered: r.considered, placed: r.placed, waiting: r.waiting, ms: r.ms };
+    if (r.placed > 0 || r.more) log.debug('scheduling cycle', { event: 'scheduler.cycle', region, ...r });
+    // A full batch may leave more to place; capacity freed by this cycle's refusals does not.
+    if (r.more && r.placed > 0) pending = true;
+    if (runCycles >= CYCLES_PER_RUN || workflowInfo().continueAsNewSuggested) {
+      await condition(allHandlersFinished);
+      await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles });
+    }
+  }
+}
