@@ -1,6 +1,6 @@
 // The typed client services use to submit, watch and cancel jobs.
 import { Client, WorkflowExecutionAlreadyStartedError, type Connection } from '@temporalio/client';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { JobResult, JobSpec, JobStatus } from './types';
 import { jobWorkflowId, schedulerWorkflowId } from './types';
 import { validatePriority, validateSpec } from './validation';
@@ -35,12 +35,27 @@ export class OperatorActionRefusedError extends Error {
   }
 }
 
-/** Runs an update, turning a validator's refusal into an OperatorActionRefusedError with its message. */
-async function operatorAction<T>(run: () => Promise<T>): Promise<T> {
+/**
+ * Runs an update, turning a validator's refusal into an OperatorActionRefusedError with its
+ * message, and an update sent to a finished job into one that says how it ended.
+ */
+async function operatorAction<T>(action: string, handle: WorkflowHandle, run: () => Promise<T>): Promise<T> {
   try {
     return await run();
   } catch (err) {
-    if (err instanceof WorkflowUpdateFailedError) throw new OperatorActionRefusedError(err.cause?.message ?? err.message);
+    if (err instanceof WorkflowUpdateFailedError) {
+      // The validator's or handler's own error, under any activity failure wrapping it.
+      let cause: Error | undefined = err.cause;
+      while (cause?.cause instanceof Error) cause = cause.cause;
+      throw new OperatorActionRefusedError(cause?.message ?? err.message);
+    }
+    if (err instanceof WorkflowNotFoundError && /completed/.test(err.message)) {
+      const ended = await handle.result().then(
+        (r: { outcome?: string } | undefined) => r?.outcome ?? 'finished',
+        () => 'finished',
+      );
+      throw new OperatorActionRefusedError(`${action}: ${handle.workflowId.startsWith('job/') ? 'job' : 'workflow'} ${handle.workflowId.split('/').pop()} is already ${ended}`);
+    }
     throw err;
   }
 }
@@ -96,7 +111,8 @@ export class SchedulerClient {
 
   /** Cancels the job; refused (OperatorActionRefusedError) when it has already finished. */
   async cancel(tenant: string, jobId: string, reason = 'cancelled through the api'): Promise<JobStatus> {
-    return operatorAction(() => this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).executeUpdate(cancelUpdate, { args: [reason] }));
+    const handle = this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId));
+    return operatorAction('cancel', handle, () => handle.executeUpdate(cancelUpdate, { args: [reason] }));
   }
 
   /** Fire-and-forget cancel, for callers that cannot wait for the job's answer. */
@@ -106,29 +122,29 @@ export class SchedulerClient {
 
   /** Sends a placed or running job back to the queue, keeping its queue position. */
   async requeue(tenant: string, jobId: string, reason = 'requeued through the api'): Promise<JobStatus> {
-    return operatorAction(() => this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).executeUpdate(requeueUpdate, { args: [reason] }));
+    const handle = this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId));
+    return operatorAction('requeue', handle, () => handle.executeUpdate(requeueUpdate, { args: [reason] }));
   }
 
   async setPriority(tenant: string, jobId: string, priority: number): Promise<JobStatus> {
     const problems = validatePriority(priority);
     if (problems.length) throw new OperatorActionRefusedError(`setPriority: ${problems.join('; ')}`);
-    return operatorAction(() =>
-      this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).executeUpdate(setPriorityUpdate, { args: [priority] }),
-    );
+    const handle = this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId));
+    return operatorAction('setPriority', handle, () => handle.executeUpdate(setPriorityUpdate, { args: [priority] }));
   }
 
   /** Stops new placements on a node; what runs there keeps running. */
   async cordon(node: string): Promise<NodeActionResult> {
-    return operatorAction(() => this.scheduler().executeUpdate(cordonUpdate, { args: [node] }));
+    return operatorAction('cordon', this.scheduler(), () => this.scheduler().executeUpdate(cordonUpdate, { args: [node] }));
   }
 
   async uncordon(node: string): Promise<NodeActionResult> {
-    return operatorAction(() => this.scheduler().executeUpdate(uncordonUpdate, { args: [node] }));
+    return operatorAction('uncordon', this.scheduler(), () => this.scheduler().executeUpdate(uncordonUpdate, { args: [node] }));
   }
 
   /** Cordons a node and requeues every job on it. */
   async drain(node: string): Promise<NodeActionResult> {
-    return operatorAction(() => this.scheduler().executeUpdate(drainUpdate, { args: [node] }));
+    return operatorAction('drain', this.scheduler(), () => this.scheduler().executeUpdate(drainUpdate, { args: [node] }));
   }
 
   async schedulerStatus(): Promise<SchedulerStatus> {

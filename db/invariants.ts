@@ -43,10 +43,10 @@ export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]
   const over_quota = await sql<{ tenant: string; accelerator_type: string; used: string; cap: string }>`
     SELECT q.tenant, q.accelerator_type, q.used_milli AS used,
            CASE WHEN EXISTS (SELECT 1 FROM quotas p WHERE p.accelerator_type = q.accelerator_type AND q.tenant LIKE p.tenant || '/%')
-                THEN (q.nominal + q.borrowing_limit) * 1000 ELSE q.nominal * 1000 END AS cap
+                THEN (q.nominal + q.borrowing_limit)::bigint * 1000 ELSE q.nominal::bigint * 1000 END AS cap
     FROM quotas q
     WHERE q.used_milli > CASE WHEN EXISTS (SELECT 1 FROM quotas p WHERE p.accelerator_type = q.accelerator_type AND q.tenant LIKE p.tenant || '/%')
-                              THEN (q.nominal + coalesce(q.borrowing_limit, 1000000000)) * 1000 ELSE q.nominal * 1000 END`.execute(db);
+                              THEN (q.nominal::bigint + coalesce(q.borrowing_limit, 1000000000)) * 1000 ELSE q.nominal::bigint * 1000 END`.execute(db);
   for (const r of over_quota.rows)
     violations.push({ rule: 'quota-exceeded', detail: `${r.tenant} ${r.accelerator_type} uses ${r.used} milli, limit ${r.cap ?? 'unbounded'}` });
   return violations;
