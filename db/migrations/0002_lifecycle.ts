@@ -26,6 +26,10 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       -- Quota keys (tenant|type) charged for the current allocation, and by how much.
       ADD COLUMN quota_charge text[],
       ADD COLUMN quota_milli integer;
+    -- Two workers of one gang may share one device (two shares); each holds its own row.
+    ALTER TABLE allocations DROP CONSTRAINT allocations_job_id_epoch_node_id_device_idx_key;
+    ALTER TABLE allocations ADD CONSTRAINT allocations_worker_device_key UNIQUE (job_id, epoch, node_id, device_idx, worker_idx);
+
     CREATE INDEX jobs_queue ON jobs (region, enqueued_at) WHERE state = 'waiting';
     CREATE INDEX jobs_live ON jobs (region) WHERE state IN ('placed', 'running');
 
@@ -49,6 +53,8 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`
     DROP TABLE executions;
+    ALTER TABLE allocations DROP CONSTRAINT allocations_worker_device_key;
+    ALTER TABLE allocations ADD CONSTRAINT allocations_job_id_epoch_node_id_device_idx_key UNIQUE (job_id, epoch, node_id, device_idx);
     DROP INDEX jobs_queue; DROP INDEX jobs_live;
     ALTER TABLE jobs DROP COLUMN priority, DROP COLUMN enqueued_at, DROP COLUMN placed_at, DROP COLUMN attempt,
       DROP COLUMN quota_charge, DROP COLUMN quota_milli;
