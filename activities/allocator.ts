@@ -8,6 +8,8 @@ import { RecentMix, choosePlacement, describeRequest, type CandidateNode } from 
 import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
 import { validateRequest } from '../api/validation';
 import { applyCharge, checkQuota, quotaKey, quotaKeysFor, type QuotaRule } from './quota/quota';
+import { ReservationLedger } from './reservations';
+import type { Tier } from '../api/types';
 
 export interface AllocateInput {
   jobId: string;
@@ -164,12 +166,20 @@ export class Allocator {
         const out: Array<{ result?: AllocateResult; failure?: Error }> = inputs.map(() => ({}));
         const ids = [...new Set(inputs.map((i) => i.jobId))];
         const jobs = new Map(
-          (await trx.selectFrom('jobs').select(['id', 'epoch', 'tenant', 'state']).where('id', 'in', ids).orderBy('id').forUpdate().execute()).map(
+          (await trx.selectFrom('jobs').select(['id', 'epoch', 'tenant', 'tier', 'state']).where('id', 'in', ids).orderBy('id').forUpdate().execute()).map(
             (j) => [j.id, j],
           ),
         );
         const existing = await readPlacements(trx, ids);
         const quota = await lockQuota(trx, inputs.map((i) => ({ tenant: jobs.get(i.jobId)?.tenant, types: i.request.acceleratorTypes })));
+        const reservations = await ReservationLedger.open(trx);
+        // Nodes kept for a preemptor while its victims release them: nobody else is placed there.
+        const nominated = new Map<number, Set<string>>();
+        for (const n of await trx.selectFrom('nominations').select(['node_id', 'preemptor']).execute()) {
+          const set = nominated.get(n.node_id) ?? new Set<string>();
+          set.add(n.preemptor);
+          nominated.set(n.node_id, set);
+        }
         const pools = new Map<string, Map<number, CandidateNode>>();
         // One object per node across pools, so capacity taken in one pool is gone in all.
         const nodes = new Map<number, CandidateNode>();
@@ -216,7 +226,7 @@ export class Allocator {
             bumps.push([input.jobId, input.epoch]);
             job.epoch = input.epoch;
           }
-          const { result, charge } = await this.placeOne(trx, input, job.tenant, quota, pools, nodes, exhausted);
+          const { result, charge } = await this.placeOne(trx, input, { tenant: job.tenant, tier: job.tier as Tier }, quota, reservations, nominated, pools, nodes, exhausted);
           out[i].result = result;
           if (result.placed) {
             existing.set(key, result.placement);
@@ -229,6 +239,8 @@ export class Allocator {
         }
         for (const [id, epoch] of bumps) await trx.updateTable('jobs').set({ epoch }).where('id', '=', id).execute();
         if (inserts.length) await trx.insertInto('allocations').values(inserts).execute();
+        if (placed.length)
+          await trx.deleteFrom('nominations').where('preemptor', 'in', placed.map((p) => p.id)).execute();
         if (placed.length)
           await sql`UPDATE jobs AS j SET state = 'placed', waiting_reason = NULL, placed_at = now(), updated_at = now(),
               quota_charge = CASE WHEN u.charge = '' THEN NULL ELSE string_to_array(u.charge, ',') END, quota_milli = u.milli
@@ -249,8 +261,10 @@ export class Allocator {
   private async placeOne(
     trx: Trx,
     input: AllocateInput,
-    tenant: string,
+    job: { tenant: string; tier: Tier },
     quota: LockedQuota,
+    reservations: ReservationLedger,
+    nominated: Map<number, Set<string>>,
     pools: Map<string, Map<number, CandidateNode>>,
     nodes: Map<number, CandidateNode>,
     exhausted: Map<string, boolean>,
@@ -259,7 +273,11 @@ export class Allocator {
     const policy = input.policy ?? this.defaultPolicy;
     const reasons: string[] = [];
     const milli = requestMilli(request);
+    const { tenant } = job;
     let capacityShort = false;
+    let reserved = false;
+    const usable = (pool: Map<number, CandidateNode>): CandidateNode[] =>
+      nominated.size ? [...pool.values()].filter((n) => nominated.get(n.id)?.has(input.jobId) ?? !nominated.has(n.id)) : [...pool.values()];
     const whole = request.devicesPerWorker > 0;
     const perNode = whole ? (request.topology === 'node' ? request.workers * request.devicesPerWorker : request.devicesPerWorker) : 0;
     const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
@@ -267,6 +285,12 @@ export class Allocator {
       const allowed = checkQuota(quota.rules, quota.usage, tenant, type, milli);
       if (!allowed.ok) {
         reasons.push(`${type}: ${allowed.reason}`);
+        continue;
+      }
+      const kept = await reservations.block(trx, job, type, milli);
+      if (kept) {
+        reasons.push(`${type}: ${kept}`);
+        reserved = true;
         continue;
       }
       const poolKey = `${type}|${labels}|${policy}`;
@@ -284,10 +308,10 @@ export class Allocator {
         }
       };
       if (!exhausted.has(need)) await fetchPage();
-      let choice = choosePlacement([...pool.values()], request, policy, { mix: this.mix.shapes() });
+      let choice = choosePlacement(usable(pool), request, policy, { mix: this.mix.shapes() });
       for (let pages = 0; !choice.ok && exhausted.get(need) === false && pages < 8; pages++) {
         await fetchPage();
-        choice = choosePlacement([...pool.values()], request, policy, { mix: this.mix.shapes() });
+        choice = choosePlacement(usable(pool), request, policy, { mix: this.mix.shapes() });
       }
       if (!choice.ok) {
         reasons.push(`${type}: ${choice.reason}`);
@@ -295,6 +319,7 @@ export class Allocator {
         continue;
       }
       applyCharge(quota.usage, allowed.charge, milli);
+      await reservations.placed(trx, job, type, milli);
       for (const k of allowed.charge) quota.dirty.add(k);
       for (const w of choice.workers) {
         const node = pool.get(w.nodeId)!;
@@ -308,7 +333,7 @@ export class Allocator {
       };
       return { result: { placed: true, placement }, charge: allowed.charge };
     }
-    return { result: { placed: false, reason: reasons.join('; '), blockedBy: capacityShort ? 'capacity' : 'quota' }, charge: [] };
+    return { result: { placed: false, reason: reasons.join('; '), blockedBy: capacityShort ? 'capacity' : reserved ? 'reserved' : 'quota' }, charge: [] };
   }
 
   /** Frees everything the job holds. Idempotent; refused for an epoch older than the job's. */

@@ -6,12 +6,25 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Database, JobState, NodeState } from '../db/schema';
 import { jobWorkflowId, schedulerWorkflowId, type AllocateResult, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
 import { Allocator, readPlacements, type AllocateInput, type ReleaseResult } from './allocator';
-import { enqueueJob, jobsOnNode, requeueJob, setJobPriority, setJobState, withdrawJob, type Enqueued } from './jobs';
+import { enqueueJob, jobsOnNode, preemptionStands, requeueJob, setJobPriority, setJobState, withdrawJob, type Enqueued } from './jobs';
+import { bookReservation } from './reservations';
+import { validateReservation } from '../api/validation';
+import type { ReservationState } from '../db/schema';
 import { SimulatedExecutor, type Executor, type LaunchInput, type Observation } from './executor';
 import { admissionProblems, loadTenantPolicy } from './admission';
 import { runCycle, type CycleOptions } from './scheduler';
 import { badRequest } from './errors';
-import { kickSignal, placedSignal, requeueUpdate, waitingSignal, type NodeActionResult } from '../workflows/messages';
+import {
+  kickSignal,
+  placedSignal,
+  preemptSignal,
+  requeueUpdate,
+  waitingSignal,
+  type NodeActionResult,
+  type ReservationInfo,
+  type ReservationRequest,
+} from '../workflows/messages';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 
 export interface ActivityDeps {
   db: Kysely<Database>;
@@ -24,6 +37,9 @@ export interface ActivityDeps {
   executor?: Executor;
   cycle?: CycleOptions;
 }
+
+/** Time a preempted job has to checkpoint before it releases, unless the region configures another. */
+export const DEFAULT_PREEMPT_GRACE_MS = 10_000;
 
 /** How often a running job's watcher observes the executor. */
 export const OBSERVE_EVERY_MS = 250;
@@ -97,12 +113,12 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       return result;
     },
     /** Releases what the job holds at `epoch` and queues it again at epoch + 1, keeping its position. */
-    async requeue(jobId: string, epoch: number, attempt: number, reason: string): Promise<number> {
+    async requeue(jobId: string, epoch: number, attempt: number, reason: string, preemptedBy?: string): Promise<number> {
       await allocator.release(jobId, epoch).catch((err: Error) => {
         // A retry after the epoch moved on has nothing left to release.
         if (!/stale/.test(err.message)) throw err;
       });
-      const next = await requeueJob(db, jobId, epoch, attempt, reason);
+      const next = await requeueJob(db, jobId, epoch, attempt, reason, preemptedBy);
       log().info('job requeued', { jobId, epoch: next, event: 'job.requeued', reason });
       await kick();
       return next;
@@ -117,8 +133,38 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       ]);
       for (const p of out.placed)
         log().info('job placed', { jobId: p.jobId, epoch: p.epoch, event: 'scheduler.placed', nodes: p.placement.workers.map((w) => w.nodeName) });
+      const graceMs = cycle?.preemptGraceMs ?? DEFAULT_PREEMPT_GRACE_MS;
+      for (const p of out.preemptions) {
+        log().info('preemption', { event: 'scheduler.preempt', jobId: p.preemptor, preemptor: p.preemptor, victims: p.victims.map((v) => v.jobId), reason: p.reason });
+        await Promise.all(p.victims.map((v) => tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))));
+      }
       for (const r of out.refused) log().warn('job refused by allocator', { jobId: r.jobId, event: 'scheduler.refused', error: r.error });
       return { considered: out.considered, placed: out.placed.length, waiting: out.considered - out.placed.length, more: out.more, ms: out.ms };
+    },
+
+    async preemptionStands(victim: string, preemptor: string): Promise<boolean> {
+      return preemptionStands(db, victim, preemptor);
+    },
+
+    // --- reservations --------------------------------------------------------------------------
+    /** Books a reservation (refused if it overbooks) and starts the workflow that opens and closes it. */
+    async createReservation(r: ReservationRequest): Promise<ReservationInfo> {
+      const problems = validateReservation(r);
+      if (problems.length) throw badRequest(problems.join('; '));
+      const booked = await bookReservation(db, region, r);
+      const workflowId = `reservation/${r.id}`;
+      try {
+        await client.workflow.start('ReservationWorkflow', { workflowId, taskQueue, args: [{ ...r, region }] });
+      } catch (err) {
+        if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      }
+      log().info('reservation booked', { event: 'reservation.booked', reservation: r.id, tenant: r.tenant, devices: r.devices, type: r.acceleratorType });
+      return { ...r, state: booked.state as ReservationInfo['state'], workflowId };
+    },
+    async setReservationState(id: string, state: ReservationState): Promise<void> {
+      await db.updateTable('reservations').set({ state }).where('id', '=', id).where('state', 'in', ['pending', 'active']).execute();
+      log().info('reservation state', { event: `reservation.${state}`, reservation: id });
+      await kick();
     },
 
     // --- the executor --------------------------------------------------------------------------

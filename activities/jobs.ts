@@ -53,17 +53,37 @@ export async function setJobState(
  * never will.
  */
 export async function withdrawJob(db: Kysely<Database>, jobId: string, state: JobState, reason: string | null): Promise<void> {
-  await db.updateTable('jobs').set({ state, waiting_reason: reason, updated_at: new Date() }).where('id', '=', jobId).execute();
+  await db.transaction().execute(async (trx) => {
+    await trx.updateTable('jobs').set({ state, waiting_reason: reason, updated_at: new Date() }).where('id', '=', jobId).execute();
+    // A preemptor that leaves gives up the capacity kept for it; its victims keep running.
+    await trx.deleteFrom('nominations').where('preemptor', '=', jobId).execute();
+  });
+}
+
+/** Whether the capacity this victim is asked to free is still wanted by `preemptor`. */
+export async function preemptionStands(db: Kysely<Database>, victim: string, preemptor: string): Promise<boolean> {
+  const row = await db.selectFrom('nominations').select('node_id').where('victim', '=', victim).where('preemptor', '=', preemptor).executeTakeFirst();
+  return row !== undefined;
 }
 
 /**
  * After the caller released epoch `epoch`, puts the job back in the queue at epoch + 1 with its
  * original queue position. Idempotent: a retry after success returns the new epoch.
  */
-export async function requeueJob(db: Kysely<Database>, jobId: string, epoch: number, attempt: number, reason: string): Promise<number> {
+export async function requeueJob(
+  db: Kysely<Database>,
+  jobId: string,
+  epoch: number,
+  attempt: number,
+  reason: string,
+  preemptedBy?: string,
+): Promise<number> {
   const row = await db
     .updateTable('jobs')
-    .set({ epoch: epoch + 1, attempt, state: 'waiting', waiting_reason: `requeued: ${reason}`, placed_at: null, updated_at: new Date() })
+    .set({
+      epoch: epoch + 1, attempt, state: 'waiting', waiting_reason: `requeued: ${reason}`, placed_at: null, updated_at: new Date(),
+      ...(preemptedBy ? { preempted_by: sql<string[]>`array_append(preempted_by, ${preemptedBy})` } : {}),
+    })
     .where('id', '=', jobId)
     .where('epoch', '=', epoch)
     .returning('epoch')

@@ -7,6 +7,7 @@ import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import type { AllocateResult, Placement, ResourceRequest, Tier } from '../api/types';
 import { requestMilli, type AllocateInput, type Allocator, type BatchHooks } from './allocator';
+import { planPreemption, type PreemptionPlan } from './preemption/plan';
 import { BackfillGate, DEFAULT_QUEUE_CONFIG, rankQueue, type Holding, type QueueConfig, type QueuedJob } from './queue/order';
 
 export interface CycleOptions {
@@ -15,6 +16,10 @@ export interface CycleOptions {
   /** Most jobs tried in one placement transaction, in rank order. */
   batchLimit?: number;
   queue?: QueueConfig;
+  /** Most preemptions planned per cycle, for the highest-ranked jobs that did not fit. */
+  preemptLimit?: number;
+  /** Time a victim has to checkpoint before it must release. */
+  preemptGraceMs?: number;
 }
 
 interface WaitingJob extends QueuedJob {
@@ -31,6 +36,8 @@ export interface CycleOutcome {
   reasons: Array<{ jobId: string; workflowId: string; epoch: number; reason: string }>;
   /** Jobs refused outright (the allocator cannot ever place the request, or the job is gone). */
   refused: Array<{ jobId: string; error: string }>;
+  /** Preemptions started this cycle: each victim must be told. */
+  preemptions: PreemptionPlan[];
   /** More waiting jobs than this cycle took. */
   more: boolean;
   ms: number;
@@ -60,16 +67,22 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
     };
   });
   const ranked = rankQueue(waiting, now, cfg).slice(0, batchLimit);
-  const outcome: CycleOutcome = { considered: ranked.length, placed: [], reasons: [], refused: [], more: more || waiting.length > ranked.length, ms: 0 };
+  const outcome: CycleOutcome = { considered: ranked.length, placed: [], reasons: [], refused: [], preemptions: [], more: more || waiting.length > ranked.length, ms: 0 };
   if (!ranked.length) return { ...outcome, ms: Date.now() - started };
 
   const byId = new Map(ranked.map((j) => [j.jobId, j]));
   // Capacity now and when it frees up, for the backfill rule (only needed with two or more jobs).
   const capacity = ranked.length > 1 ? await capacityPicture(db, region) : { free: new Map<string, number>(), holdings: [] };
+  // A preemptor whose victims are releasing capacity kept for it waits behind nobody: that
+  // capacity is no other job's, so placing it there cannot delay a higher-ranked job.
+  const nominated = new Set(
+    (await db.selectFrom('nominations').select('preemptor').distinct().where('preemptor', 'in', ranked.map((j) => j.jobId)).execute()).map((n) => n.preemptor),
+  );
   const hooks = (): BatchHooks => {
     const gate = new BackfillGate(now, capacity.free, capacity.holdings);
     return {
       admit: (input) => {
+        if (nominated.has(input.jobId)) return undefined;
         const verdict = gate.admits(byId.get(input.jobId)!);
         return verdict.ok ? undefined : verdict.reason;
       },
@@ -82,13 +95,47 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
   };
   const inputs: AllocateInput[] = ranked.map((j) => ({ jobId: j.jobId, epoch: j.epoch, request: j.request }));
   const results = await allocator.allocateBatch(inputs, hooks);
+  const blocked: Array<WaitingJob & { reclaimOnly: boolean }> = [];
+  const reasonOf = new Map<string, string>();
   for (const [i, r] of results.entries()) {
     const job = ranked[i];
     if (r.error) outcome.refused.push({ jobId: job.jobId, error: r.error });
     else if (r.result?.placed) outcome.placed.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, placement: r.result.placement });
-    else if (r.result && r.result.reason !== job.previousReason)
-      outcome.reasons.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, reason: r.result.reason });
+    else if (r.result) {
+      reasonOf.set(job.jobId, r.result.reason);
+      if (r.result.blockedBy === 'capacity' || r.result.blockedBy === 'reserved') blocked.push({ ...job, reclaimOnly: false });
+      else if (r.result.blockedBy === 'quota') blocked.push({ ...job, reclaimOnly: true });
+    }
   }
+  // Preemption, for the highest-ranked jobs that did not fit and are entitled to it.
+  const winding = new Map<string, string[]>();
+  if (blocked.length)
+    for (const n of await db.selectFrom('nominations').select(['preemptor', 'victim']).where('preemptor', 'in', blocked.map((b) => b.jobId)).execute())
+      winding.set(n.preemptor, [...new Set([...(winding.get(n.preemptor) ?? []), n.victim])]);
+  let planned = 0;
+  for (const job of blocked) {
+    const victims = winding.get(job.jobId);
+    if (victims) {
+      reasonOf.set(job.jobId, `preempting ${victims.join(', ')}: placed once they release (grace period)`);
+      continue;
+    }
+    if (planned >= (o.preemptLimit ?? 4)) continue;
+    planned++;
+    const plan = await planPreemption(db, job.jobId, now, job.reclaimOnly);
+    if (plan && 'victims' in plan) {
+      outcome.preemptions.push(plan);
+      reasonOf.set(job.jobId, plan.reason);
+    }
+  }
+  for (const job of ranked) {
+    const reason = reasonOf.get(job.jobId);
+    if (reason !== undefined && reason !== job.previousReason)
+      outcome.reasons.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, reason });
+  }
+  const stale = outcome.reasons.filter((r) => r.reason.startsWith('preempting'));
+  if (stale.length)
+    await sql`UPDATE jobs AS j SET waiting_reason = u.reason FROM unnest(${stale.map((r) => r.jobId)}::text[], ${stale.map((r) => r.reason)}::text[]) AS u(id, reason)
+      WHERE j.id = u.id AND j.state = 'waiting'`.execute(db);
   return { ...outcome, ms: Date.now() - started };
 }
 

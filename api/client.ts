@@ -16,6 +16,11 @@ import {
   setPriorityUpdate,
   statusQuery,
   uncordonUpdate,
+  reserveUpdate,
+  cancelReservationSignal,
+  kickSignal,
+  type ReservationInfo,
+  type ReservationRequest,
   type NodeActionResult,
   type SchedulerStatus,
 } from '../workflows/messages';
@@ -135,16 +140,29 @@ export class SchedulerClient {
 
   /** Stops new placements on a node; what runs there keeps running. */
   async cordon(node: string): Promise<NodeActionResult> {
-    return operatorAction('cordon', this.scheduler(), () => this.scheduler().executeUpdate(cordonUpdate, { args: [node] }));
+    const scheduler = await this.readyScheduler();
+    return operatorAction('cordon', scheduler, () => scheduler.executeUpdate(cordonUpdate, { args: [node] }));
   }
 
   async uncordon(node: string): Promise<NodeActionResult> {
-    return operatorAction('uncordon', this.scheduler(), () => this.scheduler().executeUpdate(uncordonUpdate, { args: [node] }));
+    const scheduler = await this.readyScheduler();
+    return operatorAction('uncordon', scheduler, () => scheduler.executeUpdate(uncordonUpdate, { args: [node] }));
   }
 
   /** Cordons a node and requeues every job on it. */
   async drain(node: string): Promise<NodeActionResult> {
-    return operatorAction('drain', this.scheduler(), () => this.scheduler().executeUpdate(drainUpdate, { args: [node] }));
+    const scheduler = await this.readyScheduler();
+    return operatorAction('drain', scheduler, () => scheduler.executeUpdate(drainUpdate, { args: [node] }));
+  }
+
+  /** Books capacity for a tenant over a time window; refused (OperatorActionRefusedError) if it overbooks. */
+  async reserve(request: ReservationRequest): Promise<ReservationInfo> {
+    const scheduler = await this.readyScheduler();
+    return operatorAction('reserve', scheduler, () => scheduler.executeUpdate(reserveUpdate, { args: [request] }));
+  }
+
+  async cancelReservation(id: string): Promise<void> {
+    await this.temporal.workflow.getHandle(`reservation/${id}`).signal(cancelReservationSignal);
   }
 
   async schedulerStatus(): Promise<SchedulerStatus> {
@@ -153,6 +171,18 @@ export class SchedulerClient {
 
   private scheduler() {
     return this.temporal.workflow.getHandle(schedulerWorkflowId(this.o.region));
+  }
+
+  /** The region scheduler's handle, starting the scheduler first if it is not running yet. */
+  private async readyScheduler() {
+    await this.temporal.workflow.signalWithStart('RegionSchedulerWorkflow', {
+      workflowId: schedulerWorkflowId(this.o.region),
+      taskQueue: this.o.taskQueue,
+      args: [{ region: this.o.region }],
+      signal: kickSignal,
+      signalArgs: [],
+    });
+    return this.scheduler();
   }
 
   async result(tenant: string, jobId: string): Promise<JobResult> {

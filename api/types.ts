@@ -44,6 +44,8 @@ export interface JobSpec {
   maxWaitMs?: number;
   /** Runs attempted before a failing job is given up (the retry policy); default 1. */
   maxAttempts?: number;
+  /** Once placed, the job is not preempted before it has run this long (unless nothing else fits). */
+  minRuntimeMs?: number;
   /** Simulated executor only: this many attempts fail halfway through. */
   simulatedFailures?: number;
 }
@@ -68,7 +70,7 @@ export interface Placement {
 export type AllocateResult =
   | { placed: true; placement: Placement }
   /** `blockedBy`: what stopped it — free capacity, quota, or the scheduler holding capacity for a higher-ranked job. */
-  | { placed: false; reason: string; blockedBy?: 'capacity' | 'quota' | 'held' };
+  | { placed: false; reason: string; blockedBy?: 'capacity' | 'quota' | 'held' | 'reserved' };
 
 export type JobPhase =
   | 'validating'

@@ -47,6 +47,8 @@ export function validateSpec(input: unknown): string[] {
     problems.push(`maxWaitMs: ${show(spec.maxWaitMs)} must be a positive integer of at most ${LIMITS.maxDurationMs}`);
   if (spec.maxAttempts !== undefined && (!int(spec.maxAttempts) || spec.maxAttempts < 1 || spec.maxAttempts > LIMITS.maxAttempts))
     problems.push(`maxAttempts: ${show(spec.maxAttempts)} must be an integer from 1 to ${LIMITS.maxAttempts}`);
+  if (spec.minRuntimeMs !== undefined && (!int(spec.minRuntimeMs) || spec.minRuntimeMs < 0 || spec.minRuntimeMs > LIMITS.maxDurationMs))
+    problems.push(`minRuntimeMs: ${show(spec.minRuntimeMs)} must be an integer from 0 to ${LIMITS.maxDurationMs}`);
   if (spec.simulatedFailures !== undefined && (!int(spec.simulatedFailures) || spec.simulatedFailures < 0 || spec.simulatedFailures > LIMITS.maxAttempts))
     problems.push(`simulatedFailures: ${show(spec.simulatedFailures)} must be an integer from 0 to ${LIMITS.maxAttempts}`);
 
@@ -83,5 +85,22 @@ export function validateRequest(input: unknown): string[] {
       Object.values(r.nodeLabels).every((v) => typeof v === 'string');
     if (!ok) problems.push(`request.nodeLabels: ${show(r.nodeLabels)} must map label names to string values`);
   }
+  return problems;
+}
+
+/** Problems with a reservation request on its own (no database needed). */
+export function validateReservation(r: {
+  id?: unknown; tenant?: unknown; acceleratorType?: unknown; devices?: unknown; startsAt?: unknown; endsAt?: unknown;
+}): string[] {
+  const problems: string[] = [];
+  if (typeof r.id !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(r.id)) problems.push(`id: ${JSON.stringify(r.id)} must be 1-63 lowercase letters, digits, '.', '_' or '-'`);
+  if (typeof r.tenant !== 'string' || !r.tenant) problems.push(`tenant: ${JSON.stringify(r.tenant)} must be a tenant path`);
+  if (typeof r.acceleratorType !== 'string' || !r.acceleratorType) problems.push(`acceleratorType: ${JSON.stringify(r.acceleratorType)} must be an accelerator type name`);
+  if (typeof r.devices !== 'number' || !Number.isInteger(r.devices) || r.devices < 1) problems.push(`devices: ${JSON.stringify(r.devices)} must be a positive integer`);
+  const start = typeof r.startsAt === 'string' ? Date.parse(r.startsAt) : NaN;
+  const end = typeof r.endsAt === 'string' ? Date.parse(r.endsAt) : NaN;
+  if (Number.isNaN(start)) problems.push(`startsAt: ${JSON.stringify(r.startsAt)} must be an ISO timestamp`);
+  if (Number.isNaN(end)) problems.push(`endsAt: ${JSON.stringify(r.endsAt)} must be an ISO timestamp`);
+  if (!Number.isNaN(start) && !Number.isNaN(end) && end <= start) problems.push(`endsAt: ${r.endsAt} must be after startsAt ${r.startsAt}`);
   return problems;
 }

@@ -49,5 +49,11 @@ export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]
                               THEN (q.nominal::bigint + coalesce(q.borrowing_limit, 1000000000)) * 1000 ELSE q.nominal::bigint * 1000 END`.execute(db);
   for (const r of over_quota.rows)
     violations.push({ rule: 'quota-exceeded', detail: `${r.tenant} ${r.accelerator_type} uses ${r.used} milli, limit ${r.cap ?? 'unbounded'}` });
+  // 6. Capacity is nominated only to a job still waiting for it.
+  const dangling = await sql<{ preemptor: string; state: string | null }>`
+    SELECT DISTINCT m.preemptor, j.state FROM nominations m LEFT JOIN jobs j ON j.id = m.preemptor
+    WHERE j.state IS DISTINCT FROM 'waiting'`.execute(db);
+  for (const r of dangling.rows)
+    violations.push({ rule: 'nomination-dangling', detail: `capacity nominated to ${r.preemptor}, which is ${r.state ?? 'unknown'}` });
   return violations;
 }

@@ -65,6 +65,8 @@ export interface JobsTable {
   /** Quota keys (tenant|type) charged for the current allocation. */
   quota_charge: string[] | null;
   quota_milli: number | null;
+  /** Jobs this one was preempted for (it may not preempt them back). */
+  preempted_by: ColumnType<string[], string[] | undefined, string[]>;
   created_at: ColumnType<Date, Date | undefined, never>;
   updated_at: ColumnType<Date, Date | undefined, Date>;
 }
@@ -115,6 +117,27 @@ export interface ExecutionsTable {
   detail: string | null;
 }
 
+export interface NominationsTable {
+  preemptor: string;
+  victim: string;
+  node_id: number;
+  created_at: ColumnType<Date, Date | undefined, never>;
+}
+
+export type ReservationState = 'pending' | 'active' | 'ended' | 'cancelled';
+
+export interface ReservationsTable {
+  id: string;
+  tenant: string;
+  accelerator_type: string;
+  region: string;
+  devices: number;
+  starts_at: Date;
+  ends_at: Date;
+  state: Generated<ReservationState>;
+  created_at: ColumnType<Date, Date | undefined, never>;
+}
+
 export interface Database {
   accelerator_types: AcceleratorTypesTable;
   clusters: ClustersTable;
@@ -124,6 +147,8 @@ export interface Database {
   tenants: TenantsTable;
   quotas: QuotasTable;
   executions: ExecutionsTable;
+  nominations: NominationsTable;
+  reservations: ReservationsTable;
 }
 
 export type NodeRow = Selectable<NodesTable>;

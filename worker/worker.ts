@@ -7,6 +7,7 @@ import type { Client } from '@temporalio/client';
 import type { Database } from '../db/schema';
 import { createActivities } from '../activities';
 import type { PlacementPolicyName } from '../api/types';
+import type { CycleOptions } from '../activities/scheduler';
 
 export interface SchedulerWorkerOptions {
   connection: NativeConnection;
@@ -17,6 +18,8 @@ export interface SchedulerWorkerOptions {
   client: Client;
   region: string;
   policy?: PlacementPolicyName;
+  /** Scheduling-cycle settings (batch sizes, queue aging, preemption grace). */
+  cycle?: CycleOptions;
   /** A prebuilt workflow bundle; without it the workflows are bundled at start (slower). */
   workflowBundlePath?: string;
   identity?: string;
@@ -32,7 +35,7 @@ export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<
     taskQueue: o.taskQueue,
     ...(o.identity ? { identity: o.identity } : {}),
     ...workflows,
-    activities: createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue }),
+    activities: createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue, cycle: o.cycle }),
     shutdownGraceTime: '10s',
   });
 }

@@ -2,3 +2,4 @@
 export { JobWorkflow } from './job';
 export { RegionSchedulerWorkflow } from './scheduler';
 export { NoopWorkflow } from './noop';
+export { ReservationWorkflow } from './reservation';

@@ -25,6 +25,7 @@ import {
   cancelSignal,
   cancelUpdate,
   placedSignal,
+  preemptSignal,
   requeueUpdate,
   setPriorityUpdate,
   statusQuery,
@@ -59,7 +60,8 @@ export const PLACEMENT_CHECK_MS = 15_000;
 type RunEnd =
   | { kind: 'succeeded' }
   | { kind: 'cancelled' }
-  | { kind: 'failed' | 'lost' | 'requeue'; detail: string };
+  | { kind: 'failed' | 'lost' | 'requeue'; detail: string }
+  | { kind: 'preempted'; detail: string; preemptor: string };
 
 export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult> {
   const jobId = typeof spec?.jobId === 'string' ? spec.jobId : 'invalid';
@@ -70,6 +72,9 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
   let delivered: PlacedDelivery | undefined;
   let requeueAsked: string | undefined;
   let runScope: CancellationScope | undefined;
+  /** A preemption asked of this job, and the preemptor once its grace period ran out. */
+  let preemptFor: { preemptor: string; graceMs: number } | undefined;
+  let preemptedFor: string | undefined;
 
   const enter = (phase: JobPhase, waitingReason?: string): void => {
     status.phase = phase;
@@ -139,6 +144,11 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       },
     },
   );
+  setHandler(preemptSignal, (p) => {
+    if ((status.phase !== 'placed' && status.phase !== 'running') || preemptFor || status.cancelRequested) return;
+    preemptFor = p;
+    log.info('preemption requested', { jobId, event: 'job.preempt-requested', preemptor: p.preemptor, graceMs: p.graceMs });
+  });
   setHandler(placedSignal, (d) => {
     if (d.epoch === status.epoch) delivered = d;
   });
@@ -194,6 +204,31 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     await acts.launchRun({ jobId, epoch, placement: p, durationMs: spec.durationMs, resumeFromMs: status.checkpointMs, failAtMs });
     enter('running');
     runScope = new CancellationScope();
+    let runDone = false;
+    // Preemption: after the grace period (a durable timer) the run is stopped with a checkpoint,
+    // unless the preemptor no longer wants the capacity by then.
+    const graceWatch = async (): Promise<void> => {
+      while (!runDone) {
+        await condition(() => runDone || preemptFor !== undefined);
+        if (runDone || !preemptFor) return;
+        const p = preemptFor;
+        status.waitingReason = `preempted for ${p.preemptor}: releasing after a ${p.graceMs} ms grace period`;
+        upsertSearchAttributes([{ key: WaitingReasonKey, value: status.waitingReason.slice(0, 250) }]);
+        await condition(() => runDone, p.graceMs);
+        if (runDone) return;
+        if (await acts.preemptionStands(jobId, p.preemptor)) {
+          preemptedFor = p.preemptor;
+          log.info('preempted', { jobId, event: 'job.preempted', preemptor: p.preemptor, victim: jobId });
+          runScope?.cancel();
+          return;
+        }
+        log.info('preemption dropped: the preemptor left', { jobId, event: 'job.preempt-dropped', preemptor: p.preemptor });
+        preemptFor = undefined;
+        status.waitingReason = undefined;
+        upsertSearchAttributes([{ key: WaitingReasonKey, value: null }]);
+      }
+    };
+    void graceWatch();
     try {
       if (status.cancelRequested || requeueAsked !== undefined) runScope.cancel();
       const seen = await runScope.run(() => watcher.watchRun(jobId, epoch));
@@ -203,14 +238,17 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     } catch (err) {
       if (!isCancellation(err)) throw err;
       const cancelling = status.cancelRequested;
-      const detail = cancelling ? 'cancelled' : `requeue: ${requeueAsked}`;
+      const preemptor = cancelling ? undefined : preemptedFor;
+      const detail = cancelling ? 'cancelled' : preemptor ? `preempted for ${preemptor}` : `requeue: ${requeueAsked}`;
       const keep = !cancelling && spec.checkpointable === true;
       const stopped = await CancellationScope.nonCancellable(() => acts.stopRun(jobId, epoch, detail, keep));
       if (keep) status.checkpointMs = stopped.checkpointMs;
       if (cancelling) return { kind: 'cancelled' };
       if (stopped.state === 'succeeded') return { kind: 'succeeded' };
+      if (preemptor) return { kind: 'preempted', detail, preemptor };
       return { kind: 'requeue', detail: requeueAsked ?? 'requeue' };
     } finally {
+      runDone = true;
       runScope = undefined;
     }
   };
@@ -250,12 +288,14 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       const why = end.kind === 'failed' ? `attempt ${status.attempt} failed: ${end.detail}` : end.kind === 'lost' ? end.detail : end.detail;
       enter('releasing');
       await CancellationScope.nonCancellable(async () => {
-        status.epoch = await acts.requeue(jobId, status.epoch, status.attempt, why);
+        status.epoch = await acts.requeue(jobId, status.epoch, status.attempt, why, end.kind === 'preempted' ? end.preemptor : undefined);
       });
       status.lastRequeue = why;
       status.placement = undefined;
       delivered = undefined;
       requeueAsked = undefined;
+      preemptFor = undefined;
+      preemptedFor = undefined;
       if (status.cancelRequested) {
         outcome = 'cancelled';
         break;

@@ -23,6 +23,9 @@ export const placedSignal = defineSignal<[PlacedDelivery]>('placed');
 /** From the region scheduler: why the job still waits. */
 export const waitingSignal = defineSignal<[{ epoch: number; reason: string }]>('waiting');
 
+/** From the region scheduler: release your devices for `preemptor` after `graceMs` (checkpoint first). */
+export const preemptSignal = defineSignal<[{ preemptor: string; graceMs: number }]>('preempt');
+
 // --- the region scheduler --------------------------------------------------------------------
 /** Something changed (a submission, a release, a priority): run a cycle soon. */
 export const kickSignal = defineSignal('kick');
@@ -41,3 +44,23 @@ export interface SchedulerStatus {
   lastCycle?: { at: number; considered: number; placed: number; waiting: number; ms: number };
 }
 export const schedulerStatusQuery = defineQuery<SchedulerStatus>('status');
+
+// --- reservations ----------------------------------------------------------------------------
+export interface ReservationRequest {
+  id: string;
+  tenant: string;
+  acceleratorType: string;
+  devices: number;
+  /** ISO timestamps. */
+  startsAt: string;
+  endsAt: string;
+}
+export interface ReservationInfo extends ReservationRequest {
+  state: 'pending' | 'active' | 'ended' | 'cancelled';
+  workflowId: string;
+}
+/** On the region scheduler: books capacity for a tenant over a window; refused if it overbooks. */
+export const reserveUpdate = defineUpdate<ReservationInfo, [ReservationRequest]>('reserve');
+/** On a reservation's workflow: ends it now (or before it starts). */
+export const cancelReservationSignal = defineSignal('cancel');
+export const reservationStatusQuery = defineQuery<ReservationInfo>('status');

@@ -15,10 +15,12 @@ import {
 } from '@temporalio/workflow';
 import type { SchedulerActivities } from '../activities';
 import { ErrorTypes } from '../activities/errors';
+import { validateReservation } from '../api/validation';
 import {
   cordonUpdate,
   drainUpdate,
   kickSignal,
+  reserveUpdate,
   schedulerStatusQuery,
   uncordonUpdate,
   type NodeActionResult,
@@ -68,6 +70,20 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
   setHandler(cordonUpdate, nodeAction('cordoned'), { validator: nodeValidator });
   setHandler(uncordonUpdate, nodeAction('ready'), { validator: nodeValidator });
   setHandler(drainUpdate, nodeAction('draining'), { validator: nodeValidator });
+  setHandler(
+    reserveUpdate,
+    async (request) => {
+      const booked = await acts.createReservation(request);
+      log.info('reservation', { event: 'scheduler.reserve', reservation: request.id, tenant: request.tenant });
+      return booked;
+    },
+    {
+      validator: (request) => {
+        const problems = validateReservation(request ?? {});
+        if (problems.length) throw new Error(`reserve: ${problems.join('; ')}`);
+      },
+    },
+  );
 
   for (;;) {
     await condition(() => pending, periodMs);

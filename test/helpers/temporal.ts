@@ -8,6 +8,7 @@ import { SchedulerClient } from '../../api/client';
 import { createSchedulerWorker } from '../../worker/worker';
 import type { Database } from '../../db/schema';
 import { WORKFLOW_BUNDLE } from './global-setup';
+import type { CycleOptions } from '../../activities/scheduler';
 
 export const NAMESPACE = 'sched-test';
 
@@ -20,7 +21,7 @@ export interface TemporalHarness {
   address: string;
   client: SchedulerClient;
   taskQueue: string;
-  startWorker(db: Kysely<Database>): Promise<{ worker: Worker; done: Promise<void> }>;
+  startWorker(db: Kysely<Database>, cycle?: CycleOptions): Promise<{ worker: Worker; done: Promise<void> }>;
   teardown(): Promise<void>;
 }
 
@@ -42,9 +43,9 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
     address: `127.0.0.1:${port}`,
     client,
     taskQueue,
-    async startWorker(db) {
+    async startWorker(db, cycle) {
       const worker = await createSchedulerWorker({
-        connection: env.nativeConnection, client: client.temporal, namespace: NAMESPACE, taskQueue, db, region: REGION, workflowBundlePath: WORKFLOW_BUNDLE,
+        connection: env.nativeConnection, client: client.temporal, namespace: NAMESPACE, taskQueue, db, region: REGION, workflowBundlePath: WORKFLOW_BUNDLE, cycle,
       });
       const entry = { worker, done: worker.run() };
       workers.push(entry);

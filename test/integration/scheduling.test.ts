@@ -142,7 +142,8 @@ describe('hierarchical quota', () => {
 
 describe('queue order', () => {
   test('a later premium job is placed before an earlier basic one', async () => {
-    const blocker = spec('ord-blocker', { devices: 8, workers: 2 });
+    // A premium blocker: never preempted, so the order is decided by the queue alone.
+    const blocker = spec('ord-blocker', { tier: 'premium', devices: 8, workers: 2 });
     await submit(blocker);
     await running(blocker);
     const low = spec('ord-low', { tier: 'basic', devices: 8, workers: 2 });
@@ -174,7 +175,7 @@ describe('queue order', () => {
   });
 
   test('a small job backfills only if it ends before the blocked head job could start', async () => {
-    const blocker = spec('bf-blocker', { devices: 6, workers: 2, durationMs: 60_000 });
+    const blocker = spec('bf-blocker', { tier: 'premium', devices: 6, workers: 2, durationMs: 60_000 });
     await submit(blocker);
     await running(blocker);
     const head = spec('bf-head', { tier: 'premium', devices: 8 });

@@ -1,0 +1,148 @@
+// Turns the pure victim choice into a preemption: reads the preemptor's entitlement (tier,
+// nominal quota, reservation), the candidate nodes of each acceptable type and the running jobs on
+// them, asks `chooseVictims`, and records the nominations — the nodes kept for the preemptor while
+// its victims wind down — in one transaction. Delivering the `preempt` signals is the caller's.
+import { sql, type Kysely } from 'kysely';
+import type { Database } from '../../db/schema';
+import type { ResourceRequest, Tier } from '../../api/types';
+import { requestMilli } from '../allocator';
+import type { CandidateNode } from '../placement/policy';
+import { within } from '../reservations';
+import { chooseVictims, type RunningJob } from './victims';
+
+export interface PreemptionPlan {
+  preemptor: string;
+  victims: Array<{ jobId: string; workflowId: string; epoch: number }>;
+  reason: string;
+}
+
+interface QuotaRow {
+  tenant: string;
+  accelerator_type: string;
+  nominal: number;
+  used_milli: string;
+}
+
+/** The most specific quota rule governing a tenant for a type, if any. */
+function leafRule(rules: QuotaRow[], tenant: string, type: string): QuotaRow | undefined {
+  return rules
+    .filter((r) => r.accelerator_type === type && within(tenant, r.tenant))
+    .sort((a, b) => b.tenant.length - a.tenant.length)[0];
+}
+
+/**
+ * Plans a preemption for a waiting job that did not fit, or explains why none is possible.
+ * Returns undefined when the job already has victims winding down for it (nothing new to do).
+ */
+export async function planPreemption(
+  db: Kysely<Database>,
+  jobId: string,
+  now = Date.now(),
+  /** The job is blocked by quota, not capacity: only reclaiming lent nominal from borrowers can help. */
+  reclaimOnly = false,
+): Promise<PreemptionPlan | { preemptor: string; none: string } | undefined> {
+  return db.transaction().execute(async (trx) => {
+    const job = await trx
+      .selectFrom('jobs')
+      .select(['id', 'tenant', 'tier', 'epoch', 'state', 'spec', 'preempted_by'])
+      .where('id', '=', jobId)
+      .forUpdate()
+      .executeTakeFirst();
+    if (!job || job.state !== 'waiting') return undefined;
+    const pending = await trx.selectFrom('nominations').select('victim').where('preemptor', '=', jobId).execute();
+    if (pending.length) return undefined;
+    const request = (job.spec as { request: ResourceRequest }).request;
+    const milli = requestMilli(request);
+    const tier = job.tier as Tier;
+    const rules = (await trx.selectFrom('quotas').select(['tenant', 'accelerator_type', 'nominal', 'used_milli']).execute()) as QuotaRow[];
+    const reservations = await trx.selectFrom('reservations').selectAll().where('state', '=', 'active').execute();
+    if (tier !== 'premium' && !rules.length && !reservations.length)
+      return { preemptor: jobId, none: 'only premium work preempts where no quota or reservation entitles a job' };
+    const busyVictims = new Set((await trx.selectFrom('nominations').select('victim').execute()).map((n) => n.victim));
+    const reasons: string[] = [];
+    for (const type of request.acceleratorTypes) {
+      const rule = leafRule(rules, job.tenant, type);
+      const ownReservation = reservations.find((r) => r.accelerator_type === type && within(job.tenant, r.tenant));
+      let ownerMilli = 0;
+      if (ownReservation) {
+        const held = await sql<{ m: string }>`
+          SELECT coalesce(sum(a.milli), 0)::bigint AS m FROM allocations a JOIN jobs j ON j.id = a.job_id JOIN nodes n ON n.id = a.node_id
+          WHERE n.accelerator_type = ${type} AND (j.tenant = ${ownReservation.tenant} OR j.tenant LIKE ${ownReservation.tenant + '/%'})`.execute(trx);
+        ownerMilli = Number(held.rows[0].m);
+      }
+      const withinReservation = ownReservation !== undefined && ownerMilli + milli <= ownReservation.devices * 1000;
+      const withinNominal = withinReservation || (rule !== undefined && Number(rule.used_milli) + milli <= rule.nominal * 1000);
+      if (reclaimOnly && !withinNominal) {
+        reasons.push(`${type}: over its own nominal quota, so it cannot reclaim`);
+        continue;
+      }
+      // Quota reclaim only helps within the preemptor's own quota tree.
+      const root = rules.filter((r) => r.accelerator_type === type && within(job.tenant, r.tenant)).sort((a, b) => a.tenant.length - b.tenant.length)[0];
+      let q = trx
+        .selectFrom('nodes')
+        .select(['id', 'name', 'pod', 'rack', 'free_milli'])
+        .where('accelerator_type', '=', type)
+        .where('state', '=', 'ready')
+        .where(sql<boolean>`NOT EXISTS (SELECT 1 FROM nominations m WHERE m.node_id = nodes.id AND m.preemptor <> ${jobId})`);
+      if (request.nodeLabels && Object.keys(request.nodeLabels).length) q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
+      const nodes: CandidateNode[] = (await q.orderBy('id').execute()).map((n) => ({ id: n.id, name: n.name, pod: n.pod, rack: n.rack, freeMilli: n.free_milli }));
+      const holds = await sql<{
+        id: string; tier: string; tenant: string; epoch: number; workflow_id: string; placed_at: Date | null; min_runtime: string | null;
+        preempted_by: string[]; node_id: number; device_idx: number; milli: number;
+      }>`
+        SELECT j.id, j.tier, j.tenant, j.epoch, j.workflow_id, j.placed_at, j.spec->>'minRuntimeMs' AS min_runtime, j.preempted_by,
+               a.node_id, a.device_idx, a.milli
+        FROM allocations a JOIN jobs j ON j.id = a.job_id AND j.epoch = a.epoch JOIN nodes n ON n.id = a.node_id
+        WHERE n.accelerator_type = ${type} AND j.state IN ('placed', 'running') AND j.id <> ${jobId}
+        ORDER BY j.id`.execute(trx);
+      const running = new Map<string, RunningJob & { workflowId: string; epoch: number }>();
+      for (const h of holds.rows) {
+        if (busyVictims.has(h.id)) continue; // already winding down for another preemptor
+        if (reclaimOnly && !(root && within(h.tenant, root.tenant))) continue;
+        let r = running.get(h.id);
+        if (!r) {
+          const ran = h.placed_at ? Math.max(0, now - new Date(h.placed_at).getTime()) : 0;
+          const vRule = leafRule(rules, h.tenant, type);
+          const borrowing =
+            (vRule !== undefined && Number(vRule.used_milli) > vRule.nominal * 1000) ||
+            // On a reservation the owner may reclaim, other tenants' basic work is only borrowing it.
+            (withinReservation && h.tier === 'basic' && !within(h.tenant, ownReservation!.tenant));
+          if (reclaimOnly && !borrowing) continue;
+          r = {
+            jobId: h.id, tier: h.tier as Tier, tenant: h.tenant, borrowing, workLostMs: ran, ranMs: ran,
+            minRuntimeMs: Number(h.min_runtime ?? 0), preemptedBy: h.preempted_by, holds: [], workflowId: h.workflow_id, epoch: h.epoch,
+          };
+          running.set(h.id, r);
+        }
+        r.holds.push({ nodeId: h.node_id, deviceIdx: h.device_idx, milli: h.milli });
+      }
+      const decision = chooseVictims(
+        { jobId, tier, tenant: job.tenant, request, withinNominal, preemptedBy: job.preempted_by },
+        nodes,
+        [...running.values()],
+      );
+      if (!decision.ok) {
+        reasons.push(`${type}: ${decision.reason}`);
+        continue;
+      }
+      if (!decision.victims.length) return undefined; // it fits now; the next cycle places it
+      const chosenNodes = new Set(decision.workers.map((w) => w.nodeId));
+      const rows: Array<{ preemptor: string; victim: string; node_id: number }> = [];
+      for (const v of decision.victims) {
+        const vNodes = [...new Set(running.get(v)!.holds.map((h) => h.nodeId))];
+        for (const n of vNodes.filter((x) => chosenNodes.has(x)).concat(vNodes.some((x) => chosenNodes.has(x)) ? [] : [vNodes[0]]))
+          rows.push({ preemptor: jobId, victim: v, node_id: n });
+      }
+      // The chosen nodes the victims do not hold are kept too, so the freed room stays whole.
+      for (const n of chosenNodes) if (!rows.some((r) => r.node_id === n)) rows.push({ preemptor: jobId, victim: decision.victims[0], node_id: n });
+      await trx.insertInto('nominations').values(rows).onConflict((oc) => oc.doNothing()).execute();
+      await trx.updateTable('jobs').set({ waiting_reason: decision.reason, updated_at: new Date() }).where('id', '=', jobId).execute();
+      return {
+        preemptor: jobId,
+        victims: decision.victims.map((v) => ({ jobId: v, workflowId: running.get(v)!.workflowId, epoch: running.get(v)!.epoch })),
+        reason: decision.reason,
+      };
+    }
+    return { preemptor: jobId, none: reasons.join('; ') };
+  });
+}

@@ -1,0 +1,151 @@
+// Capacity reservations at placement time. An active reservation keeps `devices` of one type for
+// a tenant (and its subtree). Other tenants' basic work may use the idle part — it is preempted
+// when the owner needs it — but their standard and premium work may not: a placement is refused
+// when what would be left free, plus what basic work holds, no longer covers the idle part of the
+// reservations they are not part of. `ReservationLedger` decides over per-type figures read once
+// per placement transaction and kept current as the transaction places jobs.
+import { sql, type Transaction } from 'kysely';
+import type { Database } from '../db/schema';
+import type { Tier } from '../api/types';
+import { badRequest } from './errors';
+
+export interface ActiveReservation {
+  id: string;
+  tenant: string;
+  acceleratorType: string;
+  devices: number;
+  endsAt: Date;
+}
+
+export interface TypeFigures {
+  /** Free milli-devices on ready nodes of the type. */
+  freeMilli: number;
+  /** Held by basic jobs of tenants outside every reservation on the type (preemptible for owners). */
+  basicMilli: number;
+  /** Held by each reservation's own tenant subtree. */
+  ownerMilli: Map<string, number>;
+}
+
+export const within = (tenant: string, owner: string): boolean => tenant === owner || tenant.startsWith(`${owner}/`);
+const devices = (milli: number): string => String(Math.round(milli) / 1000);
+
+/** Why placing `milli` of `type` for this job would eat into others' reservations; undefined if it may. */
+export function reservationBlock(
+  reservations: readonly ActiveReservation[],
+  figures: TypeFigures,
+  job: { tenant: string; tier: Tier },
+  type: string,
+  milli: number,
+): string | undefined {
+  if (job.tier === 'basic') return undefined;
+  const others = reservations.filter((r) => r.acceleratorType === type && !within(job.tenant, r.tenant));
+  if (!others.length) return undefined;
+  const idle = others.reduce((sum, r) => sum + Math.max(0, r.devices * 1000 - (figures.ownerMilli.get(r.id) ?? 0)), 0);
+  if (figures.freeMilli - milli + figures.basicMilli >= idle) return undefined;
+  const r = others[0];
+  return `capacity reserved: ${others.length === 1 ? `${r.devices} ${type} reserved for ${r.tenant} until ${r.endsAt.toISOString()}` : `${others.length} reservations of ${type}`}, ${devices(idle)} idle; ${devices(Math.max(0, figures.freeMilli + figures.basicMilli - idle))} left for others`;
+}
+
+/** Keeps the figures current after a placement in the same transaction. */
+export function recordPlacement(reservations: readonly ActiveReservation[], figures: TypeFigures, job: { tenant: string; tier: Tier }, type: string, milli: number): void {
+  figures.freeMilli -= milli;
+  const owned = reservations.filter((r) => r.acceleratorType === type && within(job.tenant, r.tenant));
+  for (const r of owned) figures.ownerMilli.set(r.id, (figures.ownerMilli.get(r.id) ?? 0) + milli);
+  if (!owned.length && job.tier === 'basic') figures.basicMilli += milli;
+}
+
+/** Reads active reservations, then per type (on first use) the figures the decision needs. */
+export class ReservationLedger {
+  private figures = new Map<string, TypeFigures>();
+  private constructor(readonly active: ActiveReservation[]) {}
+
+  static async open(trx: Transaction<Database>): Promise<ReservationLedger> {
+    const rows = await trx.selectFrom('reservations').select(['id', 'tenant', 'accelerator_type', 'devices', 'ends_at']).where('state', '=', 'active').execute();
+    return new ReservationLedger(rows.map((r) => ({ id: r.id, tenant: r.tenant, acceleratorType: r.accelerator_type, devices: r.devices, endsAt: r.ends_at })));
+  }
+
+  async block(trx: Transaction<Database>, job: { tenant: string; tier: Tier }, type: string, milli: number): Promise<string | undefined> {
+    if (job.tier === 'basic' || !this.active.some((r) => r.acceleratorType === type)) return undefined;
+    return reservationBlock(this.active, await this.load(trx, type), job, type, milli);
+  }
+
+  async placed(trx: Transaction<Database>, job: { tenant: string; tier: Tier }, type: string, milli: number): Promise<void> {
+    if (!this.active.some((r) => r.acceleratorType === type)) return;
+    recordPlacement(this.active, await this.load(trx, type), job, type, milli);
+  }
+
+  private async load(trx: Transaction<Database>, type: string): Promise<TypeFigures> {
+    const have = this.figures.get(type);
+    if (have) return have;
+    const mine = this.active.filter((r) => r.acceleratorType === type);
+    const free = await sql<{ free: string }>`
+      SELECT coalesce(sum(f), 0)::bigint AS free FROM nodes n CROSS JOIN LATERAL unnest(n.free_milli) AS f
+      WHERE n.accelerator_type = ${type} AND n.state = 'ready'`.execute(trx);
+    const held = await sql<{ tenant: string; tier: string; milli: string }>`
+      SELECT j.tenant, j.tier, sum(a.milli)::bigint AS milli FROM allocations a
+      JOIN jobs j ON j.id = a.job_id JOIN nodes n ON n.id = a.node_id
+      WHERE n.accelerator_type = ${type} GROUP BY j.tenant, j.tier`.execute(trx);
+    const figures: TypeFigures = { freeMilli: Number(free.rows[0].free), basicMilli: 0, ownerMilli: new Map() };
+    for (const h of held.rows) {
+      const owned = mine.filter((r) => within(h.tenant, r.tenant));
+      for (const r of owned) figures.ownerMilli.set(r.id, (figures.ownerMilli.get(r.id) ?? 0) + Number(h.milli));
+      if (!owned.length && h.tier === 'basic') figures.basicMilli += Number(h.milli);
+    }
+    this.figures.set(type, figures);
+    return figures;
+  }
+}
+
+/**
+ * Books a reservation unless, at some moment of its window, it and the reservations overlapping
+ * it would reserve more devices of the type than the region's nodes have. Serialised per type by
+ * locking the type's row; a retry of the same booking returns the existing row.
+ */
+export async function bookReservation(
+  db: import('kysely').Kysely<Database>,
+  region: string,
+  r: { id: string; tenant: string; acceleratorType: string; devices: number; startsAt: string; endsAt: string },
+): Promise<{ state: string }> {
+  return db.transaction().execute(async (trx) => {
+    const type = await trx.selectFrom('accelerator_types').select('name').where('name', '=', r.acceleratorType).forUpdate().executeTakeFirst();
+    if (!type) throw badRequest(`acceleratorType: unknown accelerator type ${JSON.stringify(r.acceleratorType)}`);
+    const tenant = await trx.selectFrom('tenants').select('path').where('path', '=', r.tenant).executeTakeFirst();
+    if (!tenant) throw badRequest(`tenant: ${r.tenant} is not a registered tenant`);
+    const existing = await trx.selectFrom('reservations').select(['state', 'tenant', 'devices']).where('id', '=', r.id).executeTakeFirst();
+    if (existing) {
+      if (existing.tenant !== r.tenant || existing.devices !== r.devices) throw badRequest(`id: reservation ${r.id} already exists with other terms`);
+      return { state: existing.state };
+    }
+    const cap = await sql<{ devices: string }>`
+      SELECT coalesce(sum(n.device_count), 0)::bigint AS devices FROM nodes n JOIN clusters c ON c.id = n.cluster_id
+      WHERE n.accelerator_type = ${r.acceleratorType} AND c.region = ${region} AND n.state <> 'down'`.execute(trx);
+    const capacity = Number(cap.rows[0].devices);
+    const start = new Date(r.startsAt);
+    const end = new Date(r.endsAt);
+    const overlapping = await trx
+      .selectFrom('reservations')
+      .select(['id', 'devices', 'starts_at', 'ends_at'])
+      .where('accelerator_type', '=', r.acceleratorType)
+      .where('region', '=', region)
+      .where('state', 'in', ['pending', 'active'])
+      .where('starts_at', '<', end)
+      .where('ends_at', '>', start)
+      .execute();
+    // The reserved total only rises where a window starts: check the new start and every overlapping start inside it.
+    const instants = [start, ...overlapping.map((o) => o.starts_at).filter((t) => t > start && t < end)];
+    for (const at of instants) {
+      const live = overlapping.filter((o) => o.starts_at <= at && o.ends_at > at);
+      const total = r.devices + live.reduce((s, o) => s + o.devices, 0);
+      if (total > capacity)
+        throw badRequest(
+          `reservation ${r.id}: ${r.devices} ${r.acceleratorType} from ${r.startsAt} to ${r.endsAt} would reserve ${total} of the region's ${capacity} ${r.acceleratorType} at ${at.toISOString()}` +
+            (live.length ? ` (overlaps ${live.map((o) => `${o.id}: ${o.devices}`).join(', ')})` : ''),
+        );
+    }
+    await trx
+      .insertInto('reservations')
+      .values({ id: r.id, tenant: r.tenant, accelerator_type: r.acceleratorType, region, devices: r.devices, starts_at: start, ends_at: end })
+      .execute();
+    return { state: 'pending' };
+  });
+}
