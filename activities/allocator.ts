@@ -2,7 +2,7 @@
 // devices, and writes allocations in one transaction. Keyed by (job id, epoch): a retry returns
 // the placement already made; a stale epoch can neither allocate nor release.
 import { sql, type Insertable, type Kysely, type Transaction } from 'kysely';
-import type { Database } from '../db/schema';
+import type { Database, JobState } from '../db/schema';
 import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest } from '../api/types';
 import { RecentMix, choosePlacement, describeRequest, type CandidateNode } from './placement/policy';
 import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
@@ -338,6 +338,18 @@ export class Allocator {
 
   /** Frees everything the job holds. Idempotent; refused for an epoch older than the job's. */
   async release(jobId: string, epoch: number): Promise<ReleaseResult> {
+    return this.releaseAs(jobId, epoch);
+  }
+
+  /**
+   * Ends a job: sets its final state (so no cycle places it again), drops capacity nominated to
+   * it, and releases what it holds, all in one transaction. Idempotent.
+   */
+  async finish(jobId: string, epoch: number, state: JobState, reason: string | null): Promise<ReleaseResult> {
+    return this.releaseAs(jobId, epoch, { state, reason });
+  }
+
+  private async releaseAs(jobId: string, epoch: number, final?: { state: JobState; reason: string | null }): Promise<ReleaseResult> {
     return withTransientRetry(() =>
       this.db.transaction().execute(async (trx) => {
         const found = await trx.selectFrom('jobs').select(['epoch', 'quota_charge', 'quota_milli']).where('id', '=', jobId).forUpdate().executeTakeFirst();
@@ -350,6 +362,10 @@ export class Allocator {
             WHERE tenant || '|' || accelerator_type = ANY(${[...found.quota_charge].sort()}::text[])`.execute(trx);
         }
         await trx.updateTable('jobs').set({ quota_charge: null, quota_milli: null }).where('id', '=', jobId).where('quota_charge', 'is not', null).execute();
+        if (final) {
+          await trx.updateTable('jobs').set({ state: final.state, waiting_reason: final.reason, updated_at: new Date() }).where('id', '=', jobId).execute();
+          await trx.deleteFrom('nominations').where('preemptor', '=', jobId).execute();
+        }
         return { released: Number(deleted.numDeletedRows) };
       }),
     );

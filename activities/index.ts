@@ -4,7 +4,7 @@ import type { Kysely } from 'kysely';
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Database, JobState, NodeState } from '../db/schema';
-import { jobWorkflowId, schedulerWorkflowId, type AllocateResult, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
+import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId, type AllocateResult, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
 import { Allocator, readPlacements, type AllocateInput, type ReleaseResult } from './allocator';
 import { enqueueJob, jobsOnNode, preemptionStands, requeueJob, setJobPriority, setJobState, withdrawJob, type Enqueued } from './jobs';
 import { bookReservation } from './reservations';
@@ -49,15 +49,42 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
   const allocator = new Allocator(db, policy);
   const executor = given ?? new SimulatedExecutor(db);
 
-  const kick = async (): Promise<void> => {
+  const sendKick = async (): Promise<void> => {
     // By name: activities do not load workflow code.
     await client.workflow.signalWithStart('RegionSchedulerWorkflow', {
       workflowId: schedulerWorkflowId(region),
-      taskQueue,
+      taskQueue: schedulerTaskQueue(taskQueue),
       args: [{ region }],
       signal: kickSignal,
       signalArgs: [],
     });
+  };
+  /**
+   * Wakes the scheduler, coalescing concurrent callers: while one signal is in flight, every
+   * new caller shares the single signal sent after it. Each caller still gets a signal sent after
+   * its call began, which is all a kick promises (a cycle reads the whole queue), while the
+   * scheduler's history and its one workflow lock see a handful of signals instead of one per job.
+   */
+  let inflight: Promise<void> | undefined;
+  let queued: Promise<void> | undefined;
+  const kick = (): Promise<void> => {
+    if (queued) return queued;
+    const start = (): Promise<void> => {
+      const p = sendKick().finally(() => {
+        if (inflight === p) inflight = undefined;
+      });
+      inflight = p;
+      return p;
+    };
+    if (!inflight) return start();
+    const next = inflight
+      .catch(() => undefined)
+      .then(() => {
+        queued = undefined;
+        return start();
+      });
+    queued = next;
+    return next;
   };
   /** Signals a job workflow, ignoring one that has already finished. */
   const tell = async (what: () => Promise<void>): Promise<boolean> => {
@@ -71,8 +98,11 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
   };
 
   return {
-    /** Admission policy for this job in this region: the reasons it is refused (empty = admitted). */
-    async admit(spec: JobSpec): Promise<string[]> {
+    /**
+     * Admission, then (if admitted) the job's place in the queue, then a kick to the scheduler:
+     * one activity for what every job does first.
+     */
+    async admitAndEnqueue(spec: JobSpec): Promise<({ admitted: true } & Enqueued) | { admitted: false; problems: string[] }> {
       const problems = admissionProblems(spec, region, await loadTenantPolicy(db, spec.tenant));
       if (!problems.length) {
         try {
@@ -81,22 +111,22 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
           problems.push((err as Error).message);
         }
       }
-      return problems;
-    },
-    async enqueue(spec: JobSpec): Promise<Enqueued> {
+      if (problems.length) return { admitted: false, problems };
       const workflowId = Context.current().info.workflowExecution?.workflowId ?? jobWorkflowId(spec.tenant, spec.jobId);
-      return enqueueJob(db, spec, region, workflowId);
+      const entry = await enqueueJob(db, spec, region, workflowId);
+      await kick();
+      return { admitted: true, ...entry };
     },
     /** Wakes the region scheduler, starting it if it is not running. */
     kickScheduler: kick,
     async setJobState(jobId: string, epoch: number, state: JobState, waitingReason?: string): Promise<void> {
       await setJobState(db, jobId, epoch, state, waitingReason ?? null);
     },
-    async withdraw(jobId: string, state: JobState, reason: string | null): Promise<void> {
-      await withdrawJob(db, jobId, state, reason);
-    },
-    async findPlacement(jobId: string, epoch: number): Promise<Placement | undefined> {
-      return (await readPlacements(db, [jobId])).get(`${jobId}@${epoch}`);
+    /** The job's placement at `epoch` if it has one; otherwise wakes the scheduler (a delivery may have been missed). */
+    async checkPlacement(jobId: string, epoch: number): Promise<Placement | undefined> {
+      const found = (await readPlacements(db, [jobId])).get(`${jobId}@${epoch}`);
+      if (!found) await kick();
+      return found;
     },
     async setPriority(jobId: string, priority: number): Promise<void> {
       await setJobPriority(db, jobId, priority);
@@ -105,6 +135,13 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     /** Direct placement of one job, outside the scheduler's cycle (tools and tests). */
     async allocate(input: AllocateInput): Promise<AllocateResult> {
       return allocator.allocate(input);
+    },
+    /** Ends the job: its final state and the release of everything it holds, in one transaction. */
+    async finish(jobId: string, epoch: number, state: JobState, reason: string | null): Promise<ReleaseResult> {
+      const result = await allocator.finish(jobId, epoch, state, reason);
+      log().info('job finished', { jobId, epoch, event: 'job.finish', state, devices: result.released });
+      if (result.released) await kick();
+      return result;
     },
     async release(jobId: string, epoch: number): Promise<ReleaseResult> {
       const result = await allocator.release(jobId, epoch);
@@ -154,7 +191,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       const booked = await bookReservation(db, region, r);
       const workflowId = `reservation/${r.id}`;
       try {
-        await client.workflow.start('ReservationWorkflow', { workflowId, taskQueue, args: [{ ...r, region }] });
+        await client.workflow.start('ReservationWorkflow', { workflowId, taskQueue: schedulerTaskQueue(taskQueue), args: [{ ...r, region }] });
       } catch (err) {
         if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
       }
@@ -168,17 +205,19 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     },
 
     // --- the executor --------------------------------------------------------------------------
-    async launchRun(input: LaunchInput): Promise<void> {
-      await executor.launch(input);
-      await setJobState(db, input.jobId, input.epoch, 'running');
-      log().info('executor launched', { jobId: input.jobId, epoch: input.epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
-    },
     /**
-     * Watches a run until it ends, heartbeating its progress. A worker crash or a cancellation
-     * only stops the watching; the run itself lives in the executor.
+     * Launches the run (idempotent) and watches it until it ends, heartbeating its progress. A
+     * worker crash or a cancellation only stops the watching; the run itself lives in the
+     * executor, and a retry picks the same run up.
      */
-    async watchRun(jobId: string, epoch: number): Promise<Observation> {
+    async runJob(input: LaunchInput): Promise<Observation> {
       const ctx = Context.current();
+      const { jobId, epoch } = input;
+      if (ctx.info.attempt === 1) {
+        await executor.launch(input);
+        await setJobState(db, jobId, epoch, 'running');
+        ctx.log.info('executor launched', { jobId, epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
+      } else await executor.launch(input); // a no-op unless the first attempt died before launching
       for (let first = true; ; first = false) {
         const seen = await executor.observe(jobId, epoch);
         ctx.heartbeat(seen.progressMs);

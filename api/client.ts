@@ -2,7 +2,7 @@
 import { Client, WorkflowExecutionAlreadyStartedError, type Connection } from '@temporalio/client';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { JobResult, JobSpec, JobStatus } from './types';
-import { jobWorkflowId, schedulerWorkflowId } from './types';
+import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId } from './types';
 import { validatePriority, validateSpec } from './validation';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from './search-attributes';
 import type { JobWorkflow } from '../workflows/job';
@@ -177,7 +177,7 @@ export class SchedulerClient {
   private async readyScheduler() {
     await this.temporal.workflow.signalWithStart('RegionSchedulerWorkflow', {
       workflowId: schedulerWorkflowId(this.o.region),
-      taskQueue: this.o.taskQueue,
+      taskQueue: schedulerTaskQueue(this.o.taskQueue),
       args: [{ region: this.o.region }],
       signal: kickSignal,
       signalArgs: [],

@@ -111,6 +111,11 @@ export interface JobResult {
   placement?: Placement;
 }
 
+/** The task queue of a region's scheduler workflows, beside the region's jobs task queue. */
+export function schedulerTaskQueue(jobsTaskQueue: string): string {
+  return `${jobsTaskQueue}-scheduler`;
+}
+
 /** The per-region scheduler's workflow id. */
 export function schedulerWorkflowId(region: string): string {
   return `scheduler/${region}`;

@@ -1,12 +1,12 @@
 // Builds a scheduler worker: the job and region-scheduler workflows plus the allocator,
 // bookkeeping and executor activities.
 import path from 'node:path';
-import { NativeConnection, Worker, type WorkerOptions } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Worker, bundleWorkflowCode, type WorkerOptions } from '@temporalio/worker';
 import type { Kysely } from 'kysely';
 import type { Client } from '@temporalio/client';
 import type { Database } from '../db/schema';
 import { createActivities } from '../activities';
-import type { PlacementPolicyName } from '../api/types';
+import { schedulerTaskQueue, type PlacementPolicyName } from '../api/types';
 import type { CycleOptions } from '../activities/scheduler';
 
 export interface SchedulerWorkerOptions {
@@ -25,17 +25,63 @@ export interface SchedulerWorkerOptions {
   identity?: string;
 }
 
-export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<Worker> {
-  const workflows: Pick<WorkerOptions, 'workflowBundle' | 'workflowsPath'> = o.workflowBundlePath
-    ? { workflowBundle: { codePath: o.workflowBundlePath } }
-    : { workflowsPath: path.join(__dirname, '../workflows/index.ts') };
-  return Worker.create({
+/**
+ * A region's worker: one SDK worker on the jobs task queue (job workflows and their activities)
+ * and one on the scheduler's own task queue (the region scheduler, reservations, and the
+ * scheduling cycle), so a backlog of job tasks never delays a scheduling cycle.
+ */
+export class SchedulerWorker {
+  constructor(
+    readonly jobs: Worker,
+    readonly scheduler: Worker,
+  ) {}
+
+  /** Runs both until shutdown; if one fails, the other is shut down and the failure rethrown. */
+  async run(): Promise<void> {
+    const runs = [this.jobs, this.scheduler].map((w) =>
+      w.run().catch((err: unknown) => {
+        this.shutdown();
+        throw err;
+      }),
+    );
+    await Promise.all(runs);
+  }
+
+  shutdown(): void {
+    for (const w of [this.jobs, this.scheduler]) if (w.getState() === 'RUNNING') w.shutdown();
+  }
+
+  getState(): ReturnType<Worker['getState']> {
+    return this.jobs.getState();
+  }
+}
+
+/** How many job runs one worker watches at once (each holds an activity slot while it runs). */
+export const MAX_WATCHED_RUNS = 2000;
+
+export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<SchedulerWorker> {
+  // Bundle once for both SDK workers.
+  const workflowBundle = o.workflowBundlePath
+    ? { codePath: o.workflowBundlePath }
+    : await bundleWorkflowCode({ workflowsPath: path.join(__dirname, '../workflows/index.ts'), logger: new DefaultLogger('WARN') });
+  const activities = createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue, cycle: o.cycle });
+  const common = {
     connection: o.connection,
     namespace: o.namespace,
+    workflowBundle,
+    activities,
+    shutdownGraceTime: '10s',
+  } satisfies Partial<WorkerOptions>;
+  const jobs = await Worker.create({
+    ...common,
     taskQueue: o.taskQueue,
     ...(o.identity ? { identity: o.identity } : {}),
-    ...workflows,
-    activities: createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue, cycle: o.cycle }),
-    shutdownGraceTime: '10s',
+    maxConcurrentActivityTaskExecutions: MAX_WATCHED_RUNS,
   });
+  const scheduler = await Worker.create({
+    ...common,
+    taskQueue: schedulerTaskQueue(o.taskQueue),
+    ...(o.identity ? { identity: `${o.identity}-scheduler` } : {}),
+  });
+  return new SchedulerWorker(jobs, scheduler);
 }

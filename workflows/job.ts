@@ -42,6 +42,8 @@ export interface JobWorkflowInput {
 
 const NON_RETRYABLE = Object.values(ErrorTypes);
 
+// Few, merged steps: each activity costs the server three events and a task dispatch, so a job
+// makes three in the common case (admit-and-enqueue, run, finish).
 const acts = proxyActivities<SchedulerActivities>({
   startToCloseTimeout: '30s',
   retry: { initialInterval: '200ms', maximumInterval: '10s', nonRetryableErrorTypes: NON_RETRYABLE },
@@ -55,7 +57,7 @@ const watcher = proxyActivities<SchedulerActivities>({
 });
 
 /** How often a waiting job looks for a placement it may have missed, and re-kicks the scheduler. */
-export const PLACEMENT_CHECK_MS = 15_000;
+export const PLACEMENT_CHECK_MS = 30_000;
 
 type RunEnd =
   | { kind: 'succeeded' }
@@ -168,15 +170,13 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     return finish({ jobId, outcome: 'rejected', reason });
   }
   enter('admitting');
-  const refused = await acts.admit(spec);
-  if (refused.length) {
-    const reason = `not admitted: ${refused.join('; ')}`;
+  const entry = await acts.admitAndEnqueue(spec);
+  if (!entry.admitted) {
+    const reason = `not admitted: ${entry.problems.join('; ')}`;
     enter('rejected', reason);
     return finish({ jobId, outcome: 'rejected', reason });
   }
-
-  const queued = await acts.enqueue(spec);
-  status.epoch = queued.epoch;
+  status.epoch = entry.epoch;
   const waitDeadline = spec.maxWaitMs ? Date.now() + spec.maxWaitMs : undefined;
   let outcome: JobResult['outcome'] = 'completed';
   let reason: string | undefined;
@@ -189,11 +189,10 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       if (left > 0) await condition(() => delivered !== undefined || status.cancelRequested, left);
       if (status.cancelRequested) return 'cancelled';
       if (delivered) return delivered.placement;
-      // Missed delivery, or a scheduler that stopped: look for ourselves and wake it.
-      const found = await acts.findPlacement(jobId, status.epoch);
+      // Missed delivery, or a scheduler that stopped: look for ourselves (the check wakes it).
+      const found = await acts.checkPlacement(jobId, status.epoch);
       if (found) return found;
       if (deadline !== undefined && Date.now() >= deadline) return 'timeout';
-      await acts.kickScheduler();
     }
   };
 
@@ -201,7 +200,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     const epoch = status.epoch;
     status.attempt++;
     const failAtMs = status.attempt <= (spec.simulatedFailures ?? 0) ? Math.max(1, Math.floor(spec.durationMs / 2)) : undefined;
-    await acts.launchRun({ jobId, epoch, placement: p, durationMs: spec.durationMs, resumeFromMs: status.checkpointMs, failAtMs });
+    const launch = { jobId, epoch, placement: p, durationMs: spec.durationMs, resumeFromMs: status.checkpointMs, failAtMs };
     enter('running');
     runScope = new CancellationScope();
     let runDone = false;
@@ -231,7 +230,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     void graceWatch();
     try {
       if (status.cancelRequested || requeueAsked !== undefined) runScope.cancel();
-      const seen = await runScope.run(() => watcher.watchRun(jobId, epoch));
+      const seen = await runScope.run(() => watcher.runJob(launch));
       if (seen.state === 'succeeded') return { kind: 'succeeded' };
       if (seen.state === 'lost') return { kind: 'lost', detail: seen.detail ?? 'node lost' };
       return { kind: 'failed', detail: seen.detail ?? `run ended ${seen.state}` };
@@ -257,7 +256,6 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     let deadline = waitDeadline;
     for (;;) {
       if (status.phase !== 'waiting') enter('waiting', status.lastRequeue ? `requeued: ${status.lastRequeue}` : 'queued: waiting for the next scheduling cycle');
-      await acts.kickScheduler();
       const got = await waitForPlacement(deadline);
       deadline = undefined;
       if (got === 'cancelled') {
@@ -314,10 +312,10 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     // Release always runs, even when the workflow itself is being cancelled.
     await CancellationScope.nonCancellable(async () => {
       const finalState: JobState = outcome;
-      // Out of the queue first, so no cycle places the job after its release.
-      await acts.withdraw(jobId, finalState, reason ?? null);
       enter('releasing');
-      await acts.release(jobId, status.epoch);
+      // Final state and release in one transaction: no cycle places it afterwards, and nothing
+      // ever sees a finished job holding devices.
+      await acts.finish(jobId, status.epoch, finalState, reason ?? null);
       enter(outcome, reason);
     });
   }

@@ -45,6 +45,8 @@ const acts = proxyActivities<SchedulerActivities>({
 
 /** Cycles per run before continuing as new, whatever the server suggests. */
 const CYCLES_PER_RUN = 1000;
+/** Kick signals per run before continuing as new (the server caps signals per run at about 10k). */
+const KICKS_PER_RUN = 2000;
 
 export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Promise<void> {
   const { region } = input;
@@ -53,9 +55,11 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
   let pending = input.pending ?? true;
   const status: SchedulerStatus = { region, cycles: input.cycles ?? 0 };
   let runCycles = 0;
+  let kicks = 0;
 
   setHandler(kickSignal, () => {
     pending = true;
+    kicks++;
   });
   setHandler(schedulerStatusQuery, () => status);
   const nodeValidator = (node: string): void => {
@@ -98,7 +102,8 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
     if (r.placed > 0 || r.more) log.debug('scheduling cycle', { event: 'scheduler.cycle', region, ...r });
     // A full batch may leave more to place; capacity freed by this cycle's refusals does not.
     if (r.more && r.placed > 0) pending = true;
-    if (runCycles >= CYCLES_PER_RUN || workflowInfo().continueAsNewSuggested) {
+    // Every kick is a history event too: start afresh well before the server's per-run limits.
+    if (runCycles >= CYCLES_PER_RUN || kicks >= KICKS_PER_RUN || workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles });
     }

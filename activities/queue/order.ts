@@ -105,12 +105,14 @@ export class BackfillGate {
     for (const { job: held, shadow } of this.reservations.values()) {
       const shared = held.acceleratorTypes.filter((t) => job.acceleratorTypes.includes(t));
       if (shared.length === 0 || finish <= shadow) continue;
-      const startsIn = Math.ceil(Math.max(0, shadow - this.now) / 1000);
+      // An absolute time (to the second), so the reason stays the same from cycle to cycle and
+      // the job is not re-told it on every cycle.
+      const startsAt = new Date(Math.ceil(Math.max(shadow, this.now) / 1000) * 1000).toISOString().replace('.000Z', 'Z');
       return {
         ok: false,
         reason:
           `held for higher-ranked job ${held.jobId} (needs ${formatDevices(held.milli)} ${shared.join('/')}, ` +
-          `expected to start in ${startsIn}s); this job's ${Math.ceil(job.durationMs / 1000)}s would delay it`,
+          `expected to start by ${startsAt}); this job's ${Math.ceil(job.durationMs / 1000)}s would delay it`,
       };
     }
     return { ok: true };

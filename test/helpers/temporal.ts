@@ -1,11 +1,11 @@
 // A real Temporal dev server (the locally built CLI) per test file, through @temporalio/testing.
 import { TestWorkflowEnvironment } from '@temporalio/testing';
-import { DefaultLogger, Runtime, Worker } from '@temporalio/worker';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { Kysely } from 'kysely';
 import { requireTemporalBinary, freePort } from '../../scripts/temporal-server';
 import { SEARCH_ATTRIBUTES } from '../../api/search-attributes';
 import { SchedulerClient } from '../../api/client';
-import { createSchedulerWorker } from '../../worker/worker';
+import { createSchedulerWorker, type SchedulerWorker } from '../../worker/worker';
 import type { Database } from '../../db/schema';
 import { WORKFLOW_BUNDLE } from './global-setup';
 import type { CycleOptions } from '../../activities/scheduler';
@@ -21,7 +21,7 @@ export interface TemporalHarness {
   address: string;
   client: SchedulerClient;
   taskQueue: string;
-  startWorker(db: Kysely<Database>, cycle?: CycleOptions): Promise<{ worker: Worker; done: Promise<void> }>;
+  startWorker(db: Kysely<Database>, cycle?: CycleOptions): Promise<{ worker: SchedulerWorker; done: Promise<void> }>;
   teardown(): Promise<void>;
 }
 
@@ -37,7 +37,7 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
     },
   });
   const client = new SchedulerClient({ connection: env.connection, namespace: NAMESPACE, taskQueue, region: REGION });
-  const workers: Array<{ worker: Worker; done: Promise<void> }> = [];
+  const workers: Array<{ worker: SchedulerWorker; done: Promise<void> }> = [];
   return {
     env,
     address: `127.0.0.1:${port}`,

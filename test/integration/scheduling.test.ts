@@ -186,7 +186,7 @@ describe('queue order', () => {
     await submit(long);
     await submit(short);
     const held = await waitingWith(long, 'held for higher-ranked job bf-head');
-    expect(held.waitingReason).toMatch(/needs 8 A100, expected to start in \d+s\); this job's 600s would delay it/);
+    expect(held.waitingReason).toMatch(/needs 8 A100, expected to start by \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\); this job's 600s would delay it/);
     await until(short, (st) => st.phase === 'running' || st.phase === 'completed', 'backfilled');
     expect((await status(head)).phase).toBe('waiting');
   });

@@ -11,6 +11,8 @@ import {
 import { TIERS } from '../../api/types';
 
 const NOW = 1_700_000_000_000;
+/** A reason's start time: ISO to the second. */
+const iso = (ms: number): string => new Date(ms).toISOString().replace('.000Z', 'Z');
 
 const job = (jobId: string, extra: Partial<QueuedJob> = {}): QueuedJob => ({
   jobId,
@@ -130,7 +132,7 @@ describe('backfill gate', () => {
     test('a job that would still be running is held, and the reason says for whom and why', () => {
       expect(gateWithJ17().admits(job('long', { durationMs: 120_000 }))).toEqual({
         ok: false,
-        reason: "held for higher-ranked job j-17 (needs 8 H100, expected to start in 42s); this job's 120s would delay it",
+        reason: `held for higher-ranked job j-17 (needs 8 H100, expected to start by ${iso(NOW + 42_000)}); this job's 120s would delay it`,
       });
       expect(gateWithJ17().admits(job('just-over', { durationMs: 41_501 })).ok).toBe(false);
     });
@@ -144,7 +146,7 @@ describe('backfill gate', () => {
     const gate = new BackfillGate(NOW, new Map([['T4', 0]]), [hold('T4', 1000, 5_000)]);
     gate.block(job('share', { acceleratorTypes: ['T4'], milli: 250 }));
     const r = gate.admits(job('long', { acceleratorTypes: ['T4'], durationMs: 9_000 }));
-    expect(r.ok === false && r.reason).toBe("held for higher-ranked job share (needs 0.25 T4, expected to start in 5s); this job's 9s would delay it");
+    expect(r.ok === false && r.reason).toBe(`held for higher-ranked job share (needs 0.25 T4, expected to start by ${iso(NOW + 5_000)}); this job's 9s would delay it`);
   });
 
   test('a job that cannot fit even when everything ends reserves nothing', () => {

@@ -1,0 +1,708 @@
+// `npm run bench:lifecycle`: the whole job lifecycle (submit → admit → enqueue → region scheduler
+// places → simulated run → release) against one in-memory Temporal dev server and PostgreSQL on
+// this machine. Offers jobs open-loop at fixed rates (20, 50 and 100 jobs/s for 60 s each by
+// default) and reports sustained jobs/s, submit→placed and submit→finished p50/p99, and where
+// the time goes. In the same run it measures the server's own ceiling with a workflow that starts
+// and completes at once, so lifecycle throughput reads as a share of what Temporal itself does here.
+// Targets (from the issue): submit→placed p99 ≤ 1 s at 50 jobs/s; sustained ≥ 50% of the ceiling.
+// Settings: LIFECYCLE_RATES (jobs/s, comma-separated), LIFECYCLE_SECONDS (per rate),
+// LIFECYCLE_CEILING_SECONDS, LIFECYCLE_CEILING_CONCURRENCY, LIFECYCLE_RUN_MS (simulated run),
+// LIFECYCLE_DEVICES (fleet size), LIFECYCLE_DRAIN_SECONDS (wait for stragglers after each rate).
+import { setMaxListeners } from 'node:events';
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { performance } from 'node:perf_hooks';
+import { sql, type Kysely } from 'kysely';
+import { Client, Connection, ServiceError } from '@temporalio/client';
+import { DefaultLogger, NativeConnection, Runtime, bundleWorkflowCode } from '@temporalio/worker';
+import { SchedulerClient } from '../api/client';
+import { TIERS, jobWorkflowId, schedulerWorkflowId, type JobResult, type JobSpec } from '../api/types';
+import type { SchedulerStatus } from '../workflows/messages';
+import type { NoopWorkflow } from '../workflows/noop';
+import { createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
+import { freePort, startDevServer, type DevServer } from '../scripts/temporal-server';
+import { checkInvariants, type Violation } from '../db/invariants';
+import { dropDatabase } from '../db/connection';
+import type { Database } from '../db/schema';
+import { BENCH_TYPES, freshBenchDatabase, percentile, seedSyntheticFleet, seeded } from './fleet';
+
+function envNumber(name: string, fallback: number): number {
+  const raw = process.env[name];
+  if (raw === undefined || raw === '') return fallback;
+  const v = Number(raw);
+  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name}: ${JSON.stringify(raw)} must be a positive number`);
+  return v;
+}
+
+function envRates(): number[] {
+  const raw = process.env.LIFECYCLE_RATES ?? '20,50,100';
+  const rates = raw.split(',').map((s) => Number(s.trim()));
+  if (!rates.length || rates.some((r) => !Number.isFinite(r) || r <= 0))
+    throw new Error(`LIFECYCLE_RATES: ${JSON.stringify(raw)} must be a comma-separated list of positive jobs/s`);
+  // Job ids are named after the rate, so a repeated rate would resubmit the same jobs.
+  if (new Set(rates).size !== rates.length) throw new Error(`LIFECYCLE_RATES: ${JSON.stringify(raw)} repeats a rate; each may appear once`);
+  return rates;
+}
+
+const RATES = envRates();
+const SECONDS = envNumber('LIFECYCLE_SECONDS', 60);
+const CEILING_SECONDS = envNumber('LIFECYCLE_CEILING_SECONDS', 20);
+const CEILING_CONCURRENCY = Math.round(envNumber('LIFECYCLE_CEILING_CONCURRENCY', 64));
+const RUN_MS = Math.round(envNumber('LIFECYCLE_RUN_MS', 1000));
+/** Enough devices that a 1-device job never waits for capacity at 100 jobs/s (a multiple of 8). */
+const DEVICES = Math.ceil(envNumber('LIFECYCLE_DEVICES', 2000) / 8) * 8;
+/** After submissions stop, how long to wait for the last jobs to finish. */
+const DRAIN_SECONDS = envNumber('LIFECYCLE_DRAIN_SECONDS', 120);
+
+const NAMESPACE = 'sched-bench';
+const TASK_QUEUE = 'lifecycle-bench';
+/** The region seedSyntheticFleet puts its cluster in. */
+const REGION = 'bench';
+const ORG = 'bench';
+const TENANT = 'bench/load';
+const PROGRESS_EVERY_MS = 10_000;
+const PLACED_TARGET_MS = 1000;
+const RATIO_TARGET = 0.5;
+/** A phase kept up when its last job finished within its run time plus this of the last submission. */
+const KEPT_UP_SLACK_MS = 5000;
+
+/** Wall-clock milliseconds with sub-millisecond resolution, comparable with PostgreSQL's now(). */
+const wall = (): number => performance.timeOrigin + performance.now();
+/** Jobs submitted (by any phase) whose result has not come back: a phase can inherit its predecessor's backlog. */
+let outstanding = 0;
+/** Result polls the server failed (and the bench repeated): a sign of an overloaded server. */
+let resultPollErrors = 0;
+const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
+const say = (msg: string): void => void process.stderr.write(`${msg}\n`);
+
+interface Ceiling {
+  perSecond: number;
+  completed: number;
+  p50: number;
+  p99: number;
+}
+
+/** What one workflow execution cost the server, read from its history. */
+interface HistoryShape {
+  events: number;
+  workflowTasks: number;
+  activities: number;
+  signals: number;
+  timers: number;
+  upserts: number;
+}
+
+async function historyShape(temporal: Client, workflowId: string): Promise<HistoryShape | undefined> {
+  const history = await temporal.workflow.getHandle(workflowId).fetchHistory().catch(() => undefined);
+  const events = history?.events ?? [];
+  if (!events.length) return undefined;
+  const count = (has: (e: (typeof events)[number]) => unknown): number => events.filter((e) => has(e)).length;
+  return {
+    events: events.length,
+    workflowTasks: count((e) => e.workflowTaskCompletedEventAttributes),
+    activities: count((e) => e.activityTaskScheduledEventAttributes),
+    signals: count((e) => e.workflowExecutionSignaledEventAttributes),
+    timers: count((e) => e.timerStartedEventAttributes),
+    upserts: count((e) => e.upsertWorkflowSearchAttributesEventAttributes),
+  };
+}
+
+const describeShape = (h: HistoryShape | undefined): string =>
+  h
+    ? `${h.events} history events, ${h.workflowTasks} workflow tasks, ${h.activities} activities, ${h.signals} signals, ${h.timers} timers, ${h.upserts} search-attribute upserts`
+    : 'history not available';
+
+/** The region scheduler seen from its history over a phase: how long its own work waited. */
+interface SchedulerTrace {
+  kicks: number;
+  cycles: number;
+  /** Its workflow tasks, scheduled → started (queue wait in the server and the worker). */
+  taskWaitP50: number;
+  taskWaitMax: number;
+  /** Workflow tasks not started in time (on the sticky queue: moved to the shared queue). */
+  taskTimeouts: number;
+  /** Its scheduleCycle activities, scheduled → started. */
+  cycleWaitMax: number;
+  /** Workflow tasks that failed (e.g. a continue-as-new refused because signals kept arriving). */
+  taskFailures: number;
+  /** The current run's whole history so far: events, and signals (the server caps signals per execution). */
+  runEvents: number;
+  runSignals: number;
+}
+
+const timestampMs = (ts: { seconds?: { toNumber(): number } | null; nanos?: number | null } | null | undefined): number =>
+  ts ? (ts.seconds?.toNumber() ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6 : NaN;
+
+/** Reads the scheduler's current run (an earlier run of the phase, before a continue-as-new, is not seen). */
+async function schedulerTrace(client: SchedulerClient, from: number, to: number): Promise<SchedulerTrace | undefined> {
+  const history = await client.temporal.workflow.getHandle(schedulerWorkflowId(REGION)).fetchHistory().catch(() => undefined);
+  if (!history?.events?.length) return undefined;
+  const scheduledAt = new Map<string, number>();
+  const taskWaits: number[] = [];
+  const trace: SchedulerTrace = {
+    kicks: 0, cycles: 0, taskWaitP50: NaN, taskWaitMax: NaN, taskTimeouts: 0, cycleWaitMax: NaN, taskFailures: 0,
+    runEvents: history.events.length, runSignals: 0,
+  };
+  for (const e of history.events) {
+    const at = timestampMs(e.eventTime);
+    if (e.workflowTaskScheduledEventAttributes || e.activityTaskScheduledEventAttributes) scheduledAt.set(String(e.eventId), at);
+    if (e.workflowExecutionSignaledEventAttributes) trace.runSignals++;
+    if (at < from || at > to) continue;
+    if (e.workflowTaskFailedEventAttributes) trace.taskFailures++;
+    if (e.workflowExecutionSignaledEventAttributes) trace.kicks++;
+    if (e.activityTaskScheduledEventAttributes) trace.cycles++;
+    if (e.workflowTaskTimedOutEventAttributes) trace.taskTimeouts++;
+    const wft = e.workflowTaskStartedEventAttributes;
+    if (wft) taskWaits.push(at - (scheduledAt.get(String(wft.scheduledEventId)) ?? NaN));
+    const act = e.activityTaskStartedEventAttributes;
+    if (act) trace.cycleWaitMax = Math.max(Number.isFinite(trace.cycleWaitMax) ? trace.cycleWaitMax : 0, at - (scheduledAt.get(String(act.scheduledEventId)) ?? NaN));
+  }
+  const waits = sorted(taskWaits.filter(Number.isFinite));
+  trace.taskWaitP50 = percentile(waits, 50);
+  trace.taskWaitMax = waits.length ? waits[waits.length - 1] : NaN;
+  return trace;
+}
+
+interface JobSample {
+  id: string;
+  scheduledAt: number;
+  submitStart: number;
+  submitEnd?: number;
+  finishedAt?: number;
+  outcome?: JobResult['outcome'];
+  reason?: string;
+  error?: string;
+}
+
+interface Phase {
+  rate: number;
+  offered: number;
+  submitted: number;
+  submitErrors: number;
+  finished: number;
+  notCompleted: number;
+  unfinished: number;
+  sustained: number;
+  placedP50: Quantile;
+  placedP99: Quantile;
+  finishedP50: Quantile;
+  finishedP99: Quantile;
+  submitCallP50: number;
+  timerLagMax: number;
+  toEnqueuedMean: number;
+  queueWaitMean: number;
+  placedToFinishedMean: number;
+  cycles: number;
+  cycleMsMean: number;
+  jobsPerCycle: number;
+  peakHeld: number;
+  dbActiveMsPerS: number;
+  dbXactPerS: number;
+  drainS: number;
+  /** Finished jobs over the time from the first submission to the last finish: capacity when overloaded. */
+  finishRate: number;
+  keptUp: boolean;
+  violations: number;
+  /** Of the violations, allocations of a job that is finishing (state written, release still to run). */
+  violationsReleasePending: number;
+  /** Jobs of earlier phases still unfinished when this phase started. */
+  backlogAtStart: number;
+  scheduler?: SchedulerTrace;
+  /** History of the phase's first completed job. */
+  history?: HistoryShape;
+  firstProblems: string[];
+}
+
+/**
+ * A latency percentile. A job not yet placed (or finished) when the phase ended counts with the
+ * time it had waited so far, a lower bound of its latency. The percentile over those bounds is a
+ * lower bound of the true one, exact unless some bound lies at or below it (`censored`).
+ */
+interface Quantile {
+  ms: number;
+  censored: boolean;
+}
+
+function quantile(values: Quantile[], p: number): Quantile {
+  if (!values.length) return { ms: NaN, censored: false };
+  const s = [...values].sort((a, b) => a.ms - b.ms);
+  const at = s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
+  return { ms: at.ms, censored: values.some((v) => v.censored && v.ms <= at.ms) };
+}
+
+const fmtQ = (q: Quantile): string => `${q.censored ? '>' : ''}${fmt(q.ms)}`;
+
+const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
+const sorted = (xs: number[]): number[] => [...xs].sort((a, b) => a - b);
+const fmt = (v: number, digits = 0): string => (Number.isFinite(v) ? v.toFixed(digits) : '-');
+
+/** The scheduler's status, or undefined when it does not answer within 5 s (or does not exist yet). */
+async function schedulerStatus(client: SchedulerClient): Promise<SchedulerStatus | undefined> {
+  // Absent until the first job starts it; a failed or late query only loses one sample.
+  return Promise.race([client.schedulerStatus().catch(() => undefined), sleep(5000).then(() => undefined)]);
+}
+
+/** Time PostgreSQL backends spent executing statements in this database, and commits (pg_stat_database). */
+async function dbActivity(db: Kysely<Database>): Promise<{ activeMs: number; xacts: number }> {
+  const r = await sql<{ active_time: number | null; xact_commit: string }>`
+    SELECT active_time, xact_commit FROM pg_stat_database WHERE datname = current_database()`.execute(db);
+  return { activeMs: Number(r.rows[0]?.active_time ?? NaN), xacts: Number(r.rows[0]?.xact_commit ?? NaN) };
+}
+
+/** NoopWorkflow start-to-result as fast as `CEILING_CONCURRENCY` callers go: the server's own ceiling here. */
+async function measureCeiling(temporal: Client, stop: AbortSignal): Promise<Ceiling> {
+  const latencies: number[] = [];
+  const started = wall();
+  const end = started + CEILING_SECONDS * 1000;
+  await Promise.all(
+    Array.from({ length: CEILING_CONCURRENCY }, async (_, caller) => {
+      for (let k = 0; wall() < end && !stop.aborted; k++) {
+        const t0 = wall();
+        await temporal.workflow.execute<typeof NoopWorkflow>('NoopWorkflow', { taskQueue: TASK_QUEUE, workflowId: `noop/${caller}/${k}` });
+        latencies.push(wall() - t0);
+      }
+    }),
+  );
+  const elapsed = (wall() - started) / 1000;
+  const s = sorted(latencies);
+  return { perSecond: latencies.length / elapsed, completed: latencies.length, p50: percentile(s, 50), p99: percentile(s, 99) };
+}
+
+function jobSpec(rate: number, i: number, rng: () => number): JobSpec {
+  return {
+    jobId: `r${rate}-${i}`,
+    tenant: TENANT,
+    tier: TIERS[Math.floor(rng() * TIERS.length)],
+    priority: Math.floor(rng() * 100),
+    request: { acceleratorTypes: [BENCH_TYPES[i % BENCH_TYPES.length]], workers: 1, devicesPerWorker: 1, topology: 'any' },
+    durationMs: RUN_MS,
+  };
+}
+
+/** How the bench reaches the system: submissions, results (abortable at shutdown), the database. */
+interface Harness {
+  client: SchedulerClient;
+  result(tenant: string, jobId: string): Promise<JobResult>;
+  db: Kysely<Database>;
+  /** Aborted on Ctrl-C or when the worker stops: no more submissions, no more waiting. */
+  stop: AbortSignal;
+}
+
+const aborted = (signal: AbortSignal): Promise<void> =>
+  new Promise((resolve) => (signal.aborted ? resolve() : signal.addEventListener('abort', () => resolve(), { once: true })));
+
+/**
+ * JobWorkflow writes a job's final state before it releases the job's devices, so while a job is
+ * finishing the checker sees "allocation without live job". Counts those whose workflow is still
+ * running (the release is pending, not lost); any other violation is real.
+ */
+async function releasePending(client: SchedulerClient, violations: Violation[]): Promise<number> {
+  let pending = 0;
+  for (const v of violations) {
+    const jobId = v.rule === 'allocation-without-live-job' ? /^job (\S+) epoch/.exec(v.detail)?.[1] : undefined;
+    if (!jobId) continue;
+    const d = await client.temporal.workflow.getHandle(jobWorkflowId(TENANT, jobId)).describe().catch(() => undefined);
+    if (d?.status.name === 'RUNNING') pending++;
+  }
+  return pending;
+}
+
+async function runPhase(rate: number, { client, result, db, stop }: Harness): Promise<Phase> {
+  const rng = seeded(rate);
+  const total = Math.round(rate * SECONDS);
+  const interval = 1000 / rate;
+  const jobs: JobSample[] = [];
+  const settled: Array<Promise<void>> = [];
+  const prefix = `r${rate}-`;
+  const cycleSamples = new Map<number, NonNullable<SchedulerStatus['lastCycle']>>();
+  let peakHeld = 0;
+
+  const backlogAtStart = outstanding;
+  const before = await schedulerStatus(client);
+  const dbBefore = await dbActivity(db);
+  const phaseStart = wall();
+  const t0 = phaseStart + 20;
+  const windowEnd = t0 + SECONDS * 1000;
+
+  const fire = (i: number): void => {
+    const spec = jobSpec(rate, i, rng);
+    const job: JobSample = { id: spec.jobId, scheduledAt: t0 + i * interval, submitStart: wall() };
+    jobs.push(job);
+    outstanding++;
+    settled.push(
+      client
+        .submit(spec)
+        .then(() => {
+          job.submitEnd = wall();
+          return result(spec.tenant, spec.jobId);
+        })
+        .then(
+          (r) => {
+            job.finishedAt = wall();
+            job.outcome = r.outcome;
+            job.reason = r.reason;
+          },
+          (err: unknown) => {
+            job.error = err instanceof Error ? `${err.name}: ${err.message}${err.cause instanceof Error ? ` (${err.cause.message})` : ''}` : String(err);
+          },
+        )
+        .finally(() => {
+          outstanding--;
+        }),
+    );
+  };
+
+  const placedSoFar = async (): Promise<number> => {
+    const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM jobs WHERE id LIKE ${`${prefix}%`} AND placed_at IS NOT NULL`.execute(db);
+    return r.rows[0].n;
+  };
+  const progress = async (label: string): Promise<void> => {
+    const placed = await placedSoFar().catch(() => NaN);
+    const submitted = jobs.filter((j) => j.submitEnd !== undefined).length;
+    const finished = jobs.filter((j) => j.finishedAt !== undefined).length;
+    say(`  [${rate}/s] ${label}: offered ${jobs.length}, submitted ${submitted}, placed ${placed}, finished ${finished}`);
+  };
+  let lastProgress = phaseStart;
+  // Scheduler cycles and devices held, once a second: cheap next to the load. The status query
+  // waits for a workflow task, which an overloaded worker may not run for seconds: never more
+  // than one in flight, and the loop does not wait for it.
+  let sampling = true;
+  let querying = false;
+  const sampler = (async () => {
+    while (sampling) {
+      if (!querying) {
+        querying = true;
+        void schedulerStatus(client).then((st) => {
+          querying = false;
+          if (st?.lastCycle) cycleSamples.set(st.lastCycle.at, st.lastCycle);
+        });
+      }
+      const held = await sql<{ n: number }>`SELECT count(*)::int AS n FROM allocations`.execute(db).catch(() => undefined);
+      if (held) peakHeld = Math.max(peakHeld, held.rows[0].n);
+      if (wall() - lastProgress >= PROGRESS_EVERY_MS) {
+        lastProgress = wall();
+        await progress(`${((lastProgress - phaseStart) / 1000).toFixed(0)} s`);
+      }
+      await sleep(1000);
+    }
+  })();
+
+  // Open loop: each job goes at its scheduled time, whatever happened to the earlier ones.
+  let timerLagMax = 0;
+  for (let i = 0; i < total && !stop.aborted; ) {
+    const now = wall();
+    while (i < total && t0 + i * interval <= now) {
+      timerLagMax = Math.max(timerLagMax, now - (t0 + i * interval));
+      fire(i++);
+    }
+    if (i < total) await sleep(Math.max(0, t0 + i * interval - wall()));
+  }
+  const submissionsEnd = wall();
+  // Drain: every job finished, or the timeout.
+  await Promise.race([Promise.all(settled), sleep(DRAIN_SECONDS * 1000), aborted(stop)]);
+  sampling = false;
+  await sampler;
+  await progress('drained');
+  const phaseEnd = wall();
+  const dbAfter = await dbActivity(db);
+  const after = await schedulerStatus(client);
+
+  const rows = await sql<{ id: string; created_ms: string | null; placed_ms: string | null }>`
+    SELECT id, extract(epoch FROM created_at) * 1000 AS created_ms, extract(epoch FROM placed_at) * 1000 AS placed_ms
+    FROM jobs WHERE id LIKE ${`${prefix}%`}`.execute(db);
+  const byId = new Map(rows.rows.map((r) => [r.id, { created: r.created_ms === null ? NaN : Number(r.created_ms), placed: r.placed_ms === null ? NaN : Number(r.placed_ms) }]));
+
+  const submitted = jobs.filter((j) => j.submitEnd !== undefined);
+  const finished = jobs.filter((j) => j.finishedAt !== undefined);
+  const placedLat: Quantile[] = [];
+  const finishedLat: Quantile[] = [];
+  let placedCount = 0;
+  const toEnqueued: number[] = [];
+  const queueWait: number[] = [];
+  const placedToFinished: number[] = [];
+  for (const j of submitted) {
+    finishedLat.push(j.finishedAt !== undefined ? { ms: j.finishedAt - j.submitStart, censored: false } : { ms: phaseEnd - j.submitStart, censored: true });
+    const row = byId.get(j.id);
+    if (!row || !Number.isFinite(row.placed)) placedLat.push({ ms: phaseEnd - j.submitStart, censored: true });
+    if (!row) continue;
+    if (Number.isFinite(row.created)) toEnqueued.push(row.created - j.submitStart);
+    if (Number.isFinite(row.placed)) {
+      placedCount++;
+      placedLat.push({ ms: row.placed - j.submitStart, censored: false });
+      if (Number.isFinite(row.created)) queueWait.push(row.placed - row.created);
+      if (j.finishedAt !== undefined) placedToFinished.push(j.finishedAt - row.placed);
+    }
+  }
+  const lastFinish = Math.max(...finished.map((j) => j.finishedAt!), submissionsEnd);
+  const drainS = (lastFinish - submissionsEnd) / 1000;
+  const unfinished = jobs.length - finished.length;
+  const trace = await schedulerTrace(client, phaseStart, phaseEnd);
+  // From the status query when it answered at both ends, else from the scheduler's history.
+  const cycles = before && after ? after.cycles - before.cycles : trace?.cycles ?? NaN;
+  const samples = [...cycleSamples.values()];
+  const violations = await checkInvariants(db);
+  const inFlight = await releasePending(client, violations);
+  const problems = [
+    ...jobs.filter((j) => j.error).map((j) => `${j.id}: ${j.error}`),
+    ...finished.filter((j) => j.outcome !== 'completed').map((j) => `${j.id}: ${j.outcome}${j.reason ? ` (${j.reason})` : ''}`),
+    ...violations.map((v) => `invariant ${v.rule}: ${v.detail}`),
+  ];
+  const elapsedS = (phaseEnd - phaseStart) / 1000;
+  return {
+    rate,
+    offered: total,
+    submitted: submitted.length,
+    submitErrors: jobs.filter((j) => j.submitEnd === undefined && j.error).length,
+    finished: finished.length,
+    notCompleted: finished.filter((j) => j.outcome !== 'completed').length,
+    unfinished,
+    sustained: finished.filter((j) => j.finishedAt! <= windowEnd).length / SECONDS,
+    placedP50: quantile(placedLat, 50),
+    placedP99: quantile(placedLat, 99),
+    finishedP50: quantile(finishedLat, 50),
+    finishedP99: quantile(finishedLat, 99),
+    submitCallP50: percentile(sorted(submitted.map((j) => j.submitEnd! - j.submitStart)), 50),
+    timerLagMax,
+    toEnqueuedMean: mean(toEnqueued),
+    queueWaitMean: mean(queueWait),
+    placedToFinishedMean: mean(placedToFinished),
+    cycles,
+    cycleMsMean: mean(samples.map((s) => s.ms)),
+    jobsPerCycle: placedCount / cycles,
+    peakHeld,
+    dbActiveMsPerS: (dbAfter.activeMs - dbBefore.activeMs) / elapsedS,
+    dbXactPerS: (dbAfter.xacts - dbBefore.xacts) / elapsedS,
+    drainS,
+    finishRate: finished.length / ((lastFinish - t0) / 1000),
+    // Finishing kept pace: nothing left over, and the last job finished within its own run plus a
+    // few seconds of the last submission, not after a backlog that grew with the phase.
+    keptUp: unfinished === 0 && jobs.length === total && drainS * 1000 <= RUN_MS + KEPT_UP_SLACK_MS,
+    violations: violations.length,
+    violationsReleasePending: inFlight,
+    backlogAtStart,
+    scheduler: trace,
+    history: await (async () => {
+      const done = finished.find((j) => j.outcome === 'completed');
+      return done ? historyShape(client.temporal, jobWorkflowId(TENANT, done.id)) : undefined;
+    })(),
+    firstProblems: problems.slice(0, 5),
+  };
+}
+
+function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: Phase[]): void {
+  console.log(
+    `\nlifecycle: one Temporal dev server (in memory) + PostgreSQL + one in-process worker on this machine (${os.cpus().length} cores); ` +
+      `${DEVICES} devices; 1-device jobs running ${RUN_MS} ms, mixed tier/priority; open-loop for ${SECONDS} s per rate`,
+  );
+  console.log(
+    `ceiling: NoopWorkflow start+result with ${CEILING_CONCURRENCY} in flight for ${CEILING_SECONDS} s: ${fmt(ceiling.perSecond, 1)} workflows/s ` +
+      `(${ceiling.completed} completed, p50 ${fmt(ceiling.p50)} ms, p99 ${fmt(ceiling.p99)} ms)`,
+  );
+  console.log('\n rate  offered  submitted  finished  sustained/s  placed p50  placed p99  finished p50  finished p99  ceiling ratio   (ms from the submit call; >: lower bound, jobs still unplaced/unfinished)');
+  for (const p of phases)
+    console.log(
+      `${String(p.rate).padStart(5)}  ${String(p.offered).padStart(7)}  ${String(p.submitted).padStart(9)}  ${String(p.finished).padStart(8)}  ` +
+        `${fmt(p.sustained, 1).padStart(11)}  ${fmtQ(p.placedP50).padStart(10)}  ${fmtQ(p.placedP99).padStart(10)}  ${fmtQ(p.finishedP50).padStart(12)}  ` +
+        `${fmtQ(p.finishedP99).padStart(12)}  ${`${fmt((100 * p.sustained) / ceiling.perSecond, 1)}%`.padStart(13)}`,
+    );
+  console.log('\nwhere the time goes (means in ms): submit = client start call; →enq = submit start → jobs.created_at (workflow start, admit, enqueue);');
+  console.log('wait = created_at → placed_at (queue + cycle); run = placed_at → result (launch, run, watch, release); DB = pg_stat_database, all backends;');
+  console.log(`drain = last finish − last submission; kept up = all finished and drain ≤ run ${RUN_MS} ms + ${KEPT_UP_SLACK_MS} ms; finish/s = finished ÷ (first submit → last finish)`);
+  console.log(
+    ' rate  submit p50   →enq   wait    run  cycles  jobs/cycle  cycle ms  peak held  DB busy ms/s  DB xact/s  timer lag max  drain s  finish/s  kept up  not completed  unfinished  backlog at start  violations',
+  );
+  for (const p of phases)
+    console.log(
+      `${String(p.rate).padStart(5)}  ${fmt(p.submitCallP50).padStart(10)}  ${fmt(p.toEnqueuedMean).padStart(5)}  ${fmt(p.queueWaitMean).padStart(5)}  ` +
+        `${fmt(p.placedToFinishedMean).padStart(5)}  ${fmt(p.cycles).padStart(6)}  ${fmt(p.jobsPerCycle, 1).padStart(10)}  ${fmt(p.cycleMsMean, 1).padStart(8)}  ` +
+        `${String(p.peakHeld).padStart(9)}  ${fmt(p.dbActiveMsPerS).padStart(12)}  ${fmt(p.dbXactPerS).padStart(9)}  ${fmt(p.timerLagMax).padStart(13)}  ` +
+        `${fmt(p.drainS, 1).padStart(7)}  ${fmt(p.finishRate, 1).padStart(8)}  ${(p.keptUp ? 'yes' : 'NO').padStart(7)}  ${String(p.notCompleted).padStart(13)}  ${String(p.unfinished).padStart(10)}  ${String(p.backlogAtStart).padStart(16)}  ${`${p.violations}${p.violationsReleasePending ? ` (${p.violationsReleasePending} pending release)` : ''}`.padStart(10)}`,
+    );
+  console.log('\nregion scheduler, from its workflow history over each phase (ms): task wait = its workflow tasks scheduled → started;');
+  console.log('timeouts = its tasks not started within the sticky timeout; cycle wait = its scheduleCycle activity scheduled → started');
+  console.log('task failures = its workflow tasks that failed; run events/signals = its current run so far (the server caps signals per execution)');
+  console.log(' rate  kicks  cycles  task wait p50  task wait max  task timeouts  cycle wait max  task failures  run events  run signals');
+  for (const p of phases) {
+    const t = p.scheduler;
+    console.log(
+      t
+        ? `${String(p.rate).padStart(5)}  ${String(t.kicks).padStart(5)}  ${String(t.cycles).padStart(6)}  ${fmt(t.taskWaitP50).padStart(13)}  ${fmt(t.taskWaitMax).padStart(13)}  ${String(t.taskTimeouts).padStart(13)}  ${fmt(t.cycleWaitMax).padStart(14)}  ` +
+          `${String(t.taskFailures).padStart(13)}  ${String(t.runEvents).padStart(10)}  ${String(t.runSignals).padStart(11)}`
+        : `${String(p.rate).padStart(5)}  scheduler history not available`,
+    );
+  }
+  console.log('\nserver work per execution (its history):');
+  console.log(`  NoopWorkflow: ${describeShape(noop)}`);
+  for (const p of phases) console.log(`  one completed job at ${p.rate}/s: ${describeShape(p.history)}`);
+  for (const p of phases) for (const problem of p.firstProblems) console.log(`  [${p.rate}/s] ${problem}`);
+}
+
+function summaryLine(ceiling: Ceiling, phases: Phase[]): string {
+  const at50 = phases.find((p) => p.rate === 50);
+  const placed = at50
+    ? `placed p99 at 50/s ${fmtQ(at50.placedP99)} ms vs ≤ ${PLACED_TARGET_MS} ms target: ${at50.placedP99.ms <= PLACED_TARGET_MS ? 'MET' : 'MISSED'}`
+    : 'placed p99 at 50/s: not run (50 is not in LIFECYCLE_RATES)';
+  const kept = phases.filter((p) => p.keptUp);
+  const best = kept.length ? kept.reduce((a, b) => (b.rate > a.rate ? b : a)) : undefined;
+  let ratio: string;
+  if (!best) {
+    const top = phases.length ? phases.reduce((a, b) => (b.sustained > a.sustained ? b : a)) : undefined;
+    ratio = top
+      ? `sustained/ceiling: no rate kept up; best sustained ${fmt(top.sustained, 1)} jobs/s at ${top.rate}/s = ${fmt((100 * top.sustained) / ceiling.perSecond, 1)}% of the ${fmt(ceiling.perSecond, 1)}/s ceiling vs ≥ ${100 * RATIO_TARGET}% target: MISSED`
+      : 'sustained/ceiling: no phase ran: MISSED';
+  } else {
+    const r = best.sustained / ceiling.perSecond;
+    ratio = `sustained ${fmt(best.sustained, 1)} jobs/s at ${best.rate}/s (highest rate that kept up) = ${fmt(100 * r, 1)}% of the ${fmt(ceiling.perSecond, 1)}/s ceiling vs ≥ ${100 * RATIO_TARGET}% target: ${r >= RATIO_TARGET ? 'MET' : 'MISSED'}`;
+    if (r < RATIO_TARGET && best.rate === Math.max(...RATES) && best.rate < RATIO_TARGET * ceiling.perSecond)
+      ratio += ` (bounded by the offered rate: showing ${100 * RATIO_TARGET}% needs ≥ ${fmt(RATIO_TARGET * ceiling.perSecond)}/s in LIFECYCLE_RATES)`;
+  }
+  const violations = phases.reduce((n, p) => n + p.violations, 0);
+  const pending = phases.reduce((n, p) => n + p.violationsReleasePending, 0);
+  return `summary: ${placed}; ${ratio}; ${violations} invariant violations${pending ? ` (${pending} of them jobs still finishing, release pending)` : ''}`;
+}
+
+async function main(): Promise<void> {
+  // The SDK logs every job phase at INFO; the bench keeps warnings and errors only, on stderr with
+  // the native core's (forwarded), so stdout holds the tables alone. No shutdown signals: Ctrl-C
+  // is the bench's to handle, so the worker keeps serving until cleanup.
+  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [], telemetryOptions: { logging: { forward: {} } } });
+  const stop = new AbortController();
+  let workerError: unknown;
+  process.on('SIGINT', () => {
+    if (stop.signal.aborted) process.exit(130);
+    stop.abort();
+    say('stopping: no more submissions; printing what was measured, then cleaning up (Ctrl-C again to quit at once)');
+  });
+
+  // grpc-js throws from a timer when a call retried by the Temporal client's retry interceptor
+  // finds its channel closed: harmless once the bench is closing its connections, fatal otherwise.
+  let closing = false;
+  process.on('uncaughtException', (err) => {
+    if (closing && err.message === 'Channel has been shut down') return;
+    console.error(err);
+    process.exit(1);
+  });
+
+  const cleanup: Array<[string, () => Promise<unknown>]> = [];
+  try {
+    say(`• database and fleet: ${DEVICES} devices`);
+    const { url, db } = await freshBenchDatabase('sched_bench_lifecycle', 20);
+    cleanup.push(['drop the bench database', () => dropDatabase(url)], ['close the database pool', () => db.destroy()]);
+    await seedSyntheticFleet(db, DEVICES);
+    // Admission needs registered tenants: the org, then the team.
+    await db.insertInto('tenants').values([{ path: ORG, parent: null }, { path: TENANT, parent: ORG }]).execute();
+
+    say('• Temporal dev server (in memory) and workflow bundle');
+    const server: DevServer = await startDevServer({ port: await freePort(), namespaces: [NAMESPACE] });
+    cleanup.push(['stop the Temporal dev server', () => server.stop()]);
+    // Whatever way the bench exits (a second Ctrl-C, a fatal error), the server goes with it.
+    process.once('exit', () => {
+      if (server.process.exitCode === null) server.process.kill('SIGKILL');
+    });
+    const { code } = await bundleWorkflowCode({
+      workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'),
+      logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error },
+    });
+    const bundlePath = path.join(os.tmpdir(), `lifecycle-bench-${process.pid}.js`);
+    fs.writeFileSync(bundlePath, code);
+    cleanup.push(['remove the workflow bundle', async () => fs.rmSync(bundlePath, { force: true })]);
+
+    // Separate connections for the worker, the activities' signals and the bench's submissions,
+    // so that none queues behind another's calls. Cleanup runs in reverse: the bench's result
+    // polls are cancelled and its connection closed first, while the server still answers.
+    const nativeConnection = await NativeConnection.connect({ address: server.address });
+    cleanup.push(['close the worker connection', () => nativeConnection.close()]);
+    const activityConnection = await Connection.connect({ address: server.address });
+    cleanup.push(['close the activity connection', () => activityConnection.close()]);
+    const submitConnection = await Connection.connect({ address: server.address });
+    cleanup.push(['close the submit connection', () => submitConnection.close()]);
+    // One abort signal per job's result poll: the SDK adds a listener per call and keeps it.
+    const polls = new Set<AbortController>();
+    cleanup.push(['cancel the result polls', async () => polls.forEach((c) => c.abort())]);
+    const client = new SchedulerClient({ connection: submitConnection, namespace: NAMESPACE, taskQueue: TASK_QUEUE, region: REGION });
+
+    const worker: SchedulerWorker = await createSchedulerWorker({
+      connection: nativeConnection, namespace: NAMESPACE, taskQueue: TASK_QUEUE, db, region: REGION, workflowBundlePath: bundlePath,
+      client: new Client({ connection: activityConnection, namespace: NAMESPACE }),
+    });
+    let shuttingDown = false;
+    const running = worker.run().then(
+      () => {
+        if (!shuttingDown) workerError = new Error('the worker stopped by itself');
+      },
+      (err: unknown) => {
+        workerError = err;
+      },
+    );
+    void running.then(() => stop.abort());
+    cleanup.push([
+      'shut the worker down',
+      async () => {
+        shuttingDown = true;
+        if (worker.getState() === 'RUNNING') worker.shutdown();
+        await running;
+      },
+    ]);
+    const harness: Harness = {
+      client,
+      db,
+      stop: stop.signal,
+      result: async (tenant, jobId) => {
+        const poll = new AbortController();
+        setMaxListeners(0, poll.signal); // a long wait re-polls, one listener each time
+        polls.add(poll);
+        try {
+          for (;;) {
+            try {
+              return await submitConnection.withAbortSignal(poll.signal, () => client.result(tenant, jobId));
+            } catch (err) {
+              // An overloaded server times out the long poll (DEADLINE_EXCEEDED); the job is still
+              // running, so poll again. A failed job, or the bench stopping, ends the wait.
+              if (!(err instanceof ServiceError) || poll.signal.aborted) throw err;
+              resultPollErrors++;
+              await sleep(1000);
+            }
+          }
+        } finally {
+          polls.delete(poll);
+        }
+      },
+    };
+
+    say(`• ceiling: NoopWorkflow, ${CEILING_CONCURRENCY} in flight, ${CEILING_SECONDS} s`);
+    const ceiling = await measureCeiling(client.temporal, stop.signal);
+    say(`  ${fmt(ceiling.perSecond, 1)} workflows/s`);
+
+    const phases: Phase[] = [];
+    for (const rate of RATES) {
+      if (stop.signal.aborted) break;
+      say(`• lifecycle at ${rate} jobs/s for ${SECONDS} s`);
+      const p = await runPhase(rate, harness);
+      phases.push(p);
+      // The phase's headline now, in case a later phase does not come back.
+      say(
+        `  ${p.finished} of ${p.submitted} finished, sustained ${fmt(p.sustained, 1)} jobs/s (finish rate ${fmt(p.finishRate, 1)}/s), ` +
+          `placed p50/p99 ${fmtQ(p.placedP50)}/${fmtQ(p.placedP99)} ms, finished p50/p99 ${fmtQ(p.finishedP50)}/${fmtQ(p.finishedP99)} ms, ` +
+          `${p.violations} invariant violations, kept up: ${p.keptUp ? 'yes' : 'no'}`,
+      );
+    }
+    if (workerError) throw new Error('the worker stopped during the bench', { cause: workerError });
+    printTables(ceiling, await historyShape(client.temporal, 'noop/0/0'), phases);
+    if (resultPollErrors) console.log(`result polls the server failed and the bench repeated: ${resultPollErrors}`);
+    console.log(summaryLine(ceiling, phases));
+  } finally {
+    // Reverse order of setup: worker, result polls, connections, server, pool, database.
+    closing = true;
+    for (const [what, undo] of cleanup.reverse())
+      await undo().catch((err: unknown) => say(`cleanup: could not ${what}: ${err instanceof Error ? err.message : String(err)}`));
+  }
+}
+
+main().then(
+  () => process.exit(0),
+  (err: unknown) => {
+    console.error(err);
+    process.exit(1);
+  },
+);
