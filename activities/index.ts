@@ -6,7 +6,7 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Database, JobState, NodeState } from '../db/schema';
 import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId, type AllocateResult, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
 import { Allocator, readPlacements, type AllocateInput, type ReleaseResult } from './allocator';
-import { enqueueJob, jobsOnNode, preemptionStands, requeueJob, setJobPriority, setJobState, withdrawJob, type Enqueued } from './jobs';
+import { enqueueJob, jobsOnNode, preemptionStands, requeueJob, setJobPriority, setJobState, type Enqueued } from './jobs';
 import { bookReservation } from './reservations';
 import { validateReservation } from '../api/validation';
 import type { ReservationState } from '../db/schema';

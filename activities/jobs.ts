@@ -47,19 +47,6 @@ export async function setJobState(
   }
 }
 
-/**
- * Takes a waiting job out of the queue for good (cancelled, gave up waiting) so no cycle places
- * it. Under the job's row lock, so a cycle either placed it before (the caller then releases) or
- * never will.
- */
-export async function withdrawJob(db: Kysely<Database>, jobId: string, state: JobState, reason: string | null): Promise<void> {
-  await db.transaction().execute(async (trx) => {
-    await trx.updateTable('jobs').set({ state, waiting_reason: reason, updated_at: new Date() }).where('id', '=', jobId).execute();
-    // A preemptor that leaves gives up the capacity kept for it; its victims keep running.
-    await trx.deleteFrom('nominations').where('preemptor', '=', jobId).execute();
-  });
-}
-
 /** Whether the capacity this victim is asked to free is still wanted by `preemptor`. */
 export async function preemptionStands(db: Kysely<Database>, victim: string, preemptor: string): Promise<boolean> {
   const row = await db.selectFrom('nominations').select('node_id').where('victim', '=', victim).where('preemptor', '=', preemptor).executeTakeFirst();

@@ -7,7 +7,7 @@ import { sql } from 'kysely';
 import { checkInvariants } from '../../db/invariants';
 import { Allocator } from '../../activities/allocator';
 import { runCycle } from '../../activities/scheduler';
-import { enqueueJob, requeueJob, withdrawJob } from '../../activities/jobs';
+import { enqueueJob, requeueJob } from '../../activities/jobs';
 import type { JobSpec, Tier } from '../../api/types';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants, setQuota } from '../helpers/fleet';
@@ -53,8 +53,7 @@ test('random submit/cycle/cancel/complete/requeue sequences keep every invariant
       run++;
       // Each run starts from an empty fleet, even after an earlier run failed midway.
       for (const j of await t.db.selectFrom('jobs').select(['id', 'epoch']).where('state', 'in', ['waiting', 'placed', 'running']).execute()) {
-        await withdrawJob(t.db, j.id, 'cancelled', null);
-        await allocator.release(j.id, j.epoch);
+        await allocator.finish(j.id, j.epoch, 'cancelled', null);
       }
       const live: string[] = [];
       let n = 0;
@@ -64,8 +63,7 @@ test('random submit/cycle/cancel/complete/requeue sequences keep every invariant
         return t.db.selectFrom('jobs').select(['id', 'state', 'epoch']).where('id', '=', id).executeTakeFirstOrThrow();
       };
       const finish = async (id: string, epoch: number, state: 'cancelled' | 'completed') => {
-        await withdrawJob(t.db, id, state, null);
-        await allocator.release(id, epoch);
+        await allocator.finish(id, epoch, state, null);
         live.splice(live.indexOf(id), 1);
       };
       for (const o of ops) {

@@ -5,7 +5,6 @@
 import { checkInvariants } from '../../db/invariants';
 import { OperatorActionRefusedError } from '../../api/client';
 import type { JobSpec, JobStatus } from '../../api/types';
-import { reserveUpdate } from '../../workflows/messages';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants, setQuota } from '../helpers/fleet';
 import { eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
