@@ -58,6 +58,7 @@ const watcher = proxyActivities<SchedulerActivities>({
 
 /** How often a waiting job looks for a placement it may have missed, and re-kicks the scheduler. */
 export const PLACEMENT_CHECK_MS = 30_000;
+export const MAX_PLACEMENT_CHECK_MS = 5 * 60_000;
 
 type RunEnd =
   | { kind: 'succeeded' }
@@ -71,7 +72,8 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     jobId, phase: 'validating', epoch: 1, attempt: 0, tier: spec?.tier, priority: spec?.priority,
     cancelRequested: false, checkpointMs: 0,
   };
-  let delivered: PlacedDelivery | undefined;
+  /** Placements delivered by the scheduler, by epoch: one for the next epoch can arrive before the requeue that starts it returns. */
+  const deliveries = new Map<number, PlacedDelivery>();
   let requeueAsked: string | undefined;
   let runScope: CancellationScope | undefined;
   /** A preemption asked of this job, and the preemptor once its grace period ran out. */
@@ -152,10 +154,10 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     log.info('preemption requested', { jobId, event: 'job.preempt-requested', preemptor: p.preemptor, graceMs: p.graceMs });
   });
   setHandler(placedSignal, (d) => {
-    if (d.epoch === status.epoch) delivered = d;
+    if (d.epoch >= status.epoch) deliveries.set(d.epoch, d);
   });
   setHandler(waitingSignal, ({ epoch, reason }) => {
-    if (epoch === status.epoch && status.phase === 'waiting' && !delivered && reason !== status.waitingReason) enter('waiting', reason);
+    if (epoch === status.epoch && status.phase === 'waiting' && !deliveries.has(epoch) && reason !== status.waitingReason) enter('waiting', reason);
   });
 
   const finish = async (result: JobResult): Promise<JobResult> => {
@@ -184,10 +186,12 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
 
   /** Waits for the scheduler's delivery (or finds the placement itself); undefined when cancelled or out of time. */
   const waitForPlacement = async (deadline?: number): Promise<Placement | 'cancelled' | 'timeout'> => {
-    for (;;) {
-      const left = deadline === undefined ? PLACEMENT_CHECK_MS : Math.min(PLACEMENT_CHECK_MS, deadline - Date.now());
-      if (left > 0) await condition(() => delivered !== undefined || status.cancelRequested, left);
+    // The self-check backs off, so a job that waits for days keeps a short history.
+    for (let every = PLACEMENT_CHECK_MS; ; every = Math.min(MAX_PLACEMENT_CHECK_MS, every * 2)) {
+      const left = deadline === undefined ? every : Math.min(every, deadline - Date.now());
+      if (left > 0) await condition(() => deliveries.has(status.epoch) || status.cancelRequested, left);
       if (status.cancelRequested) return 'cancelled';
+      const delivered = deliveries.get(status.epoch);
       if (delivered) return delivered.placement;
       // Missed delivery, or a scheduler that stopped: look for ourselves (the check wakes it).
       const found = await acts.checkPlacement(jobId, status.epoch);
@@ -290,7 +294,6 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       });
       status.lastRequeue = why;
       status.placement = undefined;
-      delivered = undefined;
       requeueAsked = undefined;
       preemptFor = undefined;
       preemptedFor = undefined;
