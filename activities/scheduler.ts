@@ -103,7 +103,9 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
     else if (r.result?.placed) outcome.placed.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, placement: r.result.placement });
     else if (r.result) {
       reasonOf.set(job.jobId, r.result.reason);
-      if (r.result.blockedBy === 'capacity' || r.result.blockedBy === 'reserved') blocked.push({ ...job, reclaimOnly: false });
+      // Held jobs too: one entitled to preempt takes nodes nominated to it, so it cannot delay
+      // the job it was held for, and holding it would serialise preemptions one per type.
+      if (r.result.blockedBy === 'capacity' || r.result.blockedBy === 'reserved' || r.result.blockedBy === 'held') blocked.push({ ...job, reclaimOnly: false });
       else if (r.result.blockedBy === 'quota') blocked.push({ ...job, reclaimOnly: true });
     }
   }
@@ -119,7 +121,7 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
       reasonOf.set(job.jobId, `preempting ${victims.join(', ')}: placed once they release (grace period)`);
       continue;
     }
-    if (planned >= (o.preemptLimit ?? 4)) continue;
+    if (planned >= (o.preemptLimit ?? 8)) continue;
     planned++;
     const plan = await planPreemption(db, job.jobId, now, job.reclaimOnly);
     if (plan && 'victims' in plan) {

@@ -88,9 +88,10 @@ export async function planPreemption(
       const nodes: CandidateNode[] = (await q.orderBy('id').execute()).map((n) => ({ id: n.id, name: n.name, pod: n.pod, rack: n.rack, freeMilli: n.free_milli }));
       const holds = await sql<{
         id: string; tier: string; tenant: string; epoch: number; workflow_id: string; placed_at: Date | null; min_runtime: string | null;
+        checkpointable: boolean | null;
         preempted_by: string[]; node_id: number; device_idx: number; milli: number;
       }>`
-        SELECT j.id, j.tier, j.tenant, j.epoch, j.workflow_id, j.placed_at, j.spec->>'minRuntimeMs' AS min_runtime, j.preempted_by,
+        SELECT j.id, j.tier, j.tenant, j.epoch, j.workflow_id, j.placed_at, j.spec->>'minRuntimeMs' AS min_runtime, (j.spec->>'checkpointable')::boolean AS checkpointable, j.preempted_by,
                a.node_id, a.device_idx, a.milli
         FROM allocations a JOIN jobs j ON j.id = a.job_id AND j.epoch = a.epoch JOIN nodes n ON n.id = a.node_id
         WHERE n.accelerator_type = ${type} AND j.state IN ('placed', 'running') AND j.id <> ${jobId}
@@ -109,7 +110,8 @@ export async function planPreemption(
             (withinReservation && h.tier === 'basic' && !within(h.tenant, ownReservation!.tenant));
           if (reclaimOnly && !borrowing) continue;
           r = {
-            jobId: h.id, tier: h.tier as Tier, tenant: h.tenant, borrowing, workLostMs: ran, ranMs: ran,
+            // A checkpointable job checkpoints when it is stopped: it loses (almost) nothing.
+            jobId: h.id, tier: h.tier as Tier, tenant: h.tenant, borrowing, workLostMs: h.checkpointable ? 0 : ran, ranMs: ran,
             minRuntimeMs: Number(h.min_runtime ?? 0), preemptedBy: h.preempted_by, holds: [], workflowId: h.workflow_id, epoch: h.epoch,
           };
           running.set(h.id, r);
