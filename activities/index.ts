@@ -210,7 +210,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
      * worker crash or a cancellation only stops the watching; the run itself lives in the
      * executor, and a retry picks the same run up.
      */
-    async runJob(input: LaunchInput): Promise<Observation> {
+    async runJob(input: LaunchInput): Promise<Observation & { finished?: boolean }> {
       const ctx = Context.current();
       const { jobId, epoch } = input;
       if (ctx.info.attempt === 1) {
@@ -223,6 +223,14 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
         ctx.heartbeat(seen.progressMs);
         if (first && ctx.info.attempt > 1)
           ctx.log.info('executor watch resumed', { jobId, epoch, event: 'executor.watch-resumed', progressMs: seen.progressMs, attempt: ctx.info.attempt });
+        if (seen.state === 'succeeded') {
+          // The common ending, done here: final state and release in the run's own activity,
+          // which spares every job one more activity and workflow task.
+          const released = await allocator.finish(jobId, epoch, 'completed', null);
+          ctx.log.info('job finished', { jobId, epoch, event: 'job.finish', state: 'completed', devices: released.released });
+          if (released.released) await kick();
+          return { ...seen, finished: true };
+        }
         if (seen.state !== 'running') return seen;
         await ctx.sleep(Math.max(20, Math.min(OBSERVE_EVERY_MS, seen.durationMs - seen.progressMs)));
       }

@@ -640,7 +640,7 @@ async function main(): Promise<void> {
     row('queued → placed, without preempting', phases.direct);
     console.log(
       `${watch.everHeld.size} of ${PREMIUM_JOBS} premium jobs were seen (sampled every ${REASON_SAMPLE_MS / 1000} s) waiting "held for higher-ranked job": ` +
-        'the backfill gate holds them behind a blocked premium job of the same type, and a held job does not preempt',
+        'the backfill gate holds them behind a blocked premium job of the same type (a held job still plans its own preemption)',
     );
     console.log(`\n${'one victim, step by step (ms; its history)'.padEnd(WIDTH)}     n      p50      p99      max`);
     row('plan → preempt signal seen', steps.map((x) => x.signal));

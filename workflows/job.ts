@@ -76,6 +76,8 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
   const deliveries = new Map<number, PlacedDelivery>();
   let requeueAsked: string | undefined;
   let runScope: CancellationScope | undefined;
+  /** The run activity already recorded completion and released the devices. */
+  let finishedByRun = false;
   /** A preemption asked of this job, and the preemptor once its grace period ran out. */
   let preemptFor: { preemptor: string; graceMs: number } | undefined;
   let preemptedFor: string | undefined;
@@ -235,7 +237,10 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     try {
       if (status.cancelRequested || requeueAsked !== undefined) runScope.cancel();
       const seen = await runScope.run(() => watcher.runJob(launch));
-      if (seen.state === 'succeeded') return { kind: 'succeeded' };
+      if (seen.state === 'succeeded') {
+        finishedByRun = seen.finished === true;
+        return { kind: 'succeeded' };
+      }
       if (seen.state === 'lost') return { kind: 'lost', detail: seen.detail ?? 'node lost' };
       return { kind: 'failed', detail: seen.detail ?? `run ended ${seen.state}` };
     } catch (err) {
@@ -318,7 +323,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       enter('releasing');
       // Final state and release in one transaction: no cycle places it afterwards, and nothing
       // ever sees a finished job holding devices.
-      await acts.finish(jobId, status.epoch, finalState, reason ?? null);
+      if (!(finishedByRun && outcome === 'completed')) await acts.finish(jobId, status.epoch, finalState, reason ?? null);
       enter(outcome, reason);
     });
   }
