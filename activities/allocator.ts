@@ -363,7 +363,13 @@ export class Allocator {
         }
         await trx.updateTable('jobs').set({ quota_charge: null, quota_milli: null }).where('id', '=', jobId).where('quota_charge', 'is not', null).execute();
         if (final) {
-          await trx.updateTable('jobs').set({ state: final.state, waiting_reason: final.reason, updated_at: new Date() }).where('id', '=', jobId).execute();
+          // The first ending recorded stands (a late run activity must not rewrite it).
+          await trx
+            .updateTable('jobs')
+            .set({ state: final.state, waiting_reason: final.reason, updated_at: new Date() })
+            .where('id', '=', jobId)
+            .where('state', 'not in', ['completed', 'failed', 'cancelled', 'rejected'])
+            .execute();
           await trx.deleteFrom('nominations').where('preemptor', '=', jobId).execute();
         }
         return { released: Number(deleted.numDeletedRows) };

@@ -87,7 +87,20 @@ export class SimulatedExecutor implements Executor {
     return { state: row.state, progressMs: row.progress_ms, durationMs: row.duration_ms, detail: row.detail ?? undefined };
   }
 
+  private async launched(jobId: string, epoch: number): Promise<boolean> {
+    return (await this.db.selectFrom('executions').select('state').where('job_id', '=', jobId).where('epoch', '=', epoch).executeTakeFirst()) !== undefined;
+  }
+
   async stop(jobId: string, epoch: number, detail: string): Promise<Observation> {
+    if (!(await this.launched(jobId, epoch))) {
+      // Stopped before it was launched (cancelled while its launch was still queued): record the
+      // run as stopped, so a launch arriving late finds it stopped and does nothing.
+      await this.db
+        .insertInto('executions')
+        .values({ job_id: jobId, epoch, state: 'stopped', duration_ms: 1, detail: `stopped before launch: ${detail}` })
+        .onConflict((oc) => oc.columns(['job_id', 'epoch']).doNothing())
+        .execute();
+    }
     const seen = await this.observe(jobId, epoch);
     if (seen.state !== 'running') return seen;
     await this.db
@@ -101,6 +114,7 @@ export class SimulatedExecutor implements Executor {
   }
 
   async checkpoint(jobId: string, epoch: number): Promise<number> {
+    if (!(await this.launched(jobId, epoch))) return 0;
     const seen = await this.observe(jobId, epoch);
     await this.db.updateTable('executions').set({ checkpoint_ms: seen.progressMs }).where('job_id', '=', jobId).where('epoch', '=', epoch).execute();
     return seen.progressMs;

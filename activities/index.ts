@@ -213,11 +213,10 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     async runJob(input: LaunchInput): Promise<Observation & { finished?: boolean }> {
       const ctx = Context.current();
       const { jobId, epoch } = input;
-      if (ctx.info.attempt === 1) {
-        await executor.launch(input);
-        await setJobState(db, jobId, epoch, 'running');
-        ctx.log.info('executor launched', { jobId, epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
-      } else await executor.launch(input); // a no-op unless the first attempt died before launching
+      await executor.launch(input); // a no-op if an earlier attempt launched it, or it was stopped first
+      // Only a placed job becomes running: a late launch must not revive a job that has ended.
+      await db.updateTable('jobs').set({ state: 'running', updated_at: new Date() }).where('id', '=', jobId).where('epoch', '=', epoch).where('state', '=', 'placed').execute();
+      if (ctx.info.attempt === 1) ctx.log.info('executor launched', { jobId, epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
       for (let first = true; ; first = false) {
         const seen = await executor.observe(jobId, epoch);
         ctx.heartbeat(seen.progressMs);

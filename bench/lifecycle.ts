@@ -9,23 +9,21 @@
 // LIFECYCLE_CEILING_SECONDS, LIFECYCLE_CEILING_CONCURRENCY, LIFECYCLE_RUN_MS (simulated run),
 // LIFECYCLE_DEVICES (fleet size), LIFECYCLE_DRAIN_SECONDS (wait for stragglers after each rate).
 import { setMaxListeners } from 'node:events';
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { sql, type Kysely } from 'kysely';
 import { Client, Connection, ServiceError } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, bundleWorkflowCode } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { SchedulerClient } from '../api/client';
 import { TIERS, jobWorkflowId, schedulerWorkflowId, type JobResult, type JobSpec } from '../api/types';
 import type { SchedulerStatus } from '../workflows/messages';
 import type { NoopWorkflow } from '../workflows/noop';
 import { createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
-import { freePort, startDevServer, type DevServer } from '../scripts/temporal-server';
 import { checkInvariants, type Violation } from '../db/invariants';
 import { dropDatabase } from '../db/connection';
 import type { Database } from '../db/schema';
 import { BENCH_TYPES, freshBenchDatabase, percentile, seedSyntheticFleet, seeded } from './fleet';
+import { benchTemporal } from './temporal';
 
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -594,19 +592,7 @@ async function main(): Promise<void> {
     await db.insertInto('tenants').values([{ path: ORG, parent: null }, { path: TENANT, parent: ORG }]).execute();
 
     say('• Temporal dev server (in memory) and workflow bundle');
-    const server: DevServer = await startDevServer({ port: await freePort(), namespaces: [NAMESPACE] });
-    cleanup.push(['stop the Temporal dev server', () => server.stop()]);
-    // Whatever way the bench exits (a second Ctrl-C, a fatal error), the server goes with it.
-    process.once('exit', () => {
-      if (server.process.exitCode === null) server.process.kill('SIGKILL');
-    });
-    const { code } = await bundleWorkflowCode({
-      workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'),
-      logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error },
-    });
-    const bundlePath = path.join(os.tmpdir(), `lifecycle-bench-${process.pid}.js`);
-    fs.writeFileSync(bundlePath, code);
-    cleanup.push(['remove the workflow bundle', async () => fs.rmSync(bundlePath, { force: true })]);
+    const { server, bundlePath } = await benchTemporal('lifecycle', NAMESPACE, cleanup);
 
     // Separate connections for the worker, the activities' signals and the bench's submissions,
     // so that none queues behind another's calls. Cleanup runs in reverse: the bench's result

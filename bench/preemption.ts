@@ -8,20 +8,18 @@
 // PREEMPT_FILL_RATE (basic submissions/s while filling), PREEMPT_TIMEOUT_S (wait for the last
 // premium placement), PREEMPT_WORKERS (in-process workers; default: enough activity slots for
 // every running job, since each running job holds one for its whole run), PREEMPT_SEED.
-import fs from 'node:fs';
 import os from 'node:os';
-import path from 'node:path';
 import { sql, type Kysely } from 'kysely';
 import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime, bundleWorkflowCode } from '@temporalio/worker';
+import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { SchedulerClient } from '../api/client';
 import type { JobSpec, ResourceRequest } from '../api/types';
 import { MAX_WATCHED_RUNS, createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
-import { freePort, startDevServer } from '../scripts/temporal-server';
 import { checkInvariants } from '../db/invariants';
 import { dropDatabase } from '../db/connection';
 import type { Database } from '../db/schema';
 import { BENCH_TYPES, freshBenchDatabase, percentile, seedSyntheticFleet, seeded } from './fleet';
+import { benchTemporal } from './temporal';
 
 function envNumber(name: string, fallback: number, min = 1): number {
   const raw = process.env[name];
@@ -449,18 +447,7 @@ async function main(): Promise<void> {
     const workers = Math.round(envNumber('PREEMPT_WORKERS', autoWorkers));
 
     say('• Temporal dev server (in memory) and workflow bundle');
-    const server = await startDevServer({ port: await freePort(), namespaces: [NAMESPACE] });
-    cleanup.push(['stop the Temporal dev server', () => server.stop()]);
-    process.once('exit', () => {
-      if (server.process.exitCode === null) server.process.kill('SIGKILL');
-    });
-    const { code } = await bundleWorkflowCode({
-      workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'),
-      logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error },
-    });
-    const bundlePath = path.join(os.tmpdir(), `preemption-bench-${process.pid}.js`);
-    fs.writeFileSync(bundlePath, code);
-    cleanup.push(['remove the workflow bundle', async () => fs.rmSync(bundlePath, { force: true })]);
+    const { server, bundlePath } = await benchTemporal('preemption', NAMESPACE, cleanup);
     const activityConnection = await Connection.connect({ address: server.address });
     cleanup.push(['close the activity connection', () => activityConnection.close()]);
     const submitConnection = await Connection.connect({ address: server.address });

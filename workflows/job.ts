@@ -250,7 +250,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       const detail = cancelling ? 'cancelled' : preemptor ? `preempted for ${preemptor}` : `requeue: ${requeueAsked}`;
       const keep = !cancelling && spec.checkpointable === true;
       const stopped = await CancellationScope.nonCancellable(() => acts.stopRun(jobId, epoch, detail, keep));
-      if (keep) status.checkpointMs = stopped.checkpointMs;
+      if (keep) status.checkpointMs = Math.max(status.checkpointMs, stopped.checkpointMs);
       if (cancelling) return { kind: 'cancelled' };
       if (stopped.state === 'succeeded') return { kind: 'succeeded' };
       if (preemptor) return { kind: 'preempted', detail, preemptor };

@@ -9,6 +9,7 @@ import { createSchedulerWorker, type SchedulerWorker } from '../../worker/worker
 import type { Database } from '../../db/schema';
 import { WORKFLOW_BUNDLE } from './global-setup';
 import type { CycleOptions } from '../../activities/scheduler';
+import type { JobSpec, JobStatus } from '../../api/types';
 
 export const NAMESPACE = 'sched-test';
 
@@ -73,4 +74,15 @@ export async function eventually<T>(check: () => Promise<T | undefined>, what: s
     if (Date.now() > deadline) throw new Error(`timed out waiting for ${what}${last ? `: ${String(last)}` : ''}`);
     await new Promise((r) => setTimeout(r, 200));
   }
+}
+
+/** Watching jobs through their status query: the current status, and waiting for one to hold. */
+export function jobProbes(h: TemporalHarness) {
+  const status = (s: JobSpec): Promise<JobStatus> => h.client.status(s.tenant, s.jobId);
+  const until = (s: JobSpec, ok: (st: JobStatus) => boolean, what: string, timeoutMs?: number): Promise<JobStatus> =>
+    eventually(async () => {
+      const st = await status(s);
+      return ok(st) ? st : undefined;
+    }, `${s.jobId} ${what}`, timeoutMs);
+  return { status, until };
 }

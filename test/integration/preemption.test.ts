@@ -7,7 +7,7 @@ import { OperatorActionRefusedError } from '../../api/client';
 import type { JobSpec, JobStatus } from '../../api/types';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants, setQuota } from '../helpers/fleet';
-import { eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
+import { eventually, jobProbes, startTemporal, type TemporalHarness } from '../helpers/temporal';
 
 const GRACE_MS = 1500;
 let t: TestDatabase;
@@ -37,12 +37,9 @@ const submit = async (s: JobSpec): Promise<void> => {
   submitted.push(s);
   await h.client.submit(s);
 };
-const status = (s: JobSpec): Promise<JobStatus> => h.client.status(s.tenant, s.jobId);
+const status = (s: JobSpec): Promise<JobStatus> => jobProbes(h).status(s);
 const until = (s: JobSpec, ok: (st: JobStatus) => boolean, what: string, timeoutMs?: number): Promise<JobStatus> =>
-  eventually(async () => {
-    const st = await status(s);
-    return ok(st) ? st : undefined;
-  }, `${s.jobId} ${what}`, timeoutMs);
+  jobProbes(h).until(s, ok, what, timeoutMs);
 const running = (s: JobSpec, epoch = 1) => until(s, (st) => st.phase === 'running' && st.epoch === epoch, `running at epoch ${epoch}`);
 const row = (jobId: string) => t.db.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
 const held = async (jobId: string): Promise<number> => (await t.db.selectFrom('allocations').select('id').where('job_id', '=', jobId).execute()).length;

@@ -12,7 +12,7 @@ import { requeueUpdate, setPriorityUpdate } from '../../workflows/messages';
 import { requireTemporalBinary } from '../../scripts/temporal-server';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants, setQuota } from '../helpers/fleet';
-import { NAMESPACE, eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
+import { NAMESPACE, jobProbes, startTemporal, type TemporalHarness } from '../helpers/temporal';
 
 let t: TestDatabase;
 let h: TemporalHarness;
@@ -45,12 +45,9 @@ const submit = async (s: JobSpec): Promise<void> => {
   submitted.push([s.tenant, s.jobId]);
   await h.client.submit(s);
 };
-const status = (s: JobSpec): Promise<JobStatus> => h.client.status(s.tenant, s.jobId);
+const status = (s: JobSpec): Promise<JobStatus> => jobProbes(h).status(s);
 const until = (s: JobSpec, ok: (st: JobStatus) => boolean, what: string, timeoutMs?: number): Promise<JobStatus> =>
-  eventually(async () => {
-    const st = await status(s);
-    return ok(st) ? st : undefined;
-  }, `${s.jobId} ${what}`, timeoutMs);
+  jobProbes(h).until(s, ok, what, timeoutMs);
 const running = (s: JobSpec) => until(s, (st) => st.phase === 'running', 'running');
 const waitingWith = (s: JobSpec, text: string) => until(s, (st) => st.phase === 'waiting' && (st.waitingReason ?? '').includes(text), `waiting: ${text}`);
 const row = (jobId: string) => t.db.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirst();

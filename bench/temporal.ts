@@ -1,0 +1,26 @@
+// What the Temporal-backed benchmarks share: an in-memory dev server that dies with the bench,
+// and the workflow bundle built once to a temporary file, each registered for cleanup.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
+import { bundleWorkflowCode } from '@temporalio/worker';
+import { freePort, startDevServer, type DevServer } from '../scripts/temporal-server';
+
+export type Cleanup = Array<[string, () => Promise<unknown>]>;
+
+export async function benchTemporal(tag: string, namespace: string, cleanup: Cleanup): Promise<{ server: DevServer; bundlePath: string }> {
+  const server = await startDevServer({ port: await freePort(), namespaces: [namespace] });
+  cleanup.push(['stop the Temporal dev server', () => server.stop()]);
+  // Whatever way the bench exits (a second Ctrl-C, a fatal error), the server goes with it.
+  process.once('exit', () => {
+    if (server.process.exitCode === null) server.process.kill('SIGKILL');
+  });
+  const { code } = await bundleWorkflowCode({
+    workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'),
+    logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error },
+  });
+  const bundlePath = path.join(os.tmpdir(), `${tag}-bench-${process.pid}.js`);
+  fs.writeFileSync(bundlePath, code);
+  cleanup.push(['remove the workflow bundle', async () => fs.rmSync(bundlePath, { force: true })]);
+  return { server, bundlePath };
+}
