@@ -8,7 +8,7 @@ import { RecentMix, choosePlacement, describeRequest, type CandidateNode } from 
 import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
 import { validateRequest } from '../api/validation';
 import { applyCharge, checkQuota, quotaKey, quotaKeysFor, type QuotaRule } from './quota/quota';
-import { ReservationLedger } from './reservations';
+import { ReservationLedger, type ActiveReservation } from './reservations';
 import type { Tier } from '../api/types';
 
 export interface AllocateInput {
@@ -171,11 +171,13 @@ export class Allocator {
           ),
         );
         const existing = await readPlacements(trx, ids);
-        const quota = await lockQuota(trx, inputs.map((i) => ({ tenant: jobs.get(i.jobId)?.tenant, types: i.request.acceleratorTypes })));
-        const reservations = await ReservationLedger.open(trx);
+        // Quota rules, open reservations and nominations: small tables, read in one round trip.
+        const context = await readPlacementContext(trx);
+        const quota = await lockQuota(trx, context.rules, inputs.map((i) => ({ tenant: jobs.get(i.jobId)?.tenant, types: i.request.acceleratorTypes })));
+        const reservations = ReservationLedger.of(context.reservations);
         // Nodes kept for a preemptor while its victims release them: nobody else is placed there.
         const nominated = new Map<number, Set<string>>();
-        for (const n of await trx.selectFrom('nominations').select(['node_id', 'preemptor']).execute()) {
+        for (const n of context.nominations) {
           const set = nominated.get(n.node_id) ?? new Set<string>();
           set.add(n.preemptor);
           nominated.set(n.node_id, set);
@@ -461,11 +463,25 @@ interface LockedQuota {
  * Reads the quota rules and locks, in key order, the usage rows every request of the batch may
  * be checked against, so concurrent placements cannot both spend the same headroom.
  */
-async function lockQuota(trx: Trx, wants: Array<{ tenant?: string; types: string[] }>): Promise<LockedQuota> {
-  const rows = await trx.selectFrom('quotas').select(['tenant', 'accelerator_type', 'nominal', 'borrowing_limit', 'lending_limit']).execute();
-  const rules: QuotaRule[] = rows.map((r) => ({
-    tenant: r.tenant, acceleratorType: r.accelerator_type, nominal: r.nominal, borrowingLimit: r.borrowing_limit, lendingLimit: r.lending_limit,
-  }));
+interface PlacementContext {
+  rules: QuotaRule[];
+  reservations: ActiveReservation[];
+  nominations: Array<{ node_id: number; preemptor: string }>;
+}
+
+async function readPlacementContext(trx: Trx): Promise<PlacementContext> {
+  const r = await sql<{ rules: QuotaRule[]; reservations: Array<Omit<ActiveReservation, 'endsAt'> & { endsAt: string }>; nominations: PlacementContext['nominations'] }>`
+    SELECT
+      coalesce((SELECT json_agg(json_build_object('tenant', tenant, 'acceleratorType', accelerator_type, 'nominal', nominal,
+        'borrowingLimit', borrowing_limit, 'lendingLimit', lending_limit)) FROM quotas), '[]') AS rules,
+      coalesce((SELECT json_agg(json_build_object('id', id, 'tenant', tenant, 'acceleratorType', accelerator_type, 'devices', devices,
+        'endsAt', ends_at)) FROM reservations WHERE state = 'active'), '[]') AS reservations,
+      coalesce((SELECT json_agg(json_build_object('node_id', node_id, 'preemptor', preemptor)) FROM nominations), '[]') AS nominations`.execute(trx);
+  const row = r.rows[0];
+  return { rules: row.rules, nominations: row.nominations, reservations: row.reservations.map((x) => ({ ...x, endsAt: new Date(x.endsAt) })) };
+}
+
+async function lockQuota(trx: Trx, rules: QuotaRule[], wants: Array<{ tenant?: string; types: string[] }>): Promise<LockedQuota> {
   const usage = new Map<string, number>();
   const dirty = new Set<string>();
   const keys = new Set<string>();

@@ -59,9 +59,9 @@ export class ReservationLedger {
   private figures = new Map<string, TypeFigures>();
   private constructor(readonly active: ActiveReservation[]) {}
 
-  static async open(trx: Transaction<Database>): Promise<ReservationLedger> {
-    const rows = await trx.selectFrom('reservations').select(['id', 'tenant', 'accelerator_type', 'devices', 'ends_at']).where('state', '=', 'active').execute();
-    return new ReservationLedger(rows.map((r) => ({ id: r.id, tenant: r.tenant, acceleratorType: r.accelerator_type, devices: r.devices, endsAt: r.ends_at })));
+  /** A ledger over the reservations active now (read by the caller in its transaction). */
+  static of(active: ActiveReservation[]): ReservationLedger {
+    return new ReservationLedger(active);
   }
 
   async block(trx: Transaction<Database>, job: { tenant: string; tier: Tier }, type: string, milli: number): Promise<string | undefined> {
