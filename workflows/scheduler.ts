@@ -36,6 +36,9 @@ export interface RegionSchedulerInput {
   debounceMs?: number;
   /** Longest time between cycles with no kick. */
   periodMs?: number;
+  /** Cycles, and kicks, per run before continuing as new (defaults below; smaller in tests). */
+  cyclesPerRun?: number;
+  kicksPerRun?: number;
 }
 
 const acts = proxyActivities<SchedulerActivities>({
@@ -103,7 +106,7 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
     // A full batch may leave more to place; capacity freed by this cycle's refusals does not.
     if (r.more && r.placed > 0) pending = true;
     // Every kick is a history event too: start afresh well before the server's per-run limits.
-    if (runCycles >= CYCLES_PER_RUN || kicks >= KICKS_PER_RUN || workflowInfo().continueAsNewSuggested) {
+    if (runCycles >= (input.cyclesPerRun ?? CYCLES_PER_RUN) || kicks >= (input.kicksPerRun ?? KICKS_PER_RUN) || workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles });
     }

@@ -322,3 +322,25 @@ describe('operator control', () => {
     expect((await h.client.result('acme/ml', 'cli-1')).outcome).toBe('cancelled');
   });
 });
+
+test('the region scheduler continues as new and keeps scheduling across runs', async () => {
+  // Restart the scheduler with tiny per-run limits, so a few kicks make it continue as new.
+  const handle = h.client.temporal.workflow.getHandle('scheduler/test');
+  await handle.terminate('test: restart with small per-run limits').catch((err: Error) => {
+    if (err.name !== 'WorkflowNotFoundError') throw err; // not started yet when this test runs alone
+  });
+  await h.client.temporal.workflow.start('RegionSchedulerWorkflow', {
+    workflowId: 'scheduler/test', taskQueue: `${h.taskQueue}-scheduler`, args: [{ region: 'test', cyclesPerRun: 2, kicksPerRun: 3 }],
+  });
+  const firstRun = (await handle.describe()).runId;
+  const jobs = Array.from({ length: 6 }, (_, i) => spec(`can-${i}`, { devices: 1, durationMs: 300 }));
+  for (const s of jobs) {
+    await submit(s);
+    expect((await h.client.result(s.tenant, s.jobId)).outcome).toBe('completed');
+  }
+  const described = await handle.describe();
+  expect(described.runId).not.toBe(firstRun);
+  expect(described.status.name).toBe('RUNNING');
+  const st = await h.client.schedulerStatus();
+  expect(st.cycles).toBeGreaterThanOrEqual(6);
+});
