@@ -4,9 +4,9 @@ import type { Kysely } from 'kysely';
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Database, JobState, NodeState } from '../db/schema';
-import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId, type AllocateResult, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
-import { Allocator, readPlacements, type AllocateInput, type ReleaseResult } from './allocator';
-import { enqueueJob, jobsOnNode, preemptionStands, requeueJob, setJobPriority, setJobState, type Enqueued } from './jobs';
+import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
+import { Allocator, readPlacements, type ReleaseResult } from './allocator';
+import { enqueueJob, jobsOnNode, preemptionStands, requeueJob, setJobPriority, type Enqueued } from './jobs';
 import { bookReservation } from './reservations';
 import { validateReservation } from '../api/validation';
 import type { ReservationState } from '../db/schema';
@@ -117,11 +117,6 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       await kick();
       return { admitted: true, ...entry };
     },
-    /** Wakes the region scheduler, starting it if it is not running. */
-    kickScheduler: kick,
-    async setJobState(jobId: string, epoch: number, state: JobState, waitingReason?: string): Promise<void> {
-      await setJobState(db, jobId, epoch, state, waitingReason ?? null);
-    },
     /** The job's placement at `epoch` if it has one; otherwise wakes the scheduler (a delivery may have been missed). */
     async checkPlacement(jobId: string, epoch: number): Promise<Placement | undefined> {
       const found = (await readPlacements(db, [jobId])).get(`${jobId}@${epoch}`);
@@ -132,20 +127,10 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       await setJobPriority(db, jobId, priority);
       await kick();
     },
-    /** Direct placement of one job, outside the scheduler's cycle (tools and tests). */
-    async allocate(input: AllocateInput): Promise<AllocateResult> {
-      return allocator.allocate(input);
-    },
     /** Ends the job: its final state and the release of everything it holds, in one transaction. */
     async finish(jobId: string, epoch: number, state: JobState, reason: string | null): Promise<ReleaseResult> {
       const result = await allocator.finish(jobId, epoch, state, reason);
       log().info('job finished', { jobId, epoch, event: 'job.finish', state, devices: result.released });
-      if (result.released) await kick();
-      return result;
-    },
-    async release(jobId: string, epoch: number): Promise<ReleaseResult> {
-      const result = await allocator.release(jobId, epoch);
-      log().info('job released', { jobId, epoch, event: 'allocator.release', devices: result.released });
       if (result.released) await kick();
       return result;
     },
@@ -238,9 +223,6 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       const checkpointMs = keepCheckpoint ? await executor.checkpoint(jobId, epoch) : 0;
       const seen = await executor.stop(jobId, epoch, detail);
       return { ...seen, checkpointMs };
-    },
-    async checkpointRun(jobId: string, epoch: number): Promise<number> {
-      return executor.checkpoint(jobId, epoch);
     },
 
     // --- nodes ---------------------------------------------------------------------------------

@@ -27,26 +27,6 @@ export async function enqueueJob(db: Kysely<Database>, spec: JobSpec, region: st
   return { epoch: row.epoch, state: row.state, enqueuedAt: row.enqueued_at.getTime() };
 }
 
-/** Moves a job to `state` unless a newer epoch owns it. */
-export async function setJobState(
-  db: Kysely<Database>,
-  jobId: string,
-  epoch: number,
-  state: JobState,
-  waitingReason: string | null = null,
-): Promise<void> {
-  const res = await db
-    .updateTable('jobs')
-    .set({ state, waiting_reason: waitingReason, updated_at: new Date() })
-    .where('id', '=', jobId)
-    .where('epoch', '<=', epoch)
-    .executeTakeFirst();
-  if (res.numUpdatedRows === 0n) {
-    const job = await db.selectFrom('jobs').select('epoch').where('id', '=', jobId).executeTakeFirst();
-    if (job) throw staleEpoch(jobId, epoch, job.epoch);
-  }
-}
-
 /** Whether the capacity this victim is asked to free is still wanted by `preemptor`. */
 export async function preemptionStands(db: Kysely<Database>, victim: string, preemptor: string): Promise<boolean> {
   const row = await db.selectFrom('nominations').select('node_id').where('victim', '=', victim).where('preemptor', '=', preemptor).executeTakeFirst();

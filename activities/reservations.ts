@@ -4,7 +4,7 @@
 // when what would be left free, plus what basic work holds, no longer covers the idle part of the
 // reservations they are not part of. `ReservationLedger` decides over per-type figures read once
 // per placement transaction and kept current as the transaction places jobs.
-import { sql, type Transaction } from 'kysely';
+import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../db/schema';
 import type { Tier } from '../api/types';
 import { badRequest } from './errors';
@@ -102,7 +102,7 @@ export class ReservationLedger {
  * locking the type's row; a retry of the same booking returns the existing row.
  */
 export async function bookReservation(
-  db: import('kysely').Kysely<Database>,
+  db: Kysely<Database>,
   region: string,
   r: { id: string; tenant: string; acceleratorType: string; devices: number; startsAt: string; endsAt: string },
 ): Promise<{ state: string }> {

@@ -134,9 +134,10 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
     if (reason !== undefined && reason !== job.previousReason)
       outcome.reasons.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, reason });
   }
-  const stale = outcome.reasons.filter((r) => r.reason.startsWith('preempting'));
-  if (stale.length)
-    await sql`UPDATE jobs AS j SET waiting_reason = u.reason FROM unnest(${stale.map((r) => r.jobId)}::text[], ${stale.map((r) => r.reason)}::text[]) AS u(id, reason)
+  // The allocator wrote "no room" for preemptors whose victims are still winding down: say why they wait.
+  const preempting = outcome.reasons.filter((r) => r.reason.startsWith('preempting'));
+  if (preempting.length)
+    await sql`UPDATE jobs AS j SET waiting_reason = u.reason FROM unnest(${preempting.map((r) => r.jobId)}::text[], ${preempting.map((r) => r.reason)}::text[]) AS u(id, reason)
       WHERE j.id = u.id AND j.state = 'waiting'`.execute(db);
   return { ...outcome, ms: Date.now() - started };
 }

@@ -40,14 +40,14 @@ export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]
   for (const r of quotaDrift.rows)
     violations.push({ rule: 'quota-usage-drift', detail: `${r.tenant} ${r.accelerator_type} records ${r.used} milli, charges add up to ${r.charged}` });
   // 5. No quota node uses more than nominal + borrowing limit (nominal alone at the top of a tree).
-  const over_quota = await sql<{ tenant: string; accelerator_type: string; used: string; cap: string }>`
+  const overQuota = await sql<{ tenant: string; accelerator_type: string; used: string; cap: string }>`
     SELECT q.tenant, q.accelerator_type, q.used_milli AS used,
            CASE WHEN EXISTS (SELECT 1 FROM quotas p WHERE p.accelerator_type = q.accelerator_type AND q.tenant LIKE p.tenant || '/%')
                 THEN (q.nominal + q.borrowing_limit)::bigint * 1000 ELSE q.nominal::bigint * 1000 END AS cap
     FROM quotas q
     WHERE q.used_milli > CASE WHEN EXISTS (SELECT 1 FROM quotas p WHERE p.accelerator_type = q.accelerator_type AND q.tenant LIKE p.tenant || '/%')
                               THEN (q.nominal::bigint + coalesce(q.borrowing_limit, 1000000000)) * 1000 ELSE q.nominal::bigint * 1000 END`.execute(db);
-  for (const r of over_quota.rows)
+  for (const r of overQuota.rows)
     violations.push({ rule: 'quota-exceeded', detail: `${r.tenant} ${r.accelerator_type} uses ${r.used} milli, limit ${r.cap ?? 'unbounded'}` });
   // 6. Capacity is nominated only to a job still waiting for it.
   const dangling = await sql<{ preemptor: string; state: string | null }>`

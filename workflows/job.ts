@@ -33,8 +33,6 @@ import {
   type PlacedDelivery,
 } from './messages';
 
-export { cancelSignal, statusQuery } from './messages';
-
 export interface JobWorkflowInput {
   spec: JobSpec;
   region: string;
