@@ -6,7 +6,7 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Database, JobState, NodeState } from '../db/schema';
 import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
 import { Allocator, readPlacements, type ReleaseResult } from './allocator';
-import { enqueueJob, jobsOnNode, preemptionStands, requeueJob, setJobPriority, type Enqueued } from './jobs';
+import { enqueueJob, jobsOnNode, othersWaiting, preemptionStands, requeueJob, setJobPriority, type Enqueued } from './jobs';
 import { bookReservation } from './reservations';
 import { validateReservation } from '../api/validation';
 import type { ReservationState } from '../db/schema';
@@ -36,6 +36,14 @@ export interface ActivityDeps {
   policy?: PlacementPolicyName;
   executor?: Executor;
   cycle?: CycleOptions;
+}
+
+/** An admitted job: its queue entry, and its placement when it was placed on admission. */
+export interface Admitted extends Enqueued {
+  admitted: true;
+  placement?: Placement;
+  /** Why an immediate placement did not happen, when one was tried. */
+  waitingReason?: string;
 }
 
 /** Time a preempted job has to checkpoint before it releases, unless the region configures another. */
@@ -86,6 +94,10 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     queued = next;
     return next;
   };
+  /** Freed capacity matters to the scheduler only when someone waits for it (its timer covers the rest). */
+  const kickIfWaiting = async (): Promise<void> => {
+    if (await othersWaiting(db, region)) await kick();
+  };
   /** Signals a job workflow, ignoring one that has already finished. */
   const tell = async (what: () => Promise<void>): Promise<boolean> => {
     try {
@@ -99,10 +111,14 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
 
   return {
     /**
-     * Admission, then (if admitted) the job's place in the queue, then a kick to the scheduler:
-     * one activity for what every job does first.
+     * Everything a new job does first, in one step the job workflow runs as a local activity (no
+     * task dispatch, no extra workflow task): admission; if admitted, its place in the queue; then,
+     * when nobody else waits in the region, an immediate placement through the same allocator
+     * transaction a scheduling cycle uses (quota, reservations, nominations and all), since with
+     * an empty queue there is no one it could overtake. Otherwise it waits for the region
+     * scheduler, which this wakes. Idempotent: a retry finds the same queue entry and placement.
      */
-    async admitAndEnqueue(spec: JobSpec): Promise<({ admitted: true } & Enqueued) | { admitted: false; problems: string[] }> {
+    async admitAndPlace(spec: JobSpec): Promise<Admitted | { admitted: false; problems: string[] }> {
       const problems = admissionProblems(spec, region, await loadTenantPolicy(db, spec.tenant));
       if (!problems.length) {
         try {
@@ -114,6 +130,15 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       if (problems.length) return { admitted: false, problems };
       const workflowId = Context.current().info.workflowExecution?.workflowId ?? jobWorkflowId(spec.tenant, spec.jobId);
       const entry = await enqueueJob(db, spec, region, workflowId);
+      if (entry.state === 'waiting' && !(await othersWaiting(db, region, spec.jobId))) {
+        const [tried] = await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]);
+        if (tried.result?.placed) {
+          log().info('job placed', { jobId: spec.jobId, epoch: entry.epoch, event: 'admission.placed', nodes: tried.result.placement.workers.map((w) => w.nodeName) });
+          return { admitted: true, ...entry, state: 'placed', placement: tried.result.placement };
+        }
+        await kick();
+        return { admitted: true, ...entry, waitingReason: tried.result?.placed === false ? tried.result.reason : tried.error };
+      }
       await kick();
       return { admitted: true, ...entry };
     },
@@ -131,7 +156,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     async finish(jobId: string, epoch: number, state: JobState, reason: string | null): Promise<ReleaseResult> {
       const result = await allocator.finish(jobId, epoch, state, reason);
       log().info('job finished', { jobId, epoch, event: 'job.finish', state, devices: result.released });
-      if (result.released) await kick();
+      if (result.released) await kickIfWaiting();
       return result;
     },
     /** Releases what the job holds at `epoch` and queues it again at epoch + 1, keeping its position. */
@@ -212,7 +237,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
           // which spares every job one more activity and workflow task.
           const released = await allocator.finish(jobId, epoch, 'completed', null);
           ctx.log.info('job finished', { jobId, epoch, event: 'job.finish', state: 'completed', devices: released.released });
-          if (released.released) await kick();
+          if (released.released) await kickIfWaiting();
           return { ...seen, finished: true };
         }
         if (seen.state !== 'running') return seen;

@@ -74,3 +74,10 @@ export async function jobsOnNode(db: Kysely<Database>, nodeId: number): Promise<
     WHERE a.node_id = ${nodeId} AND j.state IN ('placed', 'running') ORDER BY j.id`.execute(db);
   return rows.rows.map((r) => ({ id: r.id, workflowId: r.workflow_id, epoch: r.epoch }));
 }
+
+/** Whether any job other than `except` waits in the region's queue (an index-only probe of `jobs_queue`). */
+export async function othersWaiting(db: Kysely<Database>, region: string, except?: string): Promise<boolean> {
+  const row = await sql<{ found: boolean }>`
+    SELECT EXISTS (SELECT 1 FROM jobs WHERE region = ${region} AND state = 'waiting' AND id IS DISTINCT FROM ${except ?? null}) AS found`.execute(db);
+  return row.rows[0].found;
+}

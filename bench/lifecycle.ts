@@ -86,6 +86,7 @@ interface HistoryShape {
   events: number;
   workflowTasks: number;
   activities: number;
+  localActivities: number;
   signals: number;
   timers: number;
   upserts: number;
@@ -100,6 +101,7 @@ async function historyShape(temporal: Client, workflowId: string): Promise<Histo
     events: events.length,
     workflowTasks: count((e) => e.workflowTaskCompletedEventAttributes),
     activities: count((e) => e.activityTaskScheduledEventAttributes),
+    localActivities: count((e) => e.markerRecordedEventAttributes),
     signals: count((e) => e.workflowExecutionSignaledEventAttributes),
     timers: count((e) => e.timerStartedEventAttributes),
     upserts: count((e) => e.upsertWorkflowSearchAttributesEventAttributes),
@@ -108,7 +110,7 @@ async function historyShape(temporal: Client, workflowId: string): Promise<Histo
 
 const describeShape = (h: HistoryShape | undefined): string =>
   h
-    ? `${h.events} history events, ${h.workflowTasks} workflow tasks, ${h.activities} activities, ${h.signals} signals, ${h.timers} timers, ${h.upserts} search-attribute upserts`
+    ? `${h.events} history events, ${h.workflowTasks} workflow tasks, ${h.activities} activities, ${h.localActivities} local activities, ${h.signals} signals, ${h.timers} timers, ${h.upserts} search-attribute upserts`
     : 'history not available';
 
 /** The region scheduler seen from its history over a phase: how long its own work waited. */

@@ -12,6 +12,7 @@ import {
   isCancellation,
   log,
   proxyActivities,
+  proxyLocalActivities,
   setHandler,
   upsertSearchAttributes,
 } from '@temporalio/workflow';
@@ -40,11 +41,22 @@ export interface JobWorkflowInput {
 
 const NON_RETRYABLE = Object.values(ErrorTypes);
 
-// Few, merged steps: each activity costs the server three events and a task dispatch, so a job
-// makes three in the common case (admit-and-enqueue, run, finish).
+// Few, merged steps: each activity costs the server three events and a task dispatch. In the
+// common case a job makes one: admission and placement run as a local activity inside its first
+// workflow task, and the run activity records the ending itself.
 const acts = proxyActivities<SchedulerActivities>({
   startToCloseTimeout: '30s',
   retry: { initialInterval: '200ms', maximumInterval: '10s', nonRetryableErrorTypes: NON_RETRYABLE },
+});
+
+/**
+ * Admission and the placement tried on admission: short database work, run inside the first
+ * workflow task (its result is a marker in history). A worker lost mid-way retries the whole task
+ * on another worker, and the activity is idempotent.
+ */
+const local = proxyLocalActivities<SchedulerActivities>({
+  startToCloseTimeout: '10s',
+  retry: { initialInterval: '200ms', maximumInterval: '5s', nonRetryableErrorTypes: NON_RETRYABLE },
 });
 
 const watcher = proxyActivities<SchedulerActivities>({
@@ -80,12 +92,14 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
   let preemptFor: { preemptor: string; graceMs: number } | undefined;
   let preemptedFor: string | undefined;
 
-  const enter = (phase: JobPhase, waitingReason?: string): void => {
+  /** Moves to `phase`, keeping the search attributes current in one upsert (one history event). */
+  const enter = (phase: JobPhase, waitingReason?: string, acceleratorType?: string): void => {
     status.phase = phase;
     status.waitingReason = waitingReason;
     upsertSearchAttributes([
       { key: JobStateKey, value: phase },
       { key: WaitingReasonKey, value: waitingReason ? waitingReason.slice(0, 250) : null },
+      ...(acceleratorType ? [{ key: AcceleratorTypeKey, value: acceleratorType }] : []),
     ]);
     log.info('job phase', { jobId, event: `job.${phase}`, epoch: status.epoch, waitingReason });
   };
@@ -171,8 +185,9 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     enter('rejected', reason);
     return finish({ jobId, outcome: 'rejected', reason });
   }
-  enter('admitting');
-  const entry = await acts.admitAndEnqueue(spec);
+  // The client set the submitted state at start; this task's own changes go out in one upsert below.
+  status.phase = 'admitting' as JobPhase; // (widened: handlers change it too)
+  const entry = await local.admitAndPlace(spec);
   if (!entry.admitted) {
     const reason = `not admitted: ${entry.problems.join('; ')}`;
     enter('rejected', reason);
@@ -205,7 +220,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     status.attempt++;
     const failAtMs = status.attempt <= (spec.simulatedFailures ?? 0) ? Math.max(1, Math.floor(spec.durationMs / 2)) : undefined;
     const launch = { jobId, epoch, placement: p, durationMs: spec.durationMs, resumeFromMs: status.checkpointMs, failAtMs };
-    enter('running');
+    enter('running', undefined, p.acceleratorType);
     runScope = new CancellationScope();
     let runDone = false;
     // Preemption: after the grace period (a durable timer) the run is stopped with a checkpoint,
@@ -261,9 +276,13 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
 
   try {
     let deadline = waitDeadline;
+    // Placed on admission: straight to running, no waiting state and no scheduler round trip.
+    if (entry.placement) deliveries.set(entry.epoch, { epoch: entry.epoch, placement: entry.placement });
     for (;;) {
-      if (status.phase !== 'waiting') enter('waiting', status.lastRequeue ? `requeued: ${status.lastRequeue}` : 'queued: waiting for the next scheduling cycle');
-      const got = await waitForPlacement(deadline);
+      const ready = status.cancelRequested ? undefined : deliveries.get(status.epoch);
+      if (!ready && status.phase !== 'waiting')
+        enter('waiting', status.lastRequeue ? `requeued: ${status.lastRequeue}` : entry.waitingReason ?? 'queued: waiting for the next scheduling cycle');
+      const got = ready ? ready.placement : await waitForPlacement(deadline);
       deadline = undefined;
       if (got === 'cancelled') {
         outcome = 'cancelled';
@@ -276,8 +295,8 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       }
       placement = got;
       status.placement = got;
-      upsertSearchAttributes([{ key: AcceleratorTypeKey, value: got.acceleratorType }]);
-      enter('placed');
+      status.phase = 'placed' as JobPhase;
+      log.info('job placed', { jobId, event: 'job.placed', epoch: status.epoch, acceleratorType: got.acceleratorType });
       const end = await run(got);
       if (end.kind === 'succeeded') break;
       if (end.kind === 'cancelled') {
@@ -318,10 +337,12 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     // Release always runs, even when the workflow itself is being cancelled.
     await CancellationScope.nonCancellable(async () => {
       const finalState: JobState = outcome;
-      enter('releasing');
       // Final state and release in one transaction: no cycle places it afterwards, and nothing
-      // ever sees a finished job holding devices.
-      if (!(finishedByRun && outcome === 'completed')) await acts.finish(jobId, status.epoch, finalState, reason ?? null);
+      // ever sees a finished job holding devices. A run that completed has done it already.
+      if (!(finishedByRun && outcome === 'completed')) {
+        enter('releasing');
+        await acts.finish(jobId, status.epoch, finalState, reason ?? null);
+      }
       enter(outcome, reason);
     });
   }

@@ -48,6 +48,22 @@ describe('job lifecycle on Temporal', () => {
     );
   });
 
+  test('in an idle region a job is placed on admission, in its first workflow task, with one activity for the run', async () => {
+    await h.client.submit(spec('fast-1'));
+    expect((await h.client.result('acme/ml', 'fast-1')).outcome).toBe('completed');
+    const { events } = await h.client.temporal.workflow.getHandle('job/acme/ml/fast-1').fetchHistory();
+    const count = (has: (e: NonNullable<typeof events>[number]) => unknown): number => (events ?? []).filter(has).length;
+    // Admission and placement: a local activity's marker; the run: the only activity task.
+    expect(count((e) => e.markerRecordedEventAttributes)).toBe(1);
+    expect(count((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)).toBe(1);
+    expect((events ?? []).find((e) => e.activityTaskScheduledEventAttributes)?.activityTaskScheduledEventAttributes?.activityType?.name).toBe('runJob');
+    // The run was scheduled by the first workflow task: nothing waited for a scheduling cycle.
+    const firstTaskDone = (events ?? []).findIndex((e) => e.workflowTaskCompletedEventAttributes);
+    const runScheduled = (events ?? []).findIndex((e) => e.activityTaskScheduledEventAttributes);
+    expect(runScheduled).toBeGreaterThan(firstTaskDone);
+    expect((events ?? []).slice(0, runScheduled).filter((e) => e.workflowTaskCompletedEventAttributes).length).toBe(1);
+  });
+
   test('a job cancelled while running stops and releases its devices', async () => {
     await h.client.submit(spec('cancel-running', { durationMs: 60_000 }));
     await eventually(async () => ((await h.client.status('acme/ml', 'cancel-running')).phase === 'running' ? true : undefined), 'running');
