@@ -6,7 +6,7 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Database, JobState, NodeState } from '../db/schema';
 import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
 import { Allocator, readPlacements, type ReleaseResult } from './allocator';
-import { enqueueJob, jobsOnNode, othersWaiting, preemptionStands, requeueJob, setJobPriority, type Enqueued } from './jobs';
+import { QUEUED_REASON, enqueueJob, joinQueue, jobsOnNode, othersWaiting, preemptionStands, requeueJob, setJobPriority, type Enqueued } from './jobs';
 import { bookReservation } from './reservations';
 import { validateReservation } from '../api/validation';
 import type { ReservationState } from '../db/schema';
@@ -49,6 +49,15 @@ export interface Admitted extends Enqueued {
 /** Time a preempted job has to checkpoint before it releases, unless the region configures another. */
 export const DEFAULT_PREEMPT_GRACE_MS = 10_000;
 
+/**
+ * How long a run's watcher goes without heartbeating: under the 5 s heartbeat timeout, and the
+ * longest a cancellation waits to reach it (the server answers cancellation through heartbeats).
+ */
+export const QUIET_HEARTBEAT_MS = 2000;
+
+/** The least time between two kicks one worker sends the region scheduler. */
+export const KICK_SPACING_MS = 100;
+
 /** How often a running job's watcher observes the executor. */
 export const OBSERVE_EVERY_MS = 250;
 
@@ -75,12 +84,21 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
    */
   let inflight: Promise<void> | undefined;
   let queued: Promise<void> | undefined;
+  let lastSent = 0;
   const kick = (): Promise<void> => {
     if (queued) return queued;
     const start = (): Promise<void> => {
-      const p = sendKick().finally(() => {
-        if (inflight === p) inflight = undefined;
-      });
+      // Kicks at most every KICK_SPACING_MS: the scheduler debounces for about as long, so a
+      // closer kick would only cost it a workflow task, and they pile up under load.
+      const wait = lastSent + KICK_SPACING_MS - Date.now();
+      const p = (wait > 0 ? new Promise<void>((r) => setTimeout(r, wait)) : Promise.resolve())
+        .then(() => {
+          lastSent = Date.now();
+          return sendKick();
+        })
+        .finally(() => {
+          if (inflight === p) inflight = undefined;
+        });
       inflight = p;
       return p;
     };
@@ -129,15 +147,26 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       }
       if (problems.length) return { admitted: false, problems };
       const workflowId = Context.current().info.workflowExecution?.workflowId ?? jobWorkflowId(spec.tenant, spec.jobId);
-      const entry = await enqueueJob(db, spec, region, workflowId);
-      if (entry.state === 'waiting' && !(await othersWaiting(db, region, spec.jobId))) {
+      // Someone waits: this job must not overtake them, so it joins the queue for the scheduler.
+      if (await othersWaiting(db, region, spec.jobId)) {
+        const entry = await enqueueJob(db, spec, region, workflowId, 'waiting');
+        await joinQueue(db, spec.jobId, QUEUED_REASON); // a retry may find it mid-admission
+        await kick();
+        return { admitted: true, ...entry, state: entry.state === 'submitted' ? 'waiting' : entry.state };
+      }
+      // Nobody waits. The job is recorded as `submitted`, not `waiting`, while it is placed, so
+      // concurrent admissions do not mistake it for a queue to wait behind.
+      const entry = await enqueueJob(db, spec, region, workflowId, 'submitted');
+      if (entry.state === 'submitted' || entry.state === 'placed' || entry.state === 'running') {
         const [tried] = await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]);
         if (tried.result?.placed) {
           log().info('job placed', { jobId: spec.jobId, epoch: entry.epoch, event: 'admission.placed', nodes: tried.result.placement.workers.map((w) => w.nodeName) });
           return { admitted: true, ...entry, state: 'placed', placement: tried.result.placement };
         }
+        const reason = tried.result?.placed === false ? tried.result.reason : tried.error ?? QUEUED_REASON;
+        await joinQueue(db, spec.jobId, reason);
         await kick();
-        return { admitted: true, ...entry, waitingReason: tried.result?.placed === false ? tried.result.reason : tried.error };
+        return { admitted: true, ...entry, state: 'waiting', waitingReason: reason };
       }
       await kick();
       return { admitted: true, ...entry };
@@ -227,9 +256,12 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       // Only a placed job becomes running: a late launch must not revive a job that has ended.
       await db.updateTable('jobs').set({ state: 'running', updated_at: new Date() }).where('id', '=', jobId).where('epoch', '=', epoch).where('state', '=', 'placed').execute();
       if (ctx.info.attempt === 1) ctx.log.info('executor launched', { jobId, epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
+      const watchStarted = Date.now();
       for (let first = true; ; first = false) {
         const seen = await executor.observe(jobId, epoch);
-        ctx.heartbeat(seen.progressMs);
+        // The first heartbeat goes to the server at once (later ones are throttled), so a short
+        // run finishes without one: it starts after QUIET_HEARTBEAT_MS, well inside the timeout.
+        if (Date.now() - watchStarted >= QUIET_HEARTBEAT_MS) ctx.heartbeat(seen.progressMs);
         if (first && ctx.info.attempt > 1)
           ctx.log.info('executor watch resumed', { jobId, epoch, event: 'executor.watch-resumed', progressMs: seen.progressMs, attempt: ctx.info.attempt });
         if (seen.state === 'succeeded') {

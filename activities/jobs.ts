@@ -12,19 +12,36 @@ export interface Enqueued {
   enqueuedAt: number;
 }
 
-/** Puts a new job in its region's queue. A retried call (same job) returns the existing row. */
-export async function enqueueJob(db: Kysely<Database>, spec: JobSpec, region: string, workflowId: string): Promise<Enqueued> {
+export const QUEUED_REASON = 'queued: waiting for the next scheduling cycle';
+
+/**
+ * Records a new job with its queue position. As `waiting` it is in the region's queue; as
+ * `submitted` it is being placed on admission and no cycle or other admission sees it as queued
+ * (see `joinQueue`). A retried call (same job) returns the existing row.
+ */
+export async function enqueueJob(
+  db: Kysely<Database>,
+  spec: JobSpec,
+  region: string,
+  workflowId: string,
+  state: 'waiting' | 'submitted' = 'waiting',
+): Promise<Enqueued> {
   await db
     .insertInto('jobs')
     .values({
       id: spec.jobId, tenant: spec.tenant, tier: spec.tier, priority: spec.priority, region, workflow_id: workflowId,
-      spec: JSON.stringify(spec), state: 'waiting', epoch: 1, waiting_reason: 'queued: waiting for the next scheduling cycle',
+      spec: JSON.stringify(spec), state, epoch: 1, waiting_reason: state === 'waiting' ? QUEUED_REASON : null,
     })
     .onConflict((oc) => oc.column('id').doNothing())
     .execute();
   const row = await db.selectFrom('jobs').select(['epoch', 'state', 'enqueued_at', 'workflow_id']).where('id', '=', spec.jobId).executeTakeFirstOrThrow();
   if (row.workflow_id !== workflowId) throw new Error(`job id ${spec.jobId} is already used by workflow ${row.workflow_id}`);
   return { epoch: row.epoch, state: row.state, enqueuedAt: row.enqueued_at.getTime() };
+}
+
+/** A job whose placement on admission did not happen joins the queue, keeping its position. */
+export async function joinQueue(db: Kysely<Database>, jobId: string, reason: string): Promise<void> {
+  await db.updateTable('jobs').set({ state: 'waiting', waiting_reason: reason, updated_at: new Date() }).where('id', '=', jobId).where('state', '=', 'submitted').execute();
 }
 
 /** Whether the capacity this victim is asked to free is still wanted by `preemptor`. */

@@ -64,6 +64,42 @@ describe('job lifecycle on Temporal', () => {
     expect((events ?? []).slice(0, runScheduled).filter((e) => e.workflowTaskCompletedEventAttributes).length).toBe(1);
   });
 
+  test('a job still being admitted elsewhere is not a queue: the next job is placed on admission too', async () => {
+    // Another admission caught between recording its job and placing it.
+    await t.db
+      .insertInto('jobs')
+      .values({ id: 'mid-admission', tenant: 'acme/ml', tier: 'basic', region: 'test', workflow_id: 'elsewhere', spec: '{}', state: 'submitted', epoch: 1 })
+      .execute();
+    try {
+      await h.client.submit(spec('after-mid'));
+      expect((await h.client.result('acme/ml', 'after-mid')).outcome).toBe('completed');
+      const { events } = await h.client.temporal.workflow.getHandle('job/acme/ml/after-mid').fetchHistory();
+      // A queued job is placed by a scheduling cycle, which delivers the placement as a signal.
+      expect((events ?? []).filter((e) => e.workflowExecutionSignaledEventAttributes)).toEqual([]);
+      expect((events ?? []).filter((e) => e.markerRecordedEventAttributes)).toHaveLength(1);
+    } finally {
+      await t.db.deleteFrom('jobs').where('id', '=', 'mid-admission').execute();
+    }
+  });
+
+  test('a job that arrives while another waits joins the queue behind it', async () => {
+    await h.client.submit(spec('q-blocker', { durationMs: 60_000, request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 8, topology: 'any' } }));
+    await eventually(async () => ((await h.client.status('acme/ml', 'q-blocker')).phase === 'running' ? true : undefined), 'blocker running');
+    await h.client.submit(spec('q-first'));
+    await eventually(async () => ((await h.client.status('acme/ml', 'q-first')).phase === 'waiting' ? true : undefined), 'first waiting');
+    await h.client.submit(spec('q-second'));
+    const second = await eventually(async () => {
+      const s = await h.client.status('acme/ml', 'q-second');
+      return s.phase === 'waiting' ? s : undefined;
+    }, 'second waiting');
+    expect(second.waitingReason).toMatch(/queued|no room/);
+    expect(await jobState('q-second')).toBe('waiting');
+    await h.client.cancel('acme/ml', 'q-blocker');
+    for (const id of ['q-first', 'q-second']) expect((await h.client.result('acme/ml', id)).outcome).toBe('completed');
+    const placedAt = async (id: string) => (await t.db.selectFrom('jobs').select('placed_at').where('id', '=', id).executeTakeFirstOrThrow()).placed_at!.getTime();
+    expect(await placedAt('q-first')).toBeLessThanOrEqual(await placedAt('q-second'));
+  });
+
   test('a job cancelled while running stops and releases its devices', async () => {
     await h.client.submit(spec('cancel-running', { durationMs: 60_000 }));
     await eventually(async () => ((await h.client.status('acme/ml', 'cancel-running')).phase === 'running' ? true : undefined), 'running');
