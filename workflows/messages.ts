@@ -41,6 +41,8 @@ export const drainUpdate = defineUpdate<NodeActionResult, [node: string]>('drain
 export interface SchedulerStatus {
   region: string;
   cycles: number;
+  /** Jobs its cycles placed (jobs placed on admission are not counted). */
+  placed: number;
   lastCycle?: { at: number; considered: number; placed: number; waiting: number; ms: number };
 }
 export const schedulerStatusQuery = defineQuery<SchedulerStatus>('status');

@@ -32,6 +32,8 @@ export interface RegionSchedulerInput {
   /** Carried over continue-as-new: a kick arrived that no cycle has served yet. */
   pending?: boolean;
   cycles?: number;
+  /** Jobs placed by earlier runs' cycles (carried across continue-as-new). */
+  placed?: number;
   /** Wait after a kick for more kicks before running the cycle. */
   debounceMs?: number;
   /** Longest time between cycles with no kick. */
@@ -56,7 +58,7 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
   const debounceMs = input.debounceMs ?? 50;
   const periodMs = input.periodMs ?? 5_000;
   let pending = input.pending ?? true;
-  const status: SchedulerStatus = { region, cycles: input.cycles ?? 0 };
+  const status: SchedulerStatus = { region, cycles: input.cycles ?? 0, placed: input.placed ?? 0 };
   let runCycles = 0;
   let kicks = 0;
 
@@ -100,6 +102,7 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
     const started = Date.now();
     const r = await acts.scheduleCycle();
     status.cycles++;
+    status.placed += r.placed;
     runCycles++;
     status.lastCycle = { at: started, considered: r.considered, placed: r.placed, waiting: r.waiting, ms: r.ms };
     if (r.placed > 0 || r.more) log.debug('scheduling cycle', { event: 'scheduler.cycle', region, ...r });
@@ -108,7 +111,7 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
     // Every kick is a history event too: start afresh well before the server's per-run limits.
     if (runCycles >= (input.cyclesPerRun ?? CYCLES_PER_RUN) || kicks >= (input.kicksPerRun ?? KICKS_PER_RUN) || workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
-      await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles });
+      await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles, placed: status.placed });
     }
   }
 }
