@@ -76,7 +76,7 @@ async function replay(url: string, trace: string, policy: PlacementPolicyName, t
   const mix = new RecentMix(tasks.length);
   for (const t of tasks) mix.add(t.request);
   const nodes = await db.selectFrom('nodes').select('free_milli').execute();
-  const fragmented = nodes.reduce((s, n) => s + fragmentation(n.free_milli, mix.shapes()), 0) / 1000;
+  const fragmented = nodes.reduce((s, n) => s + fragmentation({ freeMilli: n.free_milli }, mix.shapes()), 0) / 1000;
   await db.destroy();
   return { trace, policy, firstFailShare, finalShare: allocated / capacity, fragmentedShare: fragmented / capacity, placed, failed, series };
 }
