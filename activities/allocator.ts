@@ -185,7 +185,7 @@ export class Allocator {
         const pools = new Map<string, Map<number, CandidateNode>>();
         // One object per node across pools, so capacity taken in one pool is gone in all.
         const nodes = new Map<number, CandidateNode>();
-        const exhausted = new Map<string, boolean>();
+        const reads = new Map<string, CandidateRead[]>();
         const inserts: Array<Insertable<Database['allocations']>> = [];
         const placed: Array<{ id: string; charge: string[]; milli: number }> = [];
         const waiting: Array<[string, string]> = [];
@@ -228,14 +228,21 @@ export class Allocator {
             bumps.push([input.jobId, input.epoch]);
             job.epoch = input.epoch;
           }
-          const { result, charge } = await this.placeOne(trx, input, { tenant: job.tenant, tier: job.tier as Tier }, quota, reservations, nominated, pools, nodes, exhausted);
+          const { result, charge } = await this.placeOne(trx, input, { tenant: job.tenant, tier: job.tier as Tier }, quota, reservations, nominated, pools, nodes, reads);
           out[i].result = result;
           if (result.placed) {
             existing.set(key, result.placement);
             placed.push({ id: input.jobId, charge, milli: requestMilli(input.request) });
+            // The worker's host CPU and memory ride on its first device's row.
+            const cpu = input.request.cpuMilliPerWorker ?? 0;
+            const memory = input.request.memoryMibPerWorker ?? 0;
             for (const w of result.placement.workers)
-              for (const d of w.deviceIdx)
-                inserts.push({ job_id: input.jobId, epoch: input.epoch, node_id: w.nodeId, device_idx: d, milli: w.milli, worker_idx: w.workerIdx });
+              w.deviceIdx.forEach((d, k) =>
+                inserts.push({
+                  job_id: input.jobId, epoch: input.epoch, node_id: w.nodeId, device_idx: d, milli: w.milli, worker_idx: w.workerIdx,
+                  cpu_milli: k === 0 ? cpu : 0, memory_mib: k === 0 ? memory : 0,
+                }),
+              );
           } else waiting.push([input.jobId, result.reason]);
           hooks.settled?.(input, result);
         }
@@ -269,7 +276,7 @@ export class Allocator {
     nominated: Map<number, Set<string>>,
     pools: Map<string, Map<number, CandidateNode>>,
     nodes: Map<number, CandidateNode>,
-    exhausted: Map<string, boolean>,
+    reads: Map<string, CandidateRead[]>,
   ): Promise<{ result: AllocateResult; charge: string[] }> {
     const { request } = input;
     const policy = input.policy ?? this.defaultPolicy;
@@ -282,6 +289,7 @@ export class Allocator {
       nominated.size ? [...pool.values()].filter((n) => nominated.get(n.id)?.has(input.jobId) ?? !nominated.has(n.id)) : [...pool.values()];
     const whole = request.devicesPerWorker > 0;
     const perNode = whole ? (request.topology === 'node' ? request.workers * request.devicesPerWorker : request.devicesPerWorker) : 0;
+    const host = hostNeed(request);
     const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
     for (const type of request.acceleratorTypes) {
       const allowed = checkQuota(quota.rules, quota.usage, tenant, type, milli);
@@ -299,19 +307,25 @@ export class Allocator {
       let pool = pools.get(poolKey);
       if (!pool) pools.set(poolKey, (pool = new Map()));
       const need = `${poolKey}|${whole ? `w${perNode}` : `s${request.milliPerWorker}`}`;
+      if (!reads.has(need)) reads.set(need, []);
+      const shapeReads = reads.get(need)!;
+      // Reads of this shape that asked for no more host CPU and memory than this request: they
+      // read a superset of its candidates, so one that came back short covers it too.
+      const covering = (): CandidateRead[] => shapeReads.filter((r) => r.cpu <= host.cpu && r.memory <= host.memory);
       const fetchPage = async (): Promise<void> => {
         // Next page of this shape's candidates, past the nodes this transaction already holds.
         const page = await findCandidates(trx, type, request, policy, this.candidateLimit, [...nodes.keys()]);
-        exhausted.set(need, page.length < Math.max(this.candidateLimit, request.workers * 4));
+        shapeReads.push({ ...host, exhausted: page.length < Math.max(this.candidateLimit, request.workers * 4) });
         for (const c of page) {
           const node = nodes.get(c.id) ?? c;
           nodes.set(c.id, node);
           pool!.set(c.id, node);
         }
       };
-      if (!exhausted.has(need)) await fetchPage();
+      const exhausted = (): boolean => covering().some((r) => r.exhausted);
+      if (!covering().length) await fetchPage();
       let choice = choosePlacement(usable(pool), request, policy, { mix: this.mix.shapes() });
-      for (let pages = 0; !choice.ok && exhausted.get(need) === false && pages < 8; pages++) {
+      for (let pages = 0; !choice.ok && !exhausted() && pages < 8; pages++) {
         await fetchPage();
         choice = choosePlacement(usable(pool), request, policy, { mix: this.mix.shapes() });
       }
@@ -326,6 +340,8 @@ export class Allocator {
       for (const w of choice.workers) {
         const node = pool.get(w.nodeId)!;
         for (const d of w.deviceIdx) node.freeMilli[d] -= w.milli;
+        if (node.freeCpuMilli !== undefined) node.freeCpuMilli -= request.cpuMilliPerWorker ?? 0;
+        if (node.freeMemoryMib !== undefined) node.freeMemoryMib -= request.memoryMibPerWorker ?? 0;
       }
       const placement: Placement = {
         jobId: input.jobId,
@@ -404,9 +420,23 @@ export async function readPlacements(db: Kysely<Database> | Trx, jobIds: string[
   return out;
 }
 
+/** One candidate read of a request shape in a transaction: the host need it filtered on, and whether it came back short. */
+interface CandidateRead {
+  cpu: number;
+  memory: number;
+  exhausted: boolean;
+}
+
+/** Host CPU and memory one node must have free for the request (all workers, when they share a node). */
+function hostNeed(request: ResourceRequest): { cpu: number; memory: number } {
+  const onOneNode = request.topology === 'node' ? request.workers : 1;
+  return { cpu: onOneNode * (request.cpuMilliPerWorker ?? 0), memory: onOneNode * (request.memoryMibPerWorker ?? 0) };
+}
+
 /**
  * Candidate nodes for one accelerator type, read through the fit indexes and locked with
- * SKIP LOCKED so concurrent allocators do not queue behind each other on hot rows.
+ * SKIP LOCKED so concurrent allocators do not queue behind each other on hot rows. Nodes short
+ * of the host CPU or memory one worker needs are filtered on the same range scan.
  */
 async function findCandidates(
   trx: Trx,
@@ -419,12 +449,16 @@ async function findCandidates(
   const limit = Math.min(1024, Math.max(candidateLimit, request.workers * 4));
   const whole = request.devicesPerWorker > 0;
   const perNode = whole ? (request.topology === 'node' ? request.workers * request.devicesPerWorker : request.devicesPerWorker) : 1;
+  const host = hostNeed(request);
   const base = () => {
     let q = trx
       .selectFrom('nodes')
-      .select(['id', 'name', 'pod', 'rack', 'free_milli'])
+      .select(['id', 'name', 'pod', 'rack', 'free_milli', 'free_cpu_milli', 'free_memory_mib'])
       .where('accelerator_type', '=', type)
       .where('state', '=', 'ready');
+    // NULL free amounts are untracked: room for anything.
+    if (host.cpu > 0) q = q.where((eb) => eb.or([eb('free_cpu_milli', 'is', null), eb('free_cpu_milli', '>=', host.cpu)]));
+    if (host.memory > 0) q = q.where((eb) => eb.or([eb('free_memory_mib', 'is', null), eb('free_memory_mib', '>=', host.memory)]));
     if (request.nodeLabels && Object.keys(request.nodeLabels).length)
       q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
     if (exclude.length) q = q.where(sql<boolean>`id <> ALL(${exclude}::int[])`);
@@ -448,7 +482,10 @@ async function findCandidates(
   const seen = new Set(rows.map((r) => r.id));
   for (const r of await order(base().where('free_whole', '>=', perNode), 'free_whole').limit(limit).forUpdate().skipLocked().execute())
     if (!seen.has(r.id)) rows.push(r);
-  return rows.map((r) => ({ id: r.id, name: r.name, pod: r.pod, rack: r.rack, freeMilli: r.free_milli }));
+  return rows.map((r) => ({
+    id: r.id, name: r.name, pod: r.pod, rack: r.rack, freeMilli: r.free_milli,
+    freeCpuMilli: r.free_cpu_milli ?? undefined, freeMemoryMib: r.free_memory_mib ?? undefined,
+  }));
 }
 
 /** The quota rules and the locked usage rows a placement transaction decides against. */

@@ -20,6 +20,10 @@ export interface ResourceRequest {
   devicesPerWorker: number;
   /** Share of one device per worker in milli-devices (1..999); only when devicesPerWorker is 0. */
   milliPerWorker?: number;
+  /** Host CPU each worker needs on its node, in milli-cores; absent: none. */
+  cpuMilliPerWorker?: number;
+  /** Host memory each worker needs on its node, in MiB; absent: none. */
+  memoryMibPerWorker?: number;
   topology: Topology;
   /** Every label must be present on a node with this value. */
   nodeLabels?: Record<string, string>;

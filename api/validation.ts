@@ -7,6 +7,9 @@ export const LIMITS = {
   maxDurationMs: 30 * 24 * 3600 * 1000,
   maxAttempts: 10,
   maxPriority: 1000,
+  /** 10,000 cores and 1 PiB: beyond any host, and within the database's integer columns. */
+  maxCpuMilliPerWorker: 10_000_000,
+  maxMemoryMibPerWorker: 1_073_741_824,
 } as const;
 
 const REGION = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -76,6 +79,10 @@ export function validateRequest(input: unknown): string[] {
       problems.push(`request.milliPerWorker: ${show(r.milliPerWorker)} must be an integer from 1 to 999 when devicesPerWorker is 0 (a share of one device)`);
   } else if (r.milliPerWorker !== undefined)
     problems.push(`request.milliPerWorker: ${show(r.milliPerWorker)} is only allowed when devicesPerWorker is 0`);
+  if (r.cpuMilliPerWorker !== undefined && (!int(r.cpuMilliPerWorker) || r.cpuMilliPerWorker < 0 || r.cpuMilliPerWorker > LIMITS.maxCpuMilliPerWorker))
+    problems.push(`request.cpuMilliPerWorker: ${show(r.cpuMilliPerWorker)} must be an integer from 0 to ${LIMITS.maxCpuMilliPerWorker} (milli-cores)`);
+  if (r.memoryMibPerWorker !== undefined && (!int(r.memoryMibPerWorker) || r.memoryMibPerWorker < 0 || r.memoryMibPerWorker > LIMITS.maxMemoryMibPerWorker))
+    problems.push(`request.memoryMibPerWorker: ${show(r.memoryMibPerWorker)} must be an integer from 0 to ${LIMITS.maxMemoryMibPerWorker} (MiB)`);
   if (!TOPOLOGIES.includes(r.topology as never))
     problems.push(`request.topology: ${show(r.topology)} must be one of ${TOPOLOGIES.join(', ')}`);
   if (r.topology === 'node' && r.antiAffinity && int(r.workers) && r.workers > 1)

@@ -72,11 +72,16 @@ async function replay(url: string, trace: string, policy: PlacementPolicyName, t
     }
     if (series.length === 0 || arrived / capacity - series[series.length - 1][0] >= 0.01) series.push([arrived / capacity, allocated / capacity]);
   }
-  // Fragmented share: free capacity that the trace's own request mix could not use.
+  // Fragmented share: free GPU capacity that the trace's own request mix could not use, counting
+  // GPUs behind exhausted host CPU or memory as unusable.
   const mix = new RecentMix(tasks.length);
   for (const t of tasks) mix.add(t.request);
-  const nodes = await db.selectFrom('nodes').select('free_milli').execute();
-  const fragmented = nodes.reduce((s, n) => s + fragmentation(n.free_milli, mix.shapes()), 0) / 1000;
+  const nodes = await db.selectFrom('nodes').select(['free_milli', 'free_cpu_milli', 'free_memory_mib']).execute();
+  const fragmented =
+    nodes.reduce(
+      (s, n) => s + fragmentation({ freeMilli: n.free_milli, freeCpuMilli: n.free_cpu_milli ?? undefined, freeMemoryMib: n.free_memory_mib ?? undefined }, mix.shapes()),
+      0,
+    ) / 1000;
   await db.destroy();
   return { trace, policy, firstFailShare, finalShare: allocated / capacity, fragmentedShare: fragmented / capacity, placed, failed, series };
 }

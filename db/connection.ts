@@ -5,11 +5,17 @@ import type { Database } from './schema';
 import * as m0001 from './migrations/0001_inventory';
 import * as m0002 from './migrations/0002_lifecycle';
 import * as m0003 from './migrations/0003_preemption';
+import * as m0004 from './migrations/0004_host_resources';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/scheduler';
 
 /** Migrations are listed here (not read from disk) so bundlers and ts runners resolve them alike. */
-const migrations: Record<string, Migration> = { '0001_inventory': m0001, '0002_lifecycle': m0002, '0003_preemption': m0003 };
+const migrations: Record<string, Migration> = {
+  '0001_inventory': m0001,
+  '0002_lifecycle': m0002,
+  '0003_preemption': m0003,
+  '0004_host_resources': m0004,
+};
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 
 export function databaseUrl(): string {

@@ -25,6 +25,18 @@ export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]
     WHERE n.free_milli[d.i] <> 1000 - coalesce((SELECT sum(a.milli) FROM allocations a WHERE a.node_id = n.id AND a.device_idx = d.i - 1), 0)`.execute(db);
   for (const r of drift.rows)
     violations.push({ rule: 'free-capacity-drift', detail: `node ${r.id} device ${r.device_idx} free ${r.free}, expected ${r.expected}` });
+  // 2b. A node's free host CPU and memory equal its totals minus what its allocations hold
+  // (both NULL on a node that does not track them).
+  const hostDrift = await sql<{ id: number; free_cpu: number | null; expected_cpu: number | null; free_mem: number | null; expected_mem: number | null }>`
+    SELECT n.id, n.free_cpu_milli AS free_cpu, n.cpu_milli - h.cpu AS expected_cpu, n.free_memory_mib AS free_mem, n.memory_mib - h.mem AS expected_mem
+    FROM nodes n CROSS JOIN LATERAL (
+      SELECT coalesce(sum(a.cpu_milli), 0)::int AS cpu, coalesce(sum(a.memory_mib), 0)::int AS mem FROM allocations a WHERE a.node_id = n.id) h
+    WHERE n.free_cpu_milli IS DISTINCT FROM n.cpu_milli - h.cpu OR n.free_memory_mib IS DISTINCT FROM n.memory_mib - h.mem`.execute(db);
+  for (const r of hostDrift.rows)
+    violations.push({
+      rule: 'host-capacity-drift',
+      detail: `node ${r.id} free CPU ${r.free_cpu ?? 'untracked'} milli (expected ${r.expected_cpu ?? 'untracked'}), free memory ${r.free_mem ?? 'untracked'} MiB (expected ${r.expected_mem ?? 'untracked'})`,
+    });
   // 3. Every allocation belongs to a live job at that job's current epoch.
   const orphans = await sql<{ job_id: string; epoch: number; state: string | null; job_epoch: number | null }>`
     SELECT DISTINCT a.job_id, a.epoch, j.state, j.epoch AS job_epoch FROM allocations a LEFT JOIN jobs j ON j.id = a.job_id

@@ -35,6 +35,14 @@ export interface NodesTable {
   free_whole: ColumnType<number, never, never>;
   /** Derived by trigger: the largest free share among partly used devices (0 when none). */
   max_partial: ColumnType<number, never, never>;
+  /** Host CPU in milli-cores; NULL: not tracked (room for any CPU). */
+  cpu_milli: ColumnType<number | null, number | null | undefined, number | null>;
+  /** Kept by trigger: cpu_milli minus what allocations hold. */
+  free_cpu_milli: ColumnType<number | null, never, never>;
+  /** Host memory in MiB; NULL: not tracked (room for any memory). */
+  memory_mib: ColumnType<number | null, number | null | undefined, number | null>;
+  /** Kept by trigger: memory_mib minus what allocations hold. */
+  free_memory_mib: ColumnType<number | null, never, never>;
 }
 
 export type JobState =
@@ -80,6 +88,10 @@ export interface AllocationsTable {
   /** Share of the device held, 1..1000 milli-devices. */
   milli: number;
   worker_idx: number;
+  /** Host CPU the worker holds, on its first device's row (0 on the others). */
+  cpu_milli: Generated<number>;
+  /** Host memory the worker holds, on its first device's row (0 on the others). */
+  memory_mib: Generated<number>;
   created_at: ColumnType<Date, Date | undefined, never>;
 }
 

@@ -1,5 +1,5 @@
-// Loads the Alibaba openb GPU trace (../shared/data/openb): the node list as an inventory and the
-// pod list as job requests, in arrival order.
+// Loads the Alibaba openb GPU trace (../shared/data/openb): the node list as an inventory (devices,
+// host CPU and memory) and the pod list as job requests with their CPU and memory, in arrival order.
 import fs from 'node:fs';
 import path from 'node:path';
 import type { Kysely } from 'kysely';
@@ -12,6 +12,8 @@ export interface OpenbNode {
   name: string;
   gpus: number;
   model: string;
+  cpuMilli: number;
+  memoryMib: number;
 }
 
 export interface OpenbTask {
@@ -34,7 +36,7 @@ function readCsv(file: string): Record<string, string>[] {
 
 export function readOpenbNodes(file = path.join(OPENB_DIR, 'openb_node_list_gpu_node.csv')): OpenbNode[] {
   return readCsv(file)
-    .map((r) => ({ name: r.sn, gpus: Number(r.gpu), model: r.model }))
+    .map((r) => ({ name: r.sn, gpus: Number(r.gpu), model: r.model, cpuMilli: Number(r.cpu_milli), memoryMib: Number(r.memory_mib) }))
     .filter((n) => n.gpus > 0);
 }
 
@@ -56,6 +58,8 @@ export function readOpenbTasks(file = path.join(OPENB_DIR, 'openb_pod_list_defau
         workers: 1,
         devicesPerWorker: share ? 0 : gpus,
         ...(share ? { milliPerWorker: milli } : {}),
+        cpuMilliPerWorker: Number(r.cpu_milli),
+        memoryMibPerWorker: Number(r.memory_mib),
         topology: 'any',
       },
       creationS: r.creation_time ? Number(r.creation_time) : undefined,
@@ -94,6 +98,7 @@ export async function seedOpenbFleet(
     return {
       cluster_id: cluster.id, name: n.name, accelerator_type: n.model, device_count: n.gpus,
       rack: `rack-${rack}`, pod: `pod-${Math.floor(rack / perPod)}`, labels: JSON.stringify({ model: n.model }),
+      cpu_milli: n.cpuMilli, memory_mib: n.memoryMib,
     };
   });
   for (let i = 0; i < rows.length; i += 500)

@@ -1,15 +1,27 @@
-// Pure placement: given candidate nodes (their free share per device) and a request, choose
-// which devices each worker gets. The SQL only finds candidates; the policy decides.
+// Pure placement: given candidate nodes (their free share per device, and the host CPU and memory
+// they have left) and a request, choose which devices each worker gets. The SQL only finds
+// candidates; the policy decides.
 import type { PlacementPolicyName, ResourceRequest, Topology } from '../../api/types';
 
-export interface CandidateNode {
+/** What a node has free: each device's share, and host CPU and memory when the node tracks them. */
+export interface NodeFree {
+  /** Free share of each device in milli-devices. */
+  freeMilli: number[];
+  /** Free host CPU in milli-cores; undefined: not tracked, room for any CPU. */
+  freeCpuMilli?: number;
+  /** Free host memory in MiB; undefined: not tracked, room for any memory. */
+  freeMemoryMib?: number;
+}
+
+export interface CandidateNode extends NodeFree {
   id: number;
   name: string;
   pod: string;
   rack: string;
-  /** Free share of each device in milli-devices. */
-  freeMilli: number[];
 }
+
+/** What one worker takes on its node: devices (whole or a share of one) and host CPU and memory. */
+export type WorkerShape = Pick<ResourceRequest, 'devicesPerWorker' | 'milliPerWorker' | 'cpuMilliPerWorker' | 'memoryMibPerWorker'>;
 
 export interface WorkerChoice {
   workerIdx: number;
@@ -20,10 +32,8 @@ export interface WorkerChoice {
 
 export type PlacementChoice = { ok: true; workers: WorkerChoice[] } | { ok: false; reason: string };
 
-/** One request shape in the recent mix, with its share of the mix. */
-export interface MixShape {
-  devicesPerWorker: number;
-  milliPerWorker?: number;
+/** One request shape in the recent mix (a task class), with its share of the mix. */
+export interface MixShape extends WorkerShape {
   weight: number;
 }
 
@@ -33,13 +43,23 @@ export interface PolicyContext {
   mix: MixShape[];
 }
 
-/** Scores placing one worker on `node` using `fitted` devices (lower is better). */
-type NodeScore = (node: CandidateNode, fitted: number[], milli: number, ctx: PolicyContext) => number;
+/** Scores placing one worker of `shape` on `node` using `fitted` devices (lower is better). */
+type NodeScore = (node: CandidateNode, fitted: number[], shape: WorkerShape, ctx: PolicyContext) => number;
 
 const WHOLE = 1000;
 
-/** Devices a worker would take on this node's current free shares, or undefined if it does not fit. */
-export function fitWorker(free: number[], request: Pick<ResourceRequest, 'devicesPerWorker' | 'milliPerWorker'>): number[] | undefined {
+/** The node has the host CPU and memory one worker of `shape` needs (untracked amounts always do). */
+export function hostFits(node: NodeFree, shape: WorkerShape): boolean {
+  return (
+    (node.freeCpuMilli === undefined || node.freeCpuMilli >= (shape.cpuMilliPerWorker ?? 0)) &&
+    (node.freeMemoryMib === undefined || node.freeMemoryMib >= (shape.memoryMibPerWorker ?? 0))
+  );
+}
+
+/** Devices a worker would take on this node as it is now, or undefined if it does not fit (devices, CPU or memory). */
+export function fitWorker(node: NodeFree, request: WorkerShape): number[] | undefined {
+  if (!hostFits(node, request)) return undefined;
+  const free = node.freeMilli;
   if (request.devicesPerWorker > 0) {
     const whole: number[] = [];
     for (let i = 0; i < free.length && whole.length < request.devicesPerWorker; i++) if (free[i] === WHOLE) whole.push(i);
@@ -55,17 +75,20 @@ export function fitWorker(free: number[], request: Pick<ResourceRequest, 'device
   return best < 0 ? undefined : [best];
 }
 
-function freeTotal(node: CandidateNode): number {
+function freeTotal(node: NodeFree): number {
   return node.freeMilli.reduce((a, b) => a + b, 0);
 }
 
 /**
- * Free capacity on a node that a task of `shape` could not use: all of it when the task does
- * not fit the node at all; otherwise the devices too small for the task's per-device need.
- * (The node-level fragmentation measure of Weng et al., ATC '23.)
+ * Free device capacity on a node that a task of `shape` could not use: all of it when the task
+ * does not fit the node at all (too few free devices, or not enough host CPU or memory left);
+ * otherwise the devices too small for the task's per-device need. (The node-level fragmentation
+ * measure of Weng et al., ATC '23.)
  */
-export function fragmentFor(free: number[], shape: Pick<MixShape, 'devicesPerWorker' | 'milliPerWorker'>): number {
+export function fragmentFor(node: NodeFree, shape: WorkerShape): number {
+  const free = node.freeMilli;
   const total = free.reduce((a, b) => a + b, 0);
+  if (!hostFits(node, shape)) return total;
   if (shape.devicesPerWorker > 0) {
     const whole = free.filter((f) => f === WHOLE).length;
     return whole >= shape.devicesPerWorker ? total - whole * WHOLE : total;
@@ -81,31 +104,46 @@ export function fragmentFor(free: number[], shape: Pick<MixShape, 'devicesPerWor
 }
 
 /** Expected fragmentation of a node under the mix of requests. */
-export function fragmentation(free: number[], mix: MixShape[]): number {
+export function fragmentation(node: NodeFree, mix: MixShape[]): number {
   let sum = 0;
-  for (const m of mix) sum += m.weight * fragmentFor(free, m);
+  for (const m of mix) sum += m.weight * fragmentFor(node, m);
   return sum;
 }
 
+/** The node as it would be with one worker of `shape` placed on `fitted` devices. */
+function after(node: NodeFree, fitted: number[], shape: WorkerShape): NodeFree {
+  const milli = shape.devicesPerWorker > 0 ? WHOLE : shape.milliPerWorker ?? WHOLE;
+  const freeMilli = [...node.freeMilli];
+  for (const d of fitted) freeMilli[d] -= milli;
+  return {
+    freeMilli,
+    freeCpuMilli: node.freeCpuMilli === undefined ? undefined : node.freeCpuMilli - (shape.cpuMilliPerWorker ?? 0),
+    freeMemoryMib: node.freeMemoryMib === undefined ? undefined : node.freeMemoryMib - (shape.memoryMibPerWorker ?? 0),
+  };
+}
+
+// Every policy scores only nodes the worker fits on, devices and host CPU and memory alike.
 const SCORES: Record<PlacementPolicyName, NodeScore> = {
-  // Least capacity left after placing: fill nearly full nodes first, keep empty nodes empty.
+  // Least free device capacity left (GPU best-fit): fill nearly full nodes first, keep empty
+  // nodes empty. It scores devices only; host CPU and memory decide fit, not rank.
   'best-fit': (node) => freeTotal(node),
   // Lowest node id that fits.
   'first-fit': (node) => node.id,
-  'random-fit': (_node, _fitted, _milli, ctx) => ctx.rng(),
-  // Fragmentation gradient descent: the placement that grows expected fragmentation least.
-  // Ties go to the fuller node, as best-fit would.
-  fgd: (node, fitted, milli, ctx) => {
-    const after = [...node.freeMilli];
-    for (const d of fitted) after[d] -= milli;
-    const delta = fragmentation(after, ctx.mix) - fragmentation(node.freeMilli, ctx.mix);
+  'random-fit': (_node, _fitted, _shape, ctx) => ctx.rng(),
+  // Fragmentation gradient descent: the placement that grows expected fragmentation least,
+  // where a task class short of host CPU or memory on a node finds all its free devices
+  // fragmented. Ties go to the fuller node, as best-fit would.
+  fgd: (node, fitted, shape, ctx) => {
+    const delta = fragmentation(after(node, fitted, shape), ctx.mix) - fragmentation(node, ctx.mix);
     return delta * 1e4 + freeTotal(node) / 1e4;
   },
 };
 
 /** Device choices to consider on one node: FGD weighs every device a share fits on. */
-function fitOptions(free: number[], request: ResourceRequest, policy: PlacementPolicyName): number[][] {
+function fitOptions(node: NodeFree, request: ResourceRequest, policy: PlacementPolicyName): number[][] {
   if (policy === 'fgd' && request.devicesPerWorker === 0) {
+    if (!hostFits(node, request)) return [];
+    const free = node.freeMilli;
     const need = request.milliPerWorker ?? WHOLE;
     const seen = new Set<number>();
     const options: number[][] = [];
@@ -117,7 +155,7 @@ function fitOptions(free: number[], request: ResourceRequest, policy: PlacementP
     });
     return options;
   }
-  const one = fitWorker(free, request);
+  const one = fitWorker(node, request);
   return one ? [one] : [];
 }
 
@@ -142,7 +180,8 @@ function placeWithin(
   ctx: PolicyContext,
 ): WorkerChoice[] | undefined {
   const score = SCORES[policy];
-  const free = new Map(nodes.map((n) => [n.id, [...n.freeMilli]]));
+  // Working copies: what earlier workers of this gang took is gone for later ones.
+  const current = new Map(nodes.map((n) => [n.id, { ...n, freeMilli: [...n.freeMilli] }]));
   const used = new Set<number>();
   const milli = request.devicesPerWorker > 0 ? WHOLE : request.milliPerWorker ?? WHOLE;
   const workers: WorkerChoice[] = [];
@@ -150,11 +189,10 @@ function placeWithin(
     let bestNode: CandidateNode | undefined;
     let bestDevices: number[] | undefined;
     let bestScore = Infinity;
-    for (const node of nodes) {
+    for (const node of current.values()) {
       if (request.antiAffinity && used.has(node.id)) continue;
-      const current = free.get(node.id)!;
-      for (const fitted of fitOptions(current, request, policy)) {
-        const s = score({ ...node, freeMilli: current }, fitted, milli, ctx);
+      for (const fitted of fitOptions(node, request, policy)) {
+        const s = score(node, fitted, request, ctx);
         if (s < bestScore || (s === bestScore && bestNode && node.id < bestNode.id)) {
           bestScore = s;
           bestNode = node;
@@ -163,8 +201,8 @@ function placeWithin(
       }
     }
     if (!bestNode || !bestDevices) return undefined;
-    const current = free.get(bestNode.id)!;
-    for (const d of bestDevices) current[d] -= milli;
+    const taken = after(bestNode, bestDevices, request);
+    Object.assign(bestNode, taken);
     used.add(bestNode.id);
     workers.push({ workerIdx: w, nodeId: bestNode.id, deviceIdx: bestDevices, milli });
   }
@@ -200,28 +238,35 @@ export function choosePlacement(
   return { ok: false, reason: describeShortfall(request, candidates.length) };
 }
 
-export function shapeOf(request: Pick<ResourceRequest, 'devicesPerWorker' | 'milliPerWorker'>, weight: number): MixShape {
-  return request.devicesPerWorker > 0
-    ? { devicesPerWorker: request.devicesPerWorker, weight }
-    : { devicesPerWorker: 0, milliPerWorker: request.milliPerWorker, weight };
+/** The task class of a request (host CPU and memory only when it asks for them), with a weight. */
+export function shapeOf(request: WorkerShape, weight: number): MixShape {
+  const shape: MixShape =
+    request.devicesPerWorker > 0
+      ? { devicesPerWorker: request.devicesPerWorker, weight }
+      : { devicesPerWorker: 0, milliPerWorker: request.milliPerWorker, weight };
+  if (request.cpuMilliPerWorker) shape.cpuMilliPerWorker = request.cpuMilliPerWorker;
+  if (request.memoryMibPerWorker) shape.memoryMibPerWorker = request.memoryMibPerWorker;
+  return shape;
 }
 
 /** A rolling window of recent request shapes, as the fragmentation-aware policy's workload estimate. */
 export class RecentMix {
   private readonly keys: string[] = [];
-  private readonly counts = new Map<string, number>();
+  private readonly counts = new Map<string, { shape: WorkerShape; n: number }>();
   private cached: MixShape[] | undefined;
   constructor(private readonly window = 2000) {}
 
-  add(request: Pick<ResourceRequest, 'devicesPerWorker' | 'milliPerWorker'>): void {
-    const key = request.devicesPerWorker > 0 ? `d${request.devicesPerWorker}` : `m${request.milliPerWorker}`;
+  add(request: WorkerShape): void {
+    const shape = shapeOf(request, 0);
+    const key = `${shape.devicesPerWorker}/${shape.milliPerWorker ?? ''}/${shape.cpuMilliPerWorker ?? 0}/${shape.memoryMibPerWorker ?? 0}`;
     this.keys.push(key);
-    this.counts.set(key, (this.counts.get(key) ?? 0) + 1);
+    const entry = this.counts.get(key);
+    if (entry) entry.n++;
+    else this.counts.set(key, { shape, n: 1 });
     if (this.keys.length > this.window) {
       const old = this.keys.shift()!;
-      const n = this.counts.get(old)! - 1;
-      if (n) this.counts.set(old, n);
-      else this.counts.delete(old);
+      const e = this.counts.get(old)!;
+      if (--e.n === 0) this.counts.delete(old);
     }
     this.cached = undefined;
   }
@@ -229,9 +274,7 @@ export class RecentMix {
   shapes(): MixShape[] {
     if (!this.cached) {
       const total = this.keys.length;
-      this.cached = [...this.counts].map(([k, n]) =>
-        k[0] === 'd' ? { devicesPerWorker: Number(k.slice(1)), weight: n / total } : { devicesPerWorker: 0, milliPerWorker: Number(k.slice(1)), weight: n / total },
-      );
+      this.cached = [...this.counts.values()].map(({ shape, n }) => shapeOf(shape, n / total));
     }
     return this.cached;
   }
@@ -240,7 +283,11 @@ export class RecentMix {
 export function describeRequest(request: ResourceRequest): string {
   const each = request.devicesPerWorker > 0 ? `${request.devicesPerWorker}` : `${request.milliPerWorker}m`;
   const where = request.topology === 'any' ? '' : ` in one ${request.topology}`;
-  return `${request.workers}×${each} of ${request.acceleratorTypes.join('|')}${where}`;
+  const host = [
+    request.cpuMilliPerWorker ? `${request.cpuMilliPerWorker}m CPU` : '',
+    request.memoryMibPerWorker ? `${request.memoryMibPerWorker} MiB` : '',
+  ].filter(Boolean);
+  return `${request.workers}×${each} of ${request.acceleratorTypes.join('|')}${host.length ? ` with ${host.join(' and ')} each` : ''}${where}`;
 }
 
 function describeShortfall(request: ResourceRequest, seen: number): string {

@@ -80,19 +80,22 @@ export async function planPreemption(
       const root = rules.filter((r) => r.accelerator_type === type && within(job.tenant, r.tenant)).sort((a, b) => a.tenant.length - b.tenant.length)[0];
       let q = trx
         .selectFrom('nodes')
-        .select(['id', 'name', 'pod', 'rack', 'free_milli'])
+        .select(['id', 'name', 'pod', 'rack', 'free_milli', 'free_cpu_milli', 'free_memory_mib'])
         .where('accelerator_type', '=', type)
         .where('state', '=', 'ready')
         .where(sql<boolean>`NOT EXISTS (SELECT 1 FROM nominations m WHERE m.node_id = nodes.id AND m.preemptor <> ${jobId})`);
       if (request.nodeLabels && Object.keys(request.nodeLabels).length) q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
-      const nodes: CandidateNode[] = (await q.orderBy('id').execute()).map((n) => ({ id: n.id, name: n.name, pod: n.pod, rack: n.rack, freeMilli: n.free_milli }));
+      const nodes: CandidateNode[] = (await q.orderBy('id').execute()).map((n) => ({
+        id: n.id, name: n.name, pod: n.pod, rack: n.rack, freeMilli: n.free_milli,
+        freeCpuMilli: n.free_cpu_milli ?? undefined, freeMemoryMib: n.free_memory_mib ?? undefined,
+      }));
       const holds = await sql<{
         id: string; tier: string; tenant: string; epoch: number; workflow_id: string; placed_at: Date | null; min_runtime: string | null;
         checkpointable: boolean | null;
-        preempted_by: string[]; node_id: number; device_idx: number; milli: number;
+        preempted_by: string[]; node_id: number; device_idx: number; milli: number; cpu_milli: number; memory_mib: number;
       }>`
         SELECT j.id, j.tier, j.tenant, j.epoch, j.workflow_id, j.placed_at, j.spec->>'minRuntimeMs' AS min_runtime, (j.spec->>'checkpointable')::boolean AS checkpointable, j.preempted_by,
-               a.node_id, a.device_idx, a.milli
+               a.node_id, a.device_idx, a.milli, a.cpu_milli, a.memory_mib
         FROM allocations a JOIN jobs j ON j.id = a.job_id AND j.epoch = a.epoch JOIN nodes n ON n.id = a.node_id
         WHERE n.accelerator_type = ${type} AND j.state IN ('placed', 'running') AND j.id <> ${jobId}
         ORDER BY j.id`.execute(trx);
@@ -116,7 +119,7 @@ export async function planPreemption(
           };
           running.set(h.id, r);
         }
-        r.holds.push({ nodeId: h.node_id, deviceIdx: h.device_idx, milli: h.milli });
+        r.holds.push({ nodeId: h.node_id, deviceIdx: h.device_idx, milli: h.milli, cpuMilli: h.cpu_milli, memoryMib: h.memory_mib });
       }
       const decision = chooseVictims(
         { jobId, tier, tenant: job.tenant, request, withinNominal, preemptedBy: job.preempted_by },

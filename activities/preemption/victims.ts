@@ -41,8 +41,8 @@ export interface RunningJob {
   minRuntimeMs: number;
   /** Jobs that preempted this one before; it may not preempt them back. */
   preemptedBy: string[];
-  /** What it holds: per node id, per device index, milli held. */
-  holds: Array<{ nodeId: number; deviceIdx: number; milli: number }>;
+  /** What it holds: per node id, per device index, milli held (and the host CPU and memory on that row). */
+  holds: Array<{ nodeId: number; deviceIdx: number; milli: number; cpuMilli?: number; memoryMib?: number }>;
 }
 
 export interface Preemptor {
@@ -114,6 +114,8 @@ function freed(nodes: readonly CandidateNode[], victims: readonly RunningJob[]):
       const node = byId.get(h.nodeId);
       if (!node || h.milli <= 0 || h.deviceIdx < 0 || h.deviceIdx >= node.freeMilli.length) continue;
       node.freeMilli[h.deviceIdx] = Math.min(WHOLE, node.freeMilli[h.deviceIdx] + h.milli);
+      if (node.freeCpuMilli !== undefined) node.freeCpuMilli += h.cpuMilli ?? 0;
+      if (node.freeMemoryMib !== undefined) node.freeMemoryMib += h.memoryMib ?? 0;
     }
   }
   return copy;

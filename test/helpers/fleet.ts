@@ -8,6 +8,8 @@ export interface FleetSpec {
   nodesPerRack?: number;
   racksPerPod?: number;
   labels?: (index: number) => Record<string, string>;
+  /** Host CPU (milli-cores) and memory (MiB) per node; absent: not tracked. */
+  host?: (index: number) => { cpuMilli?: number; memoryMib?: number };
 }
 
 export async function seedFleet(db: Kysely<Database>, spec: FleetSpec): Promise<number[]> {
@@ -32,6 +34,7 @@ export async function seedFleet(db: Kysely<Database>, spec: FleetSpec): Promise<
       rows.push({
         cluster_id: cluster.id, name: `n${cluster.id}-${i}`, accelerator_type: type, device_count: devices,
         rack: `r${rack}`, pod: `p${Math.floor(rack / perPod)}`, labels: JSON.stringify(spec.labels?.(i) ?? {}),
+        cpu_milli: spec.host?.(i).cpuMilli ?? null, memory_mib: spec.host?.(i).memoryMib ?? null,
       });
     }
   const inserted = await db.insertInto('nodes').values(rows).returning('id').execute();

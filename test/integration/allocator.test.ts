@@ -2,7 +2,7 @@
 import { sql } from 'kysely';
 import { Allocator } from '../../activities/allocator';
 import { checkInvariants } from '../../db/invariants';
-import type { ResourceRequest } from '../../api/types';
+import { PLACEMENT_POLICIES, type ResourceRequest } from '../../api/types';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { registerTestJob, seedFleet } from '../helpers/fleet';
 
@@ -221,4 +221,127 @@ test('a batch needing more nodes than one candidate page still places everything
   expect(new Set(results.map((r) => (r.result?.placed ? r.result.placement.workers[0].nodeId : 0))).size).toBe(4);
   expect(await checkInvariants(t.db)).toEqual([]);
   for (const id of ids) await small.release(id, 1);
+});
+
+describe('host CPU and memory through the SQL path', () => {
+  // Two H100 nodes of 8 devices: the first has 16 cores and 64 GiB, the second 64 cores and 256 GiB.
+  let small = 0;
+  let large = 0;
+  beforeAll(async () => {
+    [small, large] = await seedFleet(t.db, {
+      nodes: [['H100', 8, 2]],
+      host: (i) => (i === 0 ? { cpuMilli: 16000, memoryMib: 65536 } : { cpuMilli: 64000, memoryMib: 262144 }),
+    });
+  });
+  afterEach(async () => {
+    expect(await checkInvariants(t.db)).toEqual([]);
+  });
+  const h100 = (o: Partial<ResourceRequest>) => req({ acceleratorTypes: ['H100'], devicesPerWorker: 1, ...o });
+  const hostFree = async (): Promise<Record<number, { cpu: number | null; memory: number | null }>> =>
+    Object.fromEntries(
+      (await t.db.selectFrom('nodes').select(['id', 'free_cpu_milli', 'free_memory_mib']).where('id', 'in', [small, large]).execute()).map((n) => [
+        n.id,
+        { cpu: n.free_cpu_milli, memory: n.free_memory_mib },
+      ]),
+    );
+  const untouched = (): Record<number, { cpu: number; memory: number }> => ({ [small]: { cpu: 16000, memory: 65536 }, [large]: { cpu: 64000, memory: 262144 } });
+
+  test.each(PLACEMENT_POLICIES)('%s does not place a task on a node without its CPU, and says so when no node has it', async (policy) => {
+    await registerTestJob(t.db, `cpu-fit-${policy}`);
+    // Every policy would take the first node otherwise: it is the lower id and as empty as the other.
+    const r = await allocator.allocate({ jobId: `cpu-fit-${policy}`, epoch: 1, request: h100({ cpuMilliPerWorker: 24000 }), policy });
+    expect(r.placed && r.placement.workers[0].nodeId).toBe(large);
+    expect(await hostFree()).toEqual({ ...untouched(), [large]: { cpu: 40000, memory: 262144 } });
+    await registerTestJob(t.db, `cpu-none-${policy}`);
+    const none = await allocator.allocate({ jobId: `cpu-none-${policy}`, epoch: 1, request: h100({ cpuMilliPerWorker: 48000 }), policy });
+    expect(none).toEqual({ placed: false, blockedBy: 'capacity', reason: expect.stringContaining('1×1 of H100 with 48000m CPU each') });
+    await allocator.release(`cpu-fit-${policy}`, 1);
+    expect(await hostFree()).toEqual(untouched());
+  });
+
+  test('a task short of memory on a node is not placed there', async () => {
+    await registerTestJob(t.db, 'mem-fit');
+    const r = await allocator.allocate({ jobId: 'mem-fit', epoch: 1, request: h100({ memoryMibPerWorker: 100000 }), policy: 'first-fit' });
+    expect(r.placed && r.placement.workers[0].nodeId).toBe(large);
+    await allocator.release('mem-fit', 1);
+  });
+
+  test('a gang whose CPU does not fit in full places nothing; one that fits takes CPU for each worker', async () => {
+    await registerTestJob(t.db, 'cpu-gang-big');
+    // Three workers of 24 cores: only the 64-core node could take any, and only two.
+    const big = await allocator.allocate({ jobId: 'cpu-gang-big', epoch: 1, request: h100({ workers: 3, cpuMilliPerWorker: 24000 }) });
+    expect(big).toMatchObject({ placed: false, blockedBy: 'capacity' });
+    expect(await hostFree()).toEqual(untouched());
+    expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', 'cpu-gang-big').execute()).toEqual([]);
+    await registerTestJob(t.db, 'cpu-gang');
+    const gang = await allocator.allocate({ jobId: 'cpu-gang', epoch: 1, request: h100({ workers: 2, devicesPerWorker: 2, cpuMilliPerWorker: 24000, memoryMibPerWorker: 1024 }) });
+    expect(gang.placed && gang.placement.workers.map((w) => w.nodeId)).toEqual([large, large]);
+    // CPU and memory are held once per worker, however many devices the worker has.
+    expect(await hostFree()).toEqual({ ...untouched(), [large]: { cpu: 16000, memory: 260096 } });
+    await allocator.release('cpu-gang', 1);
+  });
+
+  test('release and finish give host CPU and memory back', async () => {
+    await registerTestJob(t.db, 'cpu-release');
+    const a = await allocator.allocate({ jobId: 'cpu-release', epoch: 1, request: h100({ devicesPerWorker: 4, cpuMilliPerWorker: 12000, memoryMibPerWorker: 32768 }) });
+    if (!a.placed) throw new Error(a.reason);
+    const at = a.placement.workers[0].nodeId;
+    expect((await hostFree())[at]).toEqual({ cpu: untouched()[at].cpu - 12000, memory: untouched()[at].memory - 32768 });
+    expect(await allocator.release('cpu-release', 1)).toEqual({ released: 4 });
+    expect(await hostFree()).toEqual(untouched());
+    await registerTestJob(t.db, 'cpu-finish');
+    const b = await allocator.allocate({ jobId: 'cpu-finish', epoch: 1, request: h100({ cpuMilliPerWorker: 8000, memoryMibPerWorker: 4096 }) });
+    expect(b.placed).toBe(true);
+    expect(await hostFree()).not.toEqual(untouched());
+    await allocator.finish('cpu-finish', 1, 'completed', null);
+    expect(await hostFree()).toEqual(untouched());
+  });
+
+  test.each<[string, Partial<ResourceRequest>, string]>([
+    ['negative CPU', { cpuMilliPerWorker: -1000 }, 'request.cpuMilliPerWorker: -1000 must be an integer from 0'],
+    ['fractional CPU', { cpuMilliPerWorker: 2.5 }, 'request.cpuMilliPerWorker: 2.5 must be an integer'],
+    ['negative memory', { memoryMibPerWorker: -1 }, 'request.memoryMibPerWorker: -1 must be an integer from 0'],
+    ['fractional memory', { memoryMibPerWorker: 0.5 }, 'request.memoryMibPerWorker: 0.5 must be an integer'],
+  ])('%s is refused with a clear error and nothing written', async (name, o, message) => {
+    const id = `bad-host-${name.replace(/\W+/g, '-')}`;
+    await registerTestJob(t.db, id);
+    await expect(allocator.allocate({ jobId: id, epoch: 1, request: h100(o) })).rejects.toThrow(message);
+    expect(await hostFree()).toEqual(untouched());
+    expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', id).execute()).toEqual([]);
+  });
+
+  test('concurrent allocators never hand out more CPU than a node has', async () => {
+    // 16 cores a task: the small node holds one, the large node four, though both have devices to spare.
+    const ids = Array.from({ length: 12 }, (_, i) => `cpu-conc-${i}`);
+    for (const id of ids) await registerTestJob(t.db, id);
+    const results = await Promise.all(ids.map((id) => allocator.allocate({ jobId: id, epoch: 1, request: h100({ cpuMilliPerWorker: 16000 }) })));
+    const placed = results.filter((r) => r.placed).length;
+    expect(placed).toBeGreaterThan(0);
+    expect(placed).toBeLessThanOrEqual(5);
+    const free = await hostFree();
+    expect(free[small].cpu).toBeGreaterThanOrEqual(0);
+    expect(free[large].cpu).toBeGreaterThanOrEqual(0);
+    expect(await checkInvariants(t.db)).toEqual([]);
+    for (const id of ids) await allocator.release(id, 1);
+  });
+
+  test('PostgreSQL itself refuses host CPU held beyond what the node has, whatever the code does', async () => {
+    await registerTestJob(t.db, 'cpu-direct');
+    await expect(
+      t.db.insertInto('allocations').values({ job_id: 'cpu-direct', epoch: 1, node_id: small, device_idx: 0, milli: 1000, worker_idx: 0, cpu_milli: 16001 }).execute(),
+    ).rejects.toThrow(/check constraint/);
+    expect(await hostFree()).toEqual(untouched());
+  });
+
+  test('the invariant checker catches planted corruption of free CPU', async () => {
+    await registerTestJob(t.db, 'cpu-plant');
+    const r = await allocator.allocate({ jobId: 'cpu-plant', epoch: 1, request: h100({ cpuMilliPerWorker: 4000 }) });
+    if (!r.placed) throw new Error(r.reason);
+    const at = r.placement.workers[0].nodeId;
+    await sql`UPDATE nodes SET free_cpu_milli = free_cpu_milli + 4000 WHERE id = ${at}`.execute(t.db);
+    const found = await checkInvariants(t.db);
+    expect(found).toEqual([{ rule: 'host-capacity-drift', detail: expect.stringContaining(`node ${at} free CPU ${untouched()[at].cpu} milli (expected ${untouched()[at].cpu - 4000})`) }]);
+    await sql`UPDATE nodes SET free_cpu_milli = free_cpu_milli - 4000 WHERE id = ${at}`.execute(t.db);
+    await allocator.release('cpu-plant', 1);
+  });
 });

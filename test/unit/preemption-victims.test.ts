@@ -108,6 +108,21 @@ describe('which victims are preferred', () => {
     expect(r.ok && r.victims).toEqual(['b']);
   });
 
+  test('stopping a victim frees its host CPU too: the victim whose node then has the cores is chosen', () => {
+    // Node 1: 4 devices free but its 32 cores all held by 'a' (on its other devices). Node 2: full,
+    // 'b' holds all devices and 8 cores, and 20 cores are free. The preemptor needs 4 devices and 24 cores.
+    const nodes = [{ ...node(1, [1000, 1000, 1000, 1000, 0, 0, 0, 0]), freeCpuMilli: 0 }, { ...node(2), freeCpuMilli: 20000 }];
+    const a = job('a', on(1, HIGH).map((h, k) => ({ ...h, cpuMilli: k === 0 ? 32000 : 0 })), { workLostMs: 1_000 });
+    const b = job('b', on(2, ALL8).map((h, k) => ({ ...h, cpuMilli: k === 0 ? 8000 : 0 })), { workLostMs: 600_000 });
+    const r = chooseVictims(preemptor(request(1, 4, 'node', { cpuMilliPerWorker: 24000 })), nodes, [a, b]);
+    // 'a' loses less work, and freeing it gives node 1 its cores back: that is enough.
+    expect(r.ok && r.victims).toEqual(['a']);
+    expect(r.ok && r.workers.map((w) => w.nodeId)).toEqual([1]);
+    // Without 'a' eligible, stopping 'b' frees node 2's devices and its 8 cores: 28 in all.
+    const onlyB = chooseVictims(preemptor(request(1, 4, 'node', { cpuMilliPerWorker: 24000 }), { preemptedBy: ['a'] }), nodes, [a, b]);
+    expect(onlyB.ok && onlyB.victims).toEqual(['b']);
+  });
+
   test('among equals, one 8-device victim beats two 4-device victims', () => {
     const running = [job('a', on(1, LOW)), job('b', on(1, HIGH)), job('c', on(2, ALL8))];
     for (const topology of ['node', 'any'] as const) {

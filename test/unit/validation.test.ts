@@ -10,6 +10,7 @@ describe('job spec validation', () => {
   test('a well-formed spec has no problems', () => {
     expect(validateSpec(good)).toEqual([]);
     expect(validateSpec({ ...good, request: { ...good.request, devicesPerWorker: 0, milliPerWorker: 250 } })).toEqual([]);
+    expect(validateSpec({ ...good, request: { ...good.request, cpuMilliPerWorker: 8000, memoryMibPerWorker: 0 } })).toEqual([]);
   });
 
   test.each<[string, unknown, string]>([
@@ -20,6 +21,11 @@ describe('job spec validation', () => {
     ['share without size', { ...good, request: { ...good.request, devicesPerWorker: 0 } }, 'request.milliPerWorker: undefined must be an integer from 1 to 999'],
     ['share with whole devices', { ...good, request: { ...good.request, milliPerWorker: 500 } }, 'request.milliPerWorker: 500 is only allowed when devicesPerWorker is 0'],
     ['no accelerator types', { ...good, request: { ...good.request, acceleratorTypes: [] } }, 'request.acceleratorTypes: [] must be a non-empty list'],
+    ['fractional CPU', { ...good, request: { ...good.request, cpuMilliPerWorker: 1.5 } }, 'request.cpuMilliPerWorker: 1.5 must be an integer from 0 to 10000000 (milli-cores)'],
+    ['negative CPU', { ...good, request: { ...good.request, cpuMilliPerWorker: -1000 } }, 'request.cpuMilliPerWorker: -1000 must be an integer from 0'],
+    ['CPU as a string', { ...good, request: { ...good.request, cpuMilliPerWorker: '4000' } }, 'request.cpuMilliPerWorker: "4000" must be an integer'],
+    ['negative memory', { ...good, request: { ...good.request, memoryMibPerWorker: -1 } }, 'request.memoryMibPerWorker: -1 must be an integer from 0 to 1073741824 (MiB)'],
+    ['fractional memory', { ...good, request: { ...good.request, memoryMibPerWorker: 0.5 } }, 'request.memoryMibPerWorker: 0.5 must be an integer'],
     ['bad topology', { ...good, request: { ...good.request, topology: 'zone' } }, 'request.topology: "zone" must be one of any, node, rack, pod'],
     ['zero duration', { ...good, durationMs: 0 }, 'durationMs: 0 must be a positive integer'],
     ['bad tenant path', { ...good, tenant: 'Acme//x' }, 'tenant: "Acme//x" must be a path org[/team[/project]]'],
