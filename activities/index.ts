@@ -58,8 +58,11 @@ export const QUIET_HEARTBEAT_MS = 2000;
 /** The least time between two kicks one worker sends the region scheduler. */
 export const KICK_SPACING_MS = 100;
 
-/** How often a running job's watcher observes the executor. */
-export const OBSERVE_EVERY_MS = 250;
+/**
+ * How often a running job's watcher observes the executor (each observation is a write), and so
+ * how soon it notices a lost node or a failure; it also wakes when the run is due to end.
+ */
+export const OBSERVE_EVERY_MS = 1000;
 
 export function createActivities({ db, region, client, taskQueue, policy, executor: given, cycle }: ActivityDeps) {
   const log = () => Context.current().log;
