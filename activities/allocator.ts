@@ -165,14 +165,10 @@ export class Allocator {
         const hooks = makeHooks?.() ?? {};
         const out: Array<{ result?: AllocateResult; failure?: Error }> = inputs.map(() => ({}));
         const ids = [...new Set(inputs.map((i) => i.jobId))];
-        const jobs = new Map(
-          (await trx.selectFrom('jobs').select(['id', 'epoch', 'tenant', 'tier', 'state']).where('id', 'in', ids).orderBy('id').forUpdate().execute()).map(
-            (j) => [j.id, j],
-          ),
-        );
-        const existing = await readPlacements(trx, ids);
-        // Quota rules, open reservations and nominations: small tables, read in one round trip.
-        const context = await readPlacementContext(trx);
+        // The jobs locked, their placements, quota rules, open reservations and nominations: one round trip.
+        const context = await lockAndRead(trx, ids);
+        const jobs = new Map(context.jobs.map((j) => [j.id, j]));
+        const existing = context.placements;
         const quota = await lockQuota(trx, context.rules, inputs.map((i) => ({ tenant: jobs.get(i.jobId)?.tenant, types: i.request.acceleratorTypes })));
         const reservations = ReservationLedger.of(context.reservations);
         // Nodes kept for a preemptor while its victims release them: nobody else is placed there.
@@ -246,21 +242,7 @@ export class Allocator {
           } else waiting.push([input.jobId, result.reason]);
           hooks.settled?.(input, result);
         }
-        for (const [id, epoch] of bumps) await trx.updateTable('jobs').set({ epoch }).where('id', '=', id).execute();
-        if (inserts.length) await trx.insertInto('allocations').values(inserts).execute();
-        if (placed.length)
-          await trx.deleteFrom('nominations').where('preemptor', 'in', placed.map((p) => p.id)).execute();
-        if (placed.length)
-          await sql`UPDATE jobs AS j SET state = 'placed', waiting_reason = NULL, placed_at = now(), updated_at = now(),
-              quota_charge = CASE WHEN u.charge = '' THEN NULL ELSE string_to_array(u.charge, ',') END, quota_milli = u.milli
-            FROM unnest(${placed.map((p) => p.id)}::text[], ${placed.map((p) => p.charge.join(','))}::text[], ${placed.map((p) => p.milli)}::int[])
-              AS u(id, charge, milli)
-            WHERE j.id = u.id`.execute(trx);
-        await quota.write(trx);
-        if (waiting.length)
-          await sql`UPDATE jobs AS j SET waiting_reason = u.reason, updated_at = now()
-            FROM unnest(${waiting.map((w) => w[0])}::text[], ${waiting.map((w) => w[1])}::text[]) AS u(id, reason)
-            WHERE j.id = u.id AND j.waiting_reason IS DISTINCT FROM u.reason`.execute(trx);
+        await writePlacements(trx, { inserts, placed, waiting, bumps, quota });
         return out;
       }),
     );
@@ -367,32 +349,43 @@ export class Allocator {
     return this.releaseAs(jobId, epoch, { state, reason });
   }
 
+  /**
+   * One statement, so one round trip: lock the job, delete its allocations (the trigger frees the
+   * devices), give its quota charge back, and (when finishing) set the final state — unless the
+   * first ending recorded stands — and drop capacity nominated to it. A statement reads the
+   * snapshot it started with, so if the job row changed between that snapshot and the lock (a
+   * placement of this job committing meanwhile), it changes nothing and runs again.
+   */
   private async releaseAs(jobId: string, epoch: number, final?: { state: JobState; reason: string | null }): Promise<ReleaseResult> {
-    return withTransientRetry(() =>
-      this.db.transaction().execute(async (trx) => {
-        const found = await trx.selectFrom('jobs').select(['epoch', 'quota_charge', 'quota_milli']).where('id', '=', jobId).forUpdate().executeTakeFirst();
-        if (!found) return { released: 0 };
-        if (found.epoch > epoch) throw staleEpoch(jobId, epoch, found.epoch);
-        const deleted = await trx.deleteFrom('allocations').where('job_id', '=', jobId).executeTakeFirst();
-        if (found.quota_charge?.length && found.quota_milli) {
-          // Give the quota back in the same transaction; a second release finds nothing charged.
-          await sql`UPDATE quotas SET used_milli = used_milli - ${found.quota_milli}
-            WHERE tenant || '|' || accelerator_type = ANY(${[...found.quota_charge].sort()}::text[])`.execute(trx);
-        }
-        await trx.updateTable('jobs').set({ quota_charge: null, quota_milli: null }).where('id', '=', jobId).where('quota_charge', 'is not', null).execute();
-        if (final) {
-          // The first ending recorded stands (a late run activity must not rewrite it).
-          await trx
-            .updateTable('jobs')
-            .set({ state: final.state, waiting_reason: final.reason, updated_at: new Date() })
-            .where('id', '=', jobId)
-            .where('state', 'not in', ['completed', 'failed', 'cancelled', 'rejected'])
-            .execute();
-          await trx.deleteFrom('nominations').where('preemptor', '=', jobId).execute();
-        }
-        return { released: Number(deleted.numDeletedRows) };
-      }),
-    );
+    return withTransientRetry(async () => {
+      for (let attempt = 1; ; attempt++) {
+        const r = await sql<{ found_epoch: number | null; moved: boolean | null; released: number }>`
+          WITH seen AS (SELECT xmin::text AS v FROM jobs WHERE id = ${jobId}),
+          locked AS (SELECT id, epoch, quota_charge, quota_milli, xmin::text AS v FROM jobs WHERE id = ${jobId} FOR UPDATE),
+          ok AS (SELECT l.* FROM locked l, seen s WHERE l.v = s.v AND l.epoch <= ${epoch}),
+          del AS (DELETE FROM allocations a USING ok WHERE a.job_id = ok.id RETURNING 1),
+          quota AS (
+            UPDATE quotas SET used_milli = used_milli - ok.quota_milli FROM ok
+            WHERE ok.quota_milli IS NOT NULL AND quotas.tenant || '|' || quotas.accelerator_type = ANY(ok.quota_charge)
+            RETURNING 1),
+          job AS (
+            UPDATE jobs j SET quota_charge = NULL, quota_milli = NULL,
+              state = CASE WHEN ${final !== undefined} AND j.state NOT IN ('completed', 'failed', 'cancelled', 'rejected') THEN ${final?.state ?? null}::text ELSE j.state END,
+              waiting_reason = CASE WHEN ${final !== undefined} AND j.state NOT IN ('completed', 'failed', 'cancelled', 'rejected') THEN ${final?.reason ?? null}::text ELSE j.waiting_reason END,
+              updated_at = CASE WHEN ${final !== undefined} THEN now() ELSE j.updated_at END
+            FROM ok WHERE j.id = ok.id AND (j.quota_charge IS NOT NULL OR ${final !== undefined})
+            RETURNING 1),
+          nom AS (DELETE FROM nominations WHERE ${final !== undefined} AND preemptor IN (SELECT id FROM ok) RETURNING 1)
+          SELECT (SELECT epoch FROM locked) AS found_epoch,
+                 (SELECT l.v <> s.v FROM locked l, seen s) AS moved,
+                 (SELECT count(*)::int FROM del) AS released`.execute(this.db);
+        const row = r.rows[0];
+        if (row.found_epoch === null) return { released: 0 };
+        if (row.found_epoch > epoch) throw staleEpoch(jobId, epoch, row.found_epoch);
+        if (!row.moved) return { released: row.released };
+        if (attempt >= 10) throw new Error(`release of job ${jobId}: its row kept changing under the release (10 attempts)`);
+      }
+    });
   }
 }
 
@@ -496,26 +489,147 @@ interface LockedQuota {
   write(trx: Trx): Promise<void>;
 }
 
-/**
- * Reads the quota rules and locks, in key order, the usage rows every request of the batch may
- * be checked against, so concurrent placements cannot both spend the same headroom.
- */
+interface LockedJob {
+  id: string;
+  epoch: number;
+  tenant: string;
+  tier: string;
+  state: JobState;
+}
+
+/** What a placement transaction decides against, read in the round trip that locks its jobs. */
 interface PlacementContext {
+  jobs: LockedJob[];
+  placements: Map<string, Placement>;
   rules: QuotaRule[];
   reservations: ActiveReservation[];
   nominations: Array<{ node_id: number; preemptor: string }>;
 }
 
-async function readPlacementContext(trx: Trx): Promise<PlacementContext> {
-  const r = await sql<{ rules: QuotaRule[]; reservations: Array<Omit<ActiveReservation, 'endsAt'> & { endsAt: string }>; nominations: PlacementContext['nominations'] }>`
-    SELECT
-      coalesce((SELECT json_agg(json_build_object('tenant', tenant, 'acceleratorType', accelerator_type, 'nominal', nominal,
-        'borrowingLimit', borrowing_limit, 'lendingLimit', lending_limit)) FROM quotas), '[]') AS rules,
-      coalesce((SELECT json_agg(json_build_object('id', id, 'tenant', tenant, 'acceleratorType', accelerator_type, 'devices', devices,
-        'endsAt', ends_at)) FROM reservations WHERE state = 'active'), '[]') AS reservations,
-      coalesce((SELECT json_agg(json_build_object('node_id', node_id, 'preemptor', preemptor)) FROM nominations), '[]') AS nominations`.execute(trx);
-  const row = r.rows[0];
-  return { rules: row.rules, nominations: row.nominations, reservations: row.reservations.map((x) => ({ ...x, endsAt: new Date(x.endsAt) })) };
+interface PlacementRow {
+  job_id: string;
+  epoch: number;
+  worker_idx: number;
+  node_id: number;
+  name: string;
+  accelerator_type: string;
+  device_idx: number;
+  milli: number;
+}
+
+/**
+ * Locks the batch's jobs (in id order) and reads, in the same statement, their placements and the
+ * small tables every placement checks: quota rules, open reservations, nominations. A statement
+ * reads the snapshot it started with; if a job row changed between that snapshot and its lock
+ * (another placement or release of it committed meanwhile), the read runs again — the rows are
+ * ours by then, so the second read is current.
+ */
+async function lockAndRead(trx: Trx, ids: string[]): Promise<PlacementContext> {
+  for (let attempt = 1; ; attempt++) {
+    const r = await sql<{
+      jobs: LockedJob[];
+      moved: number;
+      placements: PlacementRow[];
+      rules: QuotaRule[];
+      reservations: Array<Omit<ActiveReservation, 'endsAt'> & { endsAt: string }>;
+      nominations: PlacementContext['nominations'];
+    }>`
+      WITH seen AS (SELECT id, xmin::text AS v FROM jobs WHERE id = ANY(${ids}::text[])),
+      locked AS (SELECT id, epoch, tenant, tier, state, xmin::text AS v FROM jobs WHERE id = ANY(${ids}::text[]) ORDER BY id FOR UPDATE)
+      SELECT
+        coalesce((SELECT json_agg(json_build_object('id', id, 'epoch', epoch, 'tenant', tenant, 'tier', tier, 'state', state)) FROM locked), '[]') AS jobs,
+        (SELECT count(*)::int FROM locked l JOIN seen s USING (id) WHERE l.v <> s.v) AS moved,
+        coalesce((SELECT json_agg(json_build_object('job_id', a.job_id, 'epoch', a.epoch, 'worker_idx', a.worker_idx, 'node_id', a.node_id,
+            'name', n.name, 'accelerator_type', n.accelerator_type, 'device_idx', a.device_idx, 'milli', a.milli)
+            ORDER BY a.job_id, a.worker_idx, a.device_idx)
+          FROM allocations a JOIN nodes n ON n.id = a.node_id WHERE a.job_id = ANY(${ids}::text[])), '[]') AS placements,
+        coalesce((SELECT json_agg(json_build_object('tenant', tenant, 'acceleratorType', accelerator_type, 'nominal', nominal,
+          'borrowingLimit', borrowing_limit, 'lendingLimit', lending_limit)) FROM quotas), '[]') AS rules,
+        coalesce((SELECT json_agg(json_build_object('id', id, 'tenant', tenant, 'acceleratorType', accelerator_type, 'devices', devices,
+          'endsAt', ends_at)) FROM reservations WHERE state = 'active'), '[]') AS reservations,
+        coalesce((SELECT json_agg(json_build_object('node_id', node_id, 'preemptor', preemptor)) FROM nominations), '[]') AS nominations`.execute(trx);
+    const row = r.rows[0];
+    if (row.moved > 0 && attempt < 10) continue;
+    if (row.moved > 0) throw new Error(`placement: jobs ${ids.join(', ')} kept changing under their lock (10 reads)`);
+    return {
+      jobs: row.jobs,
+      placements: groupPlacements(row.placements),
+      rules: row.rules,
+      nominations: row.nominations,
+      reservations: row.reservations.map((x) => ({ ...x, endsAt: new Date(x.endsAt) })),
+    };
+  }
+}
+
+function groupPlacements(rows: PlacementRow[]): Map<string, Placement> {
+  const out = new Map<string, Placement>();
+  for (const r of rows) {
+    const key = `${r.job_id}@${r.epoch}`;
+    let p = out.get(key);
+    if (!p) out.set(key, (p = { jobId: r.job_id, epoch: r.epoch, acceleratorType: r.accelerator_type, workers: [] }));
+    let w = p.workers.find((x) => x.workerIdx === r.worker_idx);
+    if (!w) p.workers.push((w = { workerIdx: r.worker_idx, nodeId: r.node_id, nodeName: r.name, deviceIdx: [], milli: r.milli }));
+    w.deviceIdx.push(r.device_idx);
+  }
+  return out;
+}
+
+/**
+ * Everything a placement transaction writes, in one statement: the allocation rows (the trigger
+ * takes the devices, CPU and memory, and the CHECKs refuse oversubscription), the jobs' new
+ * epochs, placed states, quota charges and waiting reasons, the nominations the placed jobs no
+ * longer need, and the quota usage.
+ */
+async function writePlacements(
+  trx: Trx,
+  w: {
+    inserts: Array<Insertable<Database['allocations']>>;
+    placed: Array<{ id: string; charge: string[]; milli: number }>;
+    waiting: Array<[string, string]>;
+    bumps: Array<[string, number]>;
+    quota: LockedQuota;
+  },
+): Promise<void> {
+  const jobs = new Map<string, { epoch: number | null; placed: boolean; charge: string | null; milli: number | null; reason: string | null }>();
+  const job = (id: string) => {
+    let j = jobs.get(id);
+    if (!j) jobs.set(id, (j = { epoch: null, placed: false, charge: null, milli: null, reason: null }));
+    return j;
+  };
+  for (const [id, epoch] of w.bumps) job(id).epoch = epoch;
+  for (const p of w.placed) Object.assign(job(p.id), { placed: true, charge: p.charge.join(','), milli: p.milli });
+  for (const [id, reason] of w.waiting) job(id).reason = reason;
+  const quotaKeys = [...w.quota.dirty];
+  if (!jobs.size && !w.inserts.length && !quotaKeys.length) return;
+  const ids = [...jobs.keys()];
+  const rows = [...jobs.values()];
+  const col = <K extends keyof Insertable<Database['allocations']>>(k: K) => w.inserts.map((i) => i[k] ?? 0);
+  await sql`
+    WITH ins AS (
+      INSERT INTO allocations (job_id, epoch, node_id, device_idx, milli, worker_idx, cpu_milli, memory_mib)
+      SELECT * FROM unnest(${col('job_id')}::text[], ${col('epoch')}::int[], ${col('node_id')}::int[], ${col('device_idx')}::int[],
+        ${col('milli')}::int[], ${col('worker_idx')}::int[], ${col('cpu_milli')}::int[], ${col('memory_mib')}::int[])
+      RETURNING 1),
+    job AS (
+      UPDATE jobs AS j SET
+        epoch = coalesce(u.epoch, j.epoch),
+        state = CASE WHEN u.placed THEN 'placed' ELSE j.state END,
+        waiting_reason = CASE WHEN u.placed THEN NULL ELSE coalesce(u.reason, j.waiting_reason) END,
+        placed_at = CASE WHEN u.placed THEN now() ELSE j.placed_at END,
+        quota_charge = CASE WHEN NOT u.placed THEN j.quota_charge WHEN u.charge = '' THEN NULL ELSE string_to_array(u.charge, ',') END,
+        quota_milli = CASE WHEN u.placed THEN u.milli ELSE j.quota_milli END,
+        updated_at = now()
+      FROM unnest(${ids}::text[], ${rows.map((r) => r.epoch)}::int[], ${rows.map((r) => r.placed)}::bool[], ${rows.map((r) => r.charge)}::text[],
+        ${rows.map((r) => r.milli)}::int[], ${rows.map((r) => r.reason)}::text[]) AS u(id, epoch, placed, charge, milli, reason)
+      WHERE j.id = u.id AND (u.placed OR u.epoch IS NOT NULL OR j.waiting_reason IS DISTINCT FROM u.reason)
+      RETURNING 1),
+    nom AS (DELETE FROM nominations WHERE preemptor = ANY(${w.placed.map((p) => p.id)}::text[]) RETURNING 1),
+    quota AS (
+      UPDATE quotas AS q SET used_milli = u.used
+      FROM unnest(${quotaKeys}::text[], ${quotaKeys.map((k) => w.quota.usage.get(k) ?? 0)}::bigint[]) AS u(k, used)
+      WHERE q.tenant || '|' || q.accelerator_type = u.k
+      RETURNING 1)
+    SELECT (SELECT count(*) FROM ins) AS allocations`.execute(trx);
 }
 
 async function lockQuota(trx: Trx, rules: QuotaRule[], wants: Array<{ tenant?: string; types: string[] }>): Promise<LockedQuota> {

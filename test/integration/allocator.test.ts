@@ -115,6 +115,47 @@ describe('allocator on PostgreSQL', () => {
     for (const id of ids) await allocator.release(id, 1);
   });
 
+  // Each statement reads the snapshot it started with. These two hold a job's row in another
+  // transaction, let the allocator's statement start and queue for the lock, and commit a
+  // placement of that job meanwhile: the allocator must see it, not its stale snapshot.
+  const racingPlacement = async (jobId: string, during: () => Promise<unknown>): Promise<unknown> => {
+    const node = await t.db.selectFrom('nodes').select(['id', 'free_milli']).where('accelerator_type', '=', 'A100').where('free_whole', '=', 8).orderBy('id').executeTakeFirstOrThrow();
+    const { pending } = await t.db.transaction().execute(async (trx) => {
+      await trx.selectFrom('jobs').select('id').where('id', '=', jobId).forUpdate().execute();
+      const pending = during();
+      pending.catch(() => undefined);
+      // Give the allocator's statement time to start and wait on the row lock.
+      for (let i = 0; i < 50; i++) {
+        const waiting = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`.execute(t.db);
+        if (waiting.rows[0].n > 0) break;
+        await new Promise((r) => setTimeout(r, 20));
+      }
+      await trx.insertInto('allocations').values([0, 1].map((d) => ({ job_id: jobId, epoch: 1, node_id: node.id, device_idx: d, milli: 1000, worker_idx: 0 }))).execute();
+      await trx.updateTable('jobs').set({ state: 'placed' }).where('id', '=', jobId).execute();
+      return { pending }; // wrapped: the commit must not wait for the call queued behind it
+    });
+    return pending;
+  };
+
+  test('a release queued behind a placement of its job releases what that placement took', async () => {
+    await registerTestJob(t.db, 'race-release');
+    const before = await freeDevices();
+    const released = await racingPlacement('race-release', () => allocator.finish('race-release', 1, 'cancelled', 'raced'));
+    expect(released).toEqual({ released: 2 });
+    expect(await freeDevices()).toBe(before);
+    expect((await t.db.selectFrom('jobs').select('state').where('id', '=', 'race-release').executeTakeFirstOrThrow()).state).toBe('cancelled');
+  });
+
+  test('an allocate queued behind a placement of its job returns that placement instead of placing again', async () => {
+    await registerTestJob(t.db, 'race-place');
+    const before = await freeDevices();
+    const result = (await racingPlacement('race-place', () => allocator.allocate({ jobId: 'race-place', epoch: 1, request: req() }))) as { placed: boolean; placement?: { workers: Array<{ deviceIdx: number[] }> } };
+    expect(result.placed).toBe(true);
+    expect(result.placement?.workers.flatMap((w) => w.deviceIdx)).toEqual([0, 1]);
+    expect(await freeDevices()).toBe(before - 2);
+    expect(await allocator.release('race-place', 1)).toEqual({ released: 2 });
+  });
+
   test('the invariant checker catches planted corruption', async () => {
     await registerTestJob(t.db, 'plant-1');
     const r = await allocator.allocate({ jobId: 'plant-1', epoch: 1, request: req({ devicesPerWorker: 1 }) });
