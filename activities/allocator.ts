@@ -24,26 +24,46 @@ export interface ReleaseResult {
 
 type Trx = Transaction<Database>;
 
-/** Per accelerator type, the most devices any node has (refreshed when a type is not found). */
+/** The largest node of one accelerator type: most devices, CPU and memory (Infinity: some node does not track it). */
+interface TypeShape {
+  devices: number;
+  cpuMilli: number;
+  memoryMib: number;
+}
+
+/** Per accelerator type, the largest amounts any node has (refreshed when a type is not found). */
 class InventoryShape {
-  private maxDevices = new Map<string, number>();
+  private largest = new Map<string, TypeShape>();
   private loadedAt = 0;
   constructor(private readonly db: Kysely<Database>) {}
 
-  async get(type: string): Promise<number | undefined> {
-    if (!this.maxDevices.has(type) || Date.now() - this.loadedAt > 10_000) await this.load();
-    return this.maxDevices.get(type);
+  async get(type: string): Promise<TypeShape | undefined> {
+    if (!this.largest.has(type) || Date.now() - this.loadedAt > 10_000) await this.load();
+    return this.largest.get(type);
   }
 
   private async load(): Promise<void> {
     const types = await this.db.selectFrom('accelerator_types').select('name').execute();
     const sizes = await this.db
       .selectFrom('nodes')
-      .select(['accelerator_type', (eb) => eb.fn.max('device_count').as('max')])
+      .select((eb) => [
+        'accelerator_type',
+        eb.fn.max('device_count').as('devices'),
+        eb.fn.max('cpu_milli').as('cpu'),
+        eb.fn.max('memory_mib').as('memory'),
+        // A node that does not track CPU or memory has room for any.
+        sql<boolean>`bool_or(cpu_milli IS NULL)`.as('cpu_untracked'),
+        sql<boolean>`bool_or(memory_mib IS NULL)`.as('memory_untracked'),
+      ])
       .groupBy('accelerator_type')
       .execute();
-    this.maxDevices = new Map(types.map((t) => [t.name, 0]));
-    for (const s of sizes) this.maxDevices.set(s.accelerator_type, Number(s.max));
+    this.largest = new Map(types.map((t) => [t.name, { devices: 0, cpuMilli: 0, memoryMib: 0 }]));
+    for (const s of sizes)
+      this.largest.set(s.accelerator_type, {
+        devices: Number(s.devices),
+        cpuMilli: s.cpu_untracked ? Infinity : Number(s.cpu),
+        memoryMib: s.memory_untracked ? Infinity : Number(s.memory),
+      });
     this.loadedAt = Date.now();
   }
 }
@@ -102,19 +122,27 @@ export class Allocator {
   async checkRequest(request: ResourceRequest): Promise<void> {
     const problems = validateRequest(request);
     if (problems.length) throw badRequest(problems.join('; '));
-    const perNode = request.topology === 'node' ? request.workers * Math.max(1, request.devicesPerWorker) : Math.max(1, request.devicesPerWorker);
-    let largest = 0;
+    const onOneNode = request.topology === 'node' ? request.workers : 1;
+    const perNode = onOneNode * Math.max(1, request.devicesPerWorker);
+    const largest: TypeShape = { devices: 0, cpuMilli: 0, memoryMib: 0 };
     for (const type of request.acceleratorTypes) {
-      const max = await this.shape.get(type);
-      if (max === undefined) throw badRequest(`request.acceleratorTypes: unknown accelerator type ${JSON.stringify(type)}`);
-      largest = Math.max(largest, max);
+      const shape = await this.shape.get(type);
+      if (shape === undefined) throw badRequest(`request.acceleratorTypes: unknown accelerator type ${JSON.stringify(type)}`);
+      largest.devices = Math.max(largest.devices, shape.devices);
+      largest.cpuMilli = Math.max(largest.cpuMilli, shape.cpuMilli);
+      largest.memoryMib = Math.max(largest.memoryMib, shape.memoryMib);
     }
-    if (largest === 0)
-      throw badRequest(`request.acceleratorTypes: no node of ${request.acceleratorTypes.join('|')} exists in this region`);
-    if (request.devicesPerWorker > 0 && perNode > largest)
-      throw badRequest(
-        `request: ${describeRequest(request)} needs ${perNode} devices on one node, but the largest node of ${request.acceleratorTypes.join('|')} has ${largest}`,
-      );
+    const types = request.acceleratorTypes.join('|');
+    if (largest.devices === 0) throw badRequest(`request.acceleratorTypes: no node of ${types} exists in this region`);
+    if (request.devicesPerWorker > 0 && perNode > largest.devices)
+      throw badRequest(`request: ${describeRequest(request)} needs ${perNode} devices on one node, but the largest node of ${types} has ${largest.devices}`);
+    // Such a request would wait forever: no node of its types has the host CPU or memory for one worker (or the gang, on one node).
+    const cpu = onOneNode * (request.cpuMilliPerWorker ?? 0);
+    if (cpu > largest.cpuMilli)
+      throw badRequest(`request.cpuMilliPerWorker: ${describeRequest(request)} needs ${cpu}m CPU on one node, but the largest node of ${types} has ${largest.cpuMilli}m`);
+    const memory = onOneNode * (request.memoryMibPerWorker ?? 0);
+    if (memory > largest.memoryMib)
+      throw badRequest(`request.memoryMibPerWorker: ${describeRequest(request)} needs ${memory} MiB on one node, but the largest node of ${types} has ${largest.memoryMib} MiB`);
   }
 
   async allocate(input: AllocateInput): Promise<AllocateResult> {

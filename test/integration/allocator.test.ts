@@ -310,6 +310,28 @@ describe('host CPU and memory through the SQL path', () => {
     expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', id).execute()).toEqual([]);
   });
 
+  test.each<[string, Partial<ResourceRequest>, string]>([
+    ['more CPU than any node has', { cpuMilliPerWorker: 64001 }, 'request.cpuMilliPerWorker: 1×1 of H100 with 64001m CPU each needs 64001m CPU on one node, but the largest node of H100 has 64000m'],
+    ['more memory than any node has', { memoryMibPerWorker: 262145 }, 'request.memoryMibPerWorker: 1×1 of H100 with 262145 MiB each needs 262145 MiB on one node, but the largest node of H100 has 262144 MiB'],
+    ['a one-node gang with more CPU than any node has', { workers: 2, cpuMilliPerWorker: 40000, topology: 'node' }, 'needs 80000m CPU on one node, but the largest node of H100 has 64000m'],
+  ])('a request with %s is refused, naming the largest node, and nothing is written', async (name, o, message) => {
+    const id = `never-${name.replace(/\W+/g, '-')}`;
+    await registerTestJob(t.db, id);
+    await expect(allocator.allocate({ jobId: id, epoch: 1, request: h100(o) })).rejects.toThrow(message);
+    expect(await hostFree()).toEqual(untouched());
+    expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', id).execute()).toEqual([]);
+    const job = await t.db.selectFrom('jobs').select(['state', 'waiting_reason']).where('id', '=', id).executeTakeFirstOrThrow();
+    expect(job).toEqual({ state: 'waiting', waiting_reason: null });
+  });
+
+  test('a request fits somewhere when one of its types has a node that does not track CPU', async () => {
+    await registerTestJob(t.db, 'cpu-untracked');
+    // A100 nodes track no host CPU: room for any.
+    const r = await allocator.allocate({ jobId: 'cpu-untracked', epoch: 1, request: h100({ acceleratorTypes: ['H100', 'A100'], cpuMilliPerWorker: 100000 }) });
+    expect(r.placed && r.placement.acceleratorType).toBe('A100');
+    await allocator.release('cpu-untracked', 1);
+  });
+
   test('concurrent allocators never hand out more CPU than a node has', async () => {
     // 16 cores a task: the small node holds one, the large node four, though both have devices to spare.
     const ids = Array.from({ length: 12 }, (_, i) => `cpu-conc-${i}`);
