@@ -551,6 +551,9 @@ async function findCandidates(
               q = q.orderBy('id');
               break;
             case 'random-fit':
+            case 'fgd':
+              // FGD scores every candidate itself: it reads an unbiased sample of the type's nodes,
+              // since the fit index's order would hand it best-fit's choices only.
               q = q.orderBy((o) => o.fn('random', []));
               break;
             default:

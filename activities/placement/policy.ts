@@ -132,10 +132,12 @@ const SCORES: Record<PlacementPolicyName, NodeScore> = {
   'random-fit': (_node, _fitted, _shape, ctx) => ctx.rng(),
   // Fragmentation gradient descent: the placement that grows expected fragmentation least,
   // where a task class short of host CPU or memory on a node finds all its free devices
-  // fragmented. Ties go to the fuller node, as best-fit would.
+  // fragmented. Equal gradients are broken at random, as the kube-scheduler running FGD in Weng
+  // et al. picks among equal scores: sending ties to the fuller node made FGD lean to best-fit
+  // and fill the CPU-rich nodes' devices with CPU-light work.
   fgd: (node, fitted, shape, ctx) => {
     const delta = fragmentation(after(node, fitted, shape), ctx.mix) - fragmentation(node, ctx.mix);
-    return delta * 1e4 + freeTotal(node) / 1e4;
+    return delta * 1e4 + ctx.rng();
   },
 };
 

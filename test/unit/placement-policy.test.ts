@@ -120,6 +120,26 @@ describe('fragmentation measure', () => {
     expect(best.ok && best.workers[0].nodeId).toBe(1);
   });
 
+  test('fgd breaks equal gradients at random, where best-fit always takes the fuller node', () => {
+    // One 1-GPU task class with no CPU: a GPU taken on either node changes nothing for it.
+    const nodes = [node(1, [1000, 1000, 1000, 1000]), node(2, [1000, 1000, 0, 0])];
+    const mix = [{ devicesPerWorker: 1, weight: 1 }];
+    // The draws go to node 1, then node 2.
+    const pick = (policy: 'fgd' | 'best-fit', draws: number[]) => {
+      let i = 0;
+      const r = choosePlacement(nodes, whole(1, 1), policy, { mix, rng: () => draws[i++ % draws.length] });
+      return r.ok ? r.workers[0].nodeId : undefined;
+    };
+    expect([pick('fgd', [0.1, 0.9]), pick('fgd', [0.9, 0.1])]).toEqual([1, 2]);
+    expect([pick('best-fit', [0.1, 0.9]), pick('best-fit', [0.9, 0.1])]).toEqual([2, 2]);
+    // A lower gradient wins whatever the draw: a 2-GPU class makes breaking node 2's pair worse.
+    const pairs = [{ devicesPerWorker: 2, weight: 1 }];
+    for (const draw of [0, 0.5, 0.999]) {
+      const r = choosePlacement(nodes, whole(1, 1), 'fgd', { mix: pairs, rng: () => draw });
+      expect(r.ok && r.workers[0].nodeId).toBe(1);
+    }
+  });
+
   test('fgd avoids breaking a whole device when a partly used one takes the share', () => {
     const nodes = [node(1, [1000, 1000, 1000, 1000]), node(2, [1000, 1000, 1000, 600])];
     const r = choosePlacement(nodes, { acceleratorTypes: ['T4'], workers: 1, devicesPerWorker: 0, milliPerWorker: 500, topology: 'any' }, 'fgd', {
