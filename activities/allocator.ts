@@ -4,7 +4,7 @@
 import { sql, type Insertable, type Kysely, type Transaction } from 'kysely';
 import type { Database, JobState } from '../db/schema';
 import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest } from '../api/types';
-import { RecentMix, choosePlacement, describeRequest, type CandidateNode } from './placement/policy';
+import { RecentMix, chooseAmongTypes, describeRequest, type CandidateNode, type TypeChoice, type WorkerChoice } from './placement/policy';
 import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
 import { validateRequest } from '../api/validation';
 import { applyCharge, checkQuota, quotaKey, quotaKeysFor, type QuotaRule } from './quota/quota';
@@ -24,26 +24,46 @@ export interface ReleaseResult {
 
 type Trx = Transaction<Database>;
 
-/** Per accelerator type, the most devices any node has (refreshed when a type is not found). */
+/** The largest node of one accelerator type: most devices, CPU and memory (Infinity: some node does not track it). */
+interface TypeShape {
+  devices: number;
+  cpuMilli: number;
+  memoryMib: number;
+}
+
+/** Per accelerator type, the largest amounts any node has (refreshed when a type is not found). */
 class InventoryShape {
-  private maxDevices = new Map<string, number>();
+  private largest = new Map<string, TypeShape>();
   private loadedAt = 0;
   constructor(private readonly db: Kysely<Database>) {}
 
-  async get(type: string): Promise<number | undefined> {
-    if (!this.maxDevices.has(type) || Date.now() - this.loadedAt > 10_000) await this.load();
-    return this.maxDevices.get(type);
+  async get(type: string): Promise<TypeShape | undefined> {
+    if (!this.largest.has(type) || Date.now() - this.loadedAt > 10_000) await this.load();
+    return this.largest.get(type);
   }
 
   private async load(): Promise<void> {
     const types = await this.db.selectFrom('accelerator_types').select('name').execute();
     const sizes = await this.db
       .selectFrom('nodes')
-      .select(['accelerator_type', (eb) => eb.fn.max('device_count').as('max')])
+      .select((eb) => [
+        'accelerator_type',
+        eb.fn.max('device_count').as('devices'),
+        eb.fn.max('cpu_milli').as('cpu'),
+        eb.fn.max('memory_mib').as('memory'),
+        // A node that does not track CPU or memory has room for any.
+        sql<boolean>`bool_or(cpu_milli IS NULL)`.as('cpu_untracked'),
+        sql<boolean>`bool_or(memory_mib IS NULL)`.as('memory_untracked'),
+      ])
       .groupBy('accelerator_type')
       .execute();
-    this.maxDevices = new Map(types.map((t) => [t.name, 0]));
-    for (const s of sizes) this.maxDevices.set(s.accelerator_type, Number(s.max));
+    this.largest = new Map(types.map((t) => [t.name, { devices: 0, cpuMilli: 0, memoryMib: 0 }]));
+    for (const s of sizes)
+      this.largest.set(s.accelerator_type, {
+        devices: Number(s.devices),
+        cpuMilli: s.cpu_untracked ? Infinity : Number(s.cpu),
+        memoryMib: s.memory_untracked ? Infinity : Number(s.memory),
+      });
     this.loadedAt = Date.now();
   }
 }
@@ -102,19 +122,27 @@ export class Allocator {
   async checkRequest(request: ResourceRequest): Promise<void> {
     const problems = validateRequest(request);
     if (problems.length) throw badRequest(problems.join('; '));
-    const perNode = request.topology === 'node' ? request.workers * Math.max(1, request.devicesPerWorker) : Math.max(1, request.devicesPerWorker);
-    let largest = 0;
+    const onOneNode = request.topology === 'node' ? request.workers : 1;
+    const perNode = onOneNode * Math.max(1, request.devicesPerWorker);
+    const largest: TypeShape = { devices: 0, cpuMilli: 0, memoryMib: 0 };
     for (const type of request.acceleratorTypes) {
-      const max = await this.shape.get(type);
-      if (max === undefined) throw badRequest(`request.acceleratorTypes: unknown accelerator type ${JSON.stringify(type)}`);
-      largest = Math.max(largest, max);
+      const shape = await this.shape.get(type);
+      if (shape === undefined) throw badRequest(`request.acceleratorTypes: unknown accelerator type ${JSON.stringify(type)}`);
+      largest.devices = Math.max(largest.devices, shape.devices);
+      largest.cpuMilli = Math.max(largest.cpuMilli, shape.cpuMilli);
+      largest.memoryMib = Math.max(largest.memoryMib, shape.memoryMib);
     }
-    if (largest === 0)
-      throw badRequest(`request.acceleratorTypes: no node of ${request.acceleratorTypes.join('|')} exists in this region`);
-    if (request.devicesPerWorker > 0 && perNode > largest)
-      throw badRequest(
-        `request: ${describeRequest(request)} needs ${perNode} devices on one node, but the largest node of ${request.acceleratorTypes.join('|')} has ${largest}`,
-      );
+    const types = request.acceleratorTypes.join('|');
+    if (largest.devices === 0) throw badRequest(`request.acceleratorTypes: no node of ${types} exists in this region`);
+    if (request.devicesPerWorker > 0 && perNode > largest.devices)
+      throw badRequest(`request: ${describeRequest(request)} needs ${perNode} devices on one node, but the largest node of ${types} has ${largest.devices}`);
+    // Such a request would wait forever: no node of its types has the host CPU or memory for one worker (or the gang, on one node).
+    const cpu = onOneNode * (request.cpuMilliPerWorker ?? 0);
+    if (cpu > largest.cpuMilli)
+      throw badRequest(`request.cpuMilliPerWorker: ${describeRequest(request)} needs ${cpu}m CPU on one node, but the largest node of ${types} has ${largest.cpuMilli}m`);
+    const memory = onOneNode * (request.memoryMibPerWorker ?? 0);
+    if (memory > largest.memoryMib)
+      throw badRequest(`request.memoryMibPerWorker: ${describeRequest(request)} needs ${memory} MiB on one node, but the largest node of ${types} has ${largest.memoryMib} MiB`);
   }
 
   async allocate(input: AllocateInput): Promise<AllocateResult> {
@@ -262,7 +290,8 @@ export class Allocator {
   ): Promise<{ result: AllocateResult; charge: string[] }> {
     const { request } = input;
     const policy = input.policy ?? this.defaultPolicy;
-    const reasons: string[] = [];
+    // Why each type was passed over, reported in the request's order.
+    const why = new Map<string, string>();
     const milli = requestMilli(request);
     const { tenant } = job;
     let capacityShort = false;
@@ -273,67 +302,108 @@ export class Allocator {
     const perNode = whole ? (request.topology === 'node' ? request.workers * request.devicesPerWorker : request.devicesPerWorker) : 0;
     const host = hostNeed(request);
     const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
-    for (const type of request.acceleratorTypes) {
+    const pageSize = Math.max(this.candidateLimit, request.workers * 4);
+
+    /** A type this job may be placed on now (quota and reservations allow it), or undefined with the reason recorded. */
+    const open = async (type: string): Promise<OpenType | undefined> => {
       const allowed = checkQuota(quota.rules, quota.usage, tenant, type, milli);
       if (!allowed.ok) {
-        reasons.push(`${type}: ${allowed.reason}`);
-        continue;
+        why.set(type, allowed.reason);
+        return undefined;
       }
       const kept = await reservations.block(trx, job, type, milli);
       if (kept) {
-        reasons.push(`${type}: ${kept}`);
+        why.set(type, kept);
         reserved = true;
-        continue;
+        return undefined;
       }
       const poolKey = `${type}|${labels}|${policy}`;
       let pool = pools.get(poolKey);
       if (!pool) pools.set(poolKey, (pool = new Map()));
       const need = `${poolKey}|${whole ? `w${perNode}` : `s${request.milliPerWorker}`}`;
-      if (!reads.has(need)) reads.set(need, []);
-      const shapeReads = reads.get(need)!;
-      // Reads of this shape that asked for no more host CPU and memory than this request: they
-      // read a superset of its candidates, so one that came back short covers it too.
-      const covering = (): CandidateRead[] => shapeReads.filter((r) => r.cpu <= host.cpu && r.memory <= host.memory);
-      const fetchPage = async (): Promise<void> => {
-        // Next page of this shape's candidates, past the nodes this transaction already holds.
-        const page = await findCandidates(trx, type, request, policy, this.candidateLimit, [...nodes.keys()]);
-        shapeReads.push({ ...host, exhausted: page.length < Math.max(this.candidateLimit, request.workers * 4) });
+      let shapeReads = reads.get(need);
+      if (!shapeReads) reads.set(need, (shapeReads = []));
+      return { type, charge: allowed.charge, pool, reads: shapeReads };
+    };
+    // Reads of a type's shape that asked for no more host CPU and memory than this request: they
+    // read a superset of its candidates, so one that came back short covers it too.
+    const covering = (t: OpenType): CandidateRead[] => t.reads.filter((r) => r.cpu <= host.cpu && r.memory <= host.memory);
+    const exhausted = (t: OpenType): boolean => covering(t).some((r) => r.exhausted);
+    const fetchPages = async (types: OpenType[]): Promise<void> => {
+      // Next page of each type's candidates, past the nodes this transaction already holds: one statement for all types.
+      const pages = await findCandidates(trx, types.map((t) => t.type), request, policy, this.candidateLimit, [...nodes.keys()]);
+      for (const t of types) {
+        const page = pages.get(t.type) ?? [];
+        t.reads.push({ ...host, exhausted: page.length < pageSize });
         for (const c of page) {
           const node = nodes.get(c.id) ?? c;
           nodes.set(c.id, node);
-          pool!.set(c.id, node);
+          t.pool.set(c.id, node);
         }
-      };
-      const exhausted = (): boolean => covering().some((r) => r.exhausted);
-      if (!covering().length) await fetchPage();
-      let choice = choosePlacement(usable(pool), request, policy, { mix: this.mix.shapes() });
-      for (let pages = 0; !choice.ok && !exhausted() && pages < 8; pages++) {
-        await fetchPage();
-        choice = choosePlacement(usable(pool), request, policy, { mix: this.mix.shapes() });
+      }
+    };
+    /** The policy's choice over these types' candidates, reading further pages while nothing fits and some type has more. */
+    const choose = async (types: OpenType[]): Promise<TypeChoice> => {
+      const unread = types.filter((t) => !covering(t).length);
+      if (unread.length) await fetchPages(unread);
+      const decide = () => chooseAmongTypes(types.map((t) => ({ type: t.type, candidates: usable(t.pool) })), request, policy, { mix: this.mix.shapes() });
+      let choice = decide();
+      for (let pages = 0; !choice.ok && pages < 8; pages++) {
+        const more = types.filter((t) => !exhausted(t));
+        if (!more.length) break;
+        await fetchPages(more);
+        choice = decide();
       }
       if (!choice.ok) {
-        reasons.push(`${type}: ${choice.reason}`);
         capacityShort = true;
-        continue;
+        for (const r of choice.reasons) why.set(r.type, r.reason);
       }
-      applyCharge(quota.usage, allowed.charge, milli);
-      await reservations.placed(trx, job, type, milli);
-      for (const k of allowed.charge) quota.dirty.add(k);
-      for (const w of choice.workers) {
-        const node = pool.get(w.nodeId)!;
-        for (const d of w.deviceIdx) node.freeMilli[d] -= w.milli;
-        if (node.freeCpuMilli !== undefined) node.freeCpuMilli -= request.cpuMilliPerWorker ?? 0;
-        if (node.freeMemoryMib !== undefined) node.freeMemoryMib -= request.memoryMibPerWorker ?? 0;
+      return choice;
+    };
+
+    let chosen: { type: OpenType; workers: WorkerChoice[] } | undefined;
+    if ((request.typePreference ?? 'ordered') === 'ordered') {
+      // A preference list: later types are looked at (and read) only when earlier ones have no room.
+      for (const type of request.acceleratorTypes) {
+        const t = await open(type);
+        if (!t) continue;
+        const choice = await choose([t]);
+        if (choice.ok) {
+          chosen = { type: t, workers: choice.workers };
+          break;
+        }
       }
-      const placement: Placement = {
-        jobId: input.jobId,
-        epoch: input.epoch,
-        acceleratorType: type,
-        workers: choice.workers.map((w) => ({ ...w, nodeName: pool.get(w.nodeId)!.name })),
-      };
-      return { result: { placed: true, placement }, charge: allowed.charge };
+    } else {
+      // Equally acceptable types: every open type's candidates are read together and the policy picks across them.
+      const opened: OpenType[] = [];
+      for (const type of request.acceleratorTypes) {
+        const t = await open(type);
+        if (t) opened.push(t);
+      }
+      const choice = opened.length ? await choose(opened) : undefined;
+      if (choice?.ok) chosen = { type: opened.find((t) => t.type === choice.type)!, workers: choice.workers };
     }
-    return { result: { placed: false, reason: reasons.join('; '), blockedBy: capacityShort ? 'capacity' : reserved ? 'reserved' : 'quota' }, charge: [] };
+    if (!chosen) {
+      const reason = request.acceleratorTypes.filter((t) => why.has(t)).map((t) => `${t}: ${why.get(t)}`).join('; ');
+      return { result: { placed: false, reason, blockedBy: capacityShort ? 'capacity' : reserved ? 'reserved' : 'quota' }, charge: [] };
+    }
+    const { type, pool, charge } = chosen.type;
+    applyCharge(quota.usage, charge, milli);
+    await reservations.placed(trx, job, type, milli);
+    for (const k of charge) quota.dirty.add(k);
+    for (const w of chosen.workers) {
+      const node = pool.get(w.nodeId)!;
+      for (const d of w.deviceIdx) node.freeMilli[d] -= w.milli;
+      if (node.freeCpuMilli !== undefined) node.freeCpuMilli -= request.cpuMilliPerWorker ?? 0;
+      if (node.freeMemoryMib !== undefined) node.freeMemoryMib -= request.memoryMibPerWorker ?? 0;
+    }
+    const placement: Placement = {
+      jobId: input.jobId,
+      epoch: input.epoch,
+      acceleratorType: type,
+      workers: chosen.workers.map((w) => ({ ...w, nodeName: pool.get(w.nodeId)!.name })),
+    };
+    return { result: { placed: true, placement }, charge };
   }
 
   /** Frees everything the job holds. Idempotent; refused for an epoch older than the job's. */
@@ -426,59 +496,79 @@ function hostNeed(request: ResourceRequest): { cpu: number; memory: number } {
   return { cpu: onOneNode * (request.cpuMilliPerWorker ?? 0), memory: onOneNode * (request.memoryMibPerWorker ?? 0) };
 }
 
+/** A type a placement may use: its quota charge, its candidate pool and the candidate reads of the request's shape. */
+interface OpenType {
+  type: string;
+  charge: string[];
+  pool: Map<number, CandidateNode>;
+  reads: CandidateRead[];
+}
+
 /**
- * Candidate nodes for one accelerator type, read through the fit indexes and locked with
- * SKIP LOCKED so concurrent allocators do not queue behind each other on hot rows. Nodes short
- * of the host CPU or memory one worker needs are filtered on the same range scan.
+ * Candidate nodes for each of `types`, read in one statement through the fit indexes (one
+ * bounded range scan per type, joined laterally) and locked with SKIP LOCKED so concurrent
+ * allocators do not queue behind each other on hot rows. Nodes short of the host CPU or memory
+ * one worker needs are filtered on the same range scan.
  */
 async function findCandidates(
   trx: Trx,
-  type: string,
+  types: string[],
   request: ResourceRequest,
   policy: PlacementPolicyName,
   candidateLimit: number,
   exclude: number[] = [],
-): Promise<CandidateNode[]> {
+): Promise<Map<string, CandidateNode[]>> {
   const limit = Math.min(1024, Math.max(candidateLimit, request.workers * 4));
   const whole = request.devicesPerWorker > 0;
   const perNode = whole ? (request.topology === 'node' ? request.workers * request.devicesPerWorker : request.devicesPerWorker) : 1;
   const host = hostNeed(request);
-  const base = () => {
-    let q = trx
-      .selectFrom('nodes')
-      .select(['id', 'name', 'pod', 'rack', 'free_milli', 'free_cpu_milli', 'free_memory_mib'])
-      .where('accelerator_type', '=', type)
-      .where('state', '=', 'ready');
-    // NULL free amounts are untracked: room for anything.
-    if (host.cpu > 0) q = q.where((eb) => eb.or([eb('free_cpu_milli', 'is', null), eb('free_cpu_milli', '>=', host.cpu)]));
-    if (host.memory > 0) q = q.where((eb) => eb.or([eb('free_memory_mib', 'is', null), eb('free_memory_mib', '>=', host.memory)]));
-    if (request.nodeLabels && Object.keys(request.nodeLabels).length)
-      q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
-    if (exclude.length) q = q.where(sql<boolean>`id <> ALL(${exclude}::int[])`);
-    return q;
-  };
-  const order = <Q extends ReturnType<typeof base>>(q: Q, fitColumn: 'free_whole' | 'max_partial'): Q => {
-    switch (policy) {
-      case 'first-fit':
-        return q.orderBy('id') as Q;
-      case 'random-fit':
-        return q.orderBy((eb) => eb.fn('random', [])) as Q;
-      default:
-        return q.orderBy(fitColumn).orderBy('id') as Q;
-    }
-  };
+  const scan = (fitColumn: 'free_whole' | 'max_partial', min: number) =>
+    trx
+      .selectFrom(sql<{ type: string }>`(SELECT unnest(${types}::text[]) AS type)`.as('t'))
+      .innerJoinLateral(
+        (eb) => {
+          let q = eb
+            .selectFrom('nodes')
+            .select(['id', 'name', 'pod', 'rack', 'accelerator_type', 'free_milli', 'free_cpu_milli', 'free_memory_mib'])
+            .whereRef('accelerator_type', '=', 't.type')
+            .where('state', '=', 'ready')
+            .where(fitColumn, '>=', min);
+          // NULL free amounts are untracked: room for anything.
+          if (host.cpu > 0) q = q.where((w) => w.or([w('free_cpu_milli', 'is', null), w('free_cpu_milli', '>=', host.cpu)]));
+          if (host.memory > 0) q = q.where((w) => w.or([w('free_memory_mib', 'is', null), w('free_memory_mib', '>=', host.memory)]));
+          if (request.nodeLabels && Object.keys(request.nodeLabels).length)
+            q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
+          if (exclude.length) q = q.where(sql<boolean>`id <> ALL(${exclude}::int[])`);
+          switch (policy) {
+            case 'first-fit':
+              q = q.orderBy('id');
+              break;
+            case 'random-fit':
+            case 'fgd':
+              // FGD scores every candidate itself: it reads an unbiased sample of the type's nodes,
+              // since the fit index's order would hand it best-fit's choices only.
+              q = q.orderBy((o) => o.fn('random', []));
+              break;
+            default:
+              q = q.orderBy(fitColumn).orderBy('id');
+          }
+          return q.limit(limit).forUpdate().skipLocked().as('c');
+        },
+        (join) => join.onTrue(),
+      )
+      .selectAll('c')
+      .execute();
   const rows = [];
-  if (!whole) {
-    const need = request.milliPerWorker ?? 1000;
-    rows.push(...(await order(base().where('max_partial', '>=', need), 'max_partial').limit(limit).forUpdate().skipLocked().execute()));
-  }
+  if (!whole) rows.push(...(await scan('max_partial', request.milliPerWorker ?? 1000)));
   const seen = new Set(rows.map((r) => r.id));
-  for (const r of await order(base().where('free_whole', '>=', perNode), 'free_whole').limit(limit).forUpdate().skipLocked().execute())
-    if (!seen.has(r.id)) rows.push(r);
-  return rows.map((r) => ({
-    id: r.id, name: r.name, pod: r.pod, rack: r.rack, freeMilli: r.free_milli,
-    freeCpuMilli: r.free_cpu_milli ?? undefined, freeMemoryMib: r.free_memory_mib ?? undefined,
-  }));
+  for (const r of await scan('free_whole', perNode)) if (!seen.has(r.id)) rows.push(r);
+  const out = new Map<string, CandidateNode[]>(types.map((t) => [t, []]));
+  for (const r of rows)
+    out.get(r.accelerator_type)!.push({
+      id: r.id, name: r.name, pod: r.pod, rack: r.rack, freeMilli: r.free_milli,
+      freeCpuMilli: r.free_cpu_milli ?? undefined, freeMemoryMib: r.free_memory_mib ?? undefined,
+    });
+  return out;
 }
 
 /** The quota rules and the locked usage rows a placement transaction decides against. */

@@ -10,10 +10,19 @@ export type Topology = (typeof TOPOLOGIES)[number];
 export const PLACEMENT_POLICIES = ['fgd', 'best-fit', 'first-fit', 'random-fit'] as const;
 export type PlacementPolicyName = (typeof PLACEMENT_POLICIES)[number];
 
+/**
+ * How `acceleratorTypes` is read: `ordered`, a preference (the first type with room wins);
+ * `none`, a set of equally acceptable types (the placement policy chooses among them).
+ */
+export const TYPE_PREFERENCES = ['ordered', 'none'] as const;
+export type TypePreference = (typeof TYPE_PREFERENCES)[number];
+
 /** What the allocator is asked for: `workers` × (`devicesPerWorker` whole devices, or one `milliPerWorker` share). */
 export interface ResourceRequest {
-  /** Acceptable accelerator types, most preferred first. */
+  /** Acceptable accelerator types, most preferred first (unless `typePreference` is `none`). */
   acceleratorTypes: string[];
+  /** `ordered` (default): the first listed type with room wins; `none`: the policy picks the best placement over all listed types. */
+  typePreference?: TypePreference;
   /** Workers of a gang, placed all-or-nothing. */
   workers: number;
   /** Whole devices per worker; 0 when the worker takes a share of one device. */

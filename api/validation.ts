@@ -1,5 +1,5 @@
 // Pure validation of job specs. Each problem names the field, the value and the rule broken.
-import { TIERS, TOPOLOGIES, type JobSpec, type ResourceRequest } from './types';
+import { TIERS, TOPOLOGIES, TYPE_PREFERENCES, type JobSpec, type ResourceRequest } from './types';
 
 export const LIMITS = {
   maxWorkers: 1024,
@@ -70,6 +70,8 @@ export function validateRequest(input: unknown): string[] {
     problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must be a non-empty list of accelerator type names`);
   else if (new Set(r.acceleratorTypes).size !== r.acceleratorTypes.length)
     problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must not repeat a type`);
+  if (r.typePreference !== undefined && !TYPE_PREFERENCES.includes(r.typePreference as never))
+    problems.push(`request.typePreference: ${show(r.typePreference)} must be one of ${TYPE_PREFERENCES.join(', ')}`);
   if (!int(r.workers) || r.workers < 1 || r.workers > LIMITS.maxWorkers)
     problems.push(`request.workers: ${show(r.workers)} must be an integer from 1 to ${LIMITS.maxWorkers}`);
   if (!int(r.devicesPerWorker) || r.devicesPerWorker < 0 || r.devicesPerWorker > LIMITS.maxDevicesPerWorker)

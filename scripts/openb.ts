@@ -55,6 +55,8 @@ export function readOpenbTasks(file = path.join(OPENB_DIR, 'openb_pod_list_defau
       name: r.name,
       request: {
         acceleratorTypes: spec.length ? spec : allModels,
+        // A gpu_spec lists acceptable models, not a preference order (and an empty one accepts any).
+        ...(spec.length === 1 ? {} : { typePreference: 'none' as const }),
         workers: 1,
         devicesPerWorker: share ? 0 : gpus,
         ...(share ? { milliPerWorker: milli } : {}),

@@ -132,10 +132,12 @@ const SCORES: Record<PlacementPolicyName, NodeScore> = {
   'random-fit': (_node, _fitted, _shape, ctx) => ctx.rng(),
   // Fragmentation gradient descent: the placement that grows expected fragmentation least,
   // where a task class short of host CPU or memory on a node finds all its free devices
-  // fragmented. Ties go to the fuller node, as best-fit would.
+  // fragmented. Equal gradients are broken at random, as the kube-scheduler running FGD in Weng
+  // et al. picks among equal scores: sending ties to the fuller node made FGD lean to best-fit
+  // and fill the CPU-rich nodes' devices with CPU-light work.
   fgd: (node, fitted, shape, ctx) => {
     const delta = fragmentation(after(node, fitted, shape), ctx.mix) - fragmentation(node, ctx.mix);
-    return delta * 1e4 + freeTotal(node) / 1e4;
+    return delta * 1e4 + ctx.rng();
   },
 };
 
@@ -172,19 +174,20 @@ function domainOf(node: CandidateNode, topology: Topology): string {
   }
 }
 
-/** Places all workers inside the candidate set, or none. Candidates are not modified. */
+/** Places all workers inside the candidate set, or none, with the placement's score (lower is better). Candidates are not modified. */
 function placeWithin(
   nodes: CandidateNode[],
   request: ResourceRequest,
   policy: PlacementPolicyName,
   ctx: PolicyContext,
-): WorkerChoice[] | undefined {
+): { workers: WorkerChoice[]; score: number } | undefined {
   const score = SCORES[policy];
   // Working copies: what earlier workers of this gang took is gone for later ones.
   const current = new Map(nodes.map((n) => [n.id, { ...n, freeMilli: [...n.freeMilli] }]));
   const used = new Set<number>();
   const milli = request.devicesPerWorker > 0 ? WHOLE : request.milliPerWorker ?? WHOLE;
   const workers: WorkerChoice[] = [];
+  let total = 0;
   for (let w = 0; w < request.workers; w++) {
     let bestNode: CandidateNode | undefined;
     let bestDevices: number[] | undefined;
@@ -204,9 +207,38 @@ function placeWithin(
     const taken = after(bestNode, bestDevices, request);
     Object.assign(bestNode, taken);
     used.add(bestNode.id);
+    total += bestScore;
     workers.push({ workerIdx: w, nodeId: bestNode.id, deviceIdx: bestDevices, milli });
   }
-  return workers;
+  return { workers, score: total };
+}
+
+function fullContext(request: ResourceRequest, ctx: Partial<PolicyContext>): PolicyContext {
+  return { rng: ctx.rng ?? Math.random, mix: ctx.mix?.length ? ctx.mix : [shapeOf(request, 1)] };
+}
+
+/** The placement `policy` picks in `candidates` (one accelerator type), with its score; undefined when the request does not fit. */
+function scoredPlacement(
+  candidates: CandidateNode[],
+  request: ResourceRequest,
+  policy: PlacementPolicyName,
+  ctx: PolicyContext,
+): { workers: WorkerChoice[]; score: number } | undefined {
+  const domains = new Map<string, CandidateNode[]>();
+  for (const node of candidates) {
+    const key = domainOf(node, request.topology);
+    const list = domains.get(key);
+    if (list) list.push(node);
+    else domains.set(key, [node]);
+  }
+  const ordered = [...domains.values()].sort(
+    (a, b) => a.reduce((s, n) => s + freeTotal(n), 0) - b.reduce((s, n) => s + freeTotal(n), 0),
+  );
+  for (const nodes of ordered) {
+    const placed = placeWithin(nodes, request, policy, ctx);
+    if (placed) return placed;
+  }
+  return undefined;
 }
 
 /**
@@ -220,22 +252,46 @@ export function choosePlacement(
   policy: PlacementPolicyName,
   ctx: Partial<PolicyContext> = {},
 ): PlacementChoice {
-  const full: PolicyContext = { rng: ctx.rng ?? Math.random, mix: ctx.mix?.length ? ctx.mix : [shapeOf(request, 1)] };
-  const domains = new Map<string, CandidateNode[]>();
-  for (const node of candidates) {
-    const key = domainOf(node, request.topology);
-    const list = domains.get(key);
-    if (list) list.push(node);
-    else domains.set(key, [node]);
+  const placed = scoredPlacement(candidates, request, policy, fullContext(request, ctx));
+  return placed ? { ok: true, workers: placed.workers } : { ok: false, reason: describeShortfall(request, candidates.length) };
+}
+
+/** The candidate nodes read for one accelerator type. */
+export interface TypeCandidates {
+  type: string;
+  candidates: CandidateNode[];
+}
+
+export type TypeChoice =
+  | { ok: true; type: string; workers: WorkerChoice[] }
+  | { ok: false; reasons: Array<{ type: string; reason: string }> };
+
+/**
+ * Chooses the accelerator type and devices for `request` among candidates of several types, given
+ * in the request's order; all workers land on one type. With `typePreference` `ordered` (the
+ * default) the first type with room wins, as a preference list reads; with `none` the types are
+ * equally acceptable and the policy's own score decides across them, as it does across nodes of
+ * one type (ties go to the earlier type).
+ */
+export function chooseAmongTypes(
+  groups: TypeCandidates[],
+  request: ResourceRequest,
+  policy: PlacementPolicyName,
+  ctx: Partial<PolicyContext> = {},
+): TypeChoice {
+  const full = fullContext(request, ctx);
+  const reasons: Array<{ type: string; reason: string }> = [];
+  let best: { type: string; workers: WorkerChoice[]; score: number } | undefined;
+  for (const { type, candidates } of groups) {
+    const placed = scoredPlacement(candidates, request, policy, full);
+    if (!placed) {
+      reasons.push({ type, reason: describeShortfall(request, candidates.length) });
+      continue;
+    }
+    if ((request.typePreference ?? 'ordered') === 'ordered') return { ok: true, type, workers: placed.workers };
+    if (!best || placed.score < best.score) best = { type, ...placed };
   }
-  const ordered = [...domains.values()].sort(
-    (a, b) => a.reduce((s, n) => s + freeTotal(n), 0) - b.reduce((s, n) => s + freeTotal(n), 0),
-  );
-  for (const nodes of ordered) {
-    const workers = placeWithin(nodes, request, policy, full);
-    if (workers) return { ok: true, workers };
-  }
-  return { ok: false, reason: describeShortfall(request, candidates.length) };
+  return best ? { ok: true, type: best.type, workers: best.workers } : { ok: false, reasons };
 }
 
 /** The task class of a request (host CPU and memory only when it asks for them), with a weight. */

@@ -4,7 +4,7 @@ import { Allocator } from '../../activities/allocator';
 import { checkInvariants } from '../../db/invariants';
 import { PLACEMENT_POLICIES, type ResourceRequest } from '../../api/types';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
-import { registerTestJob, seedFleet } from '../helpers/fleet';
+import { registerTestJob, seedFleet, seedTenants, setQuota } from '../helpers/fleet';
 
 let t: TestDatabase;
 let allocator: Allocator;
@@ -351,6 +351,28 @@ describe('host CPU and memory through the SQL path', () => {
     expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', id).execute()).toEqual([]);
   });
 
+  test.each<[string, Partial<ResourceRequest>, string]>([
+    ['more CPU than any node has', { cpuMilliPerWorker: 64001 }, 'request.cpuMilliPerWorker: 1×1 of H100 with 64001m CPU each needs 64001m CPU on one node, but the largest node of H100 has 64000m'],
+    ['more memory than any node has', { memoryMibPerWorker: 262145 }, 'request.memoryMibPerWorker: 1×1 of H100 with 262145 MiB each needs 262145 MiB on one node, but the largest node of H100 has 262144 MiB'],
+    ['a one-node gang with more CPU than any node has', { workers: 2, cpuMilliPerWorker: 40000, topology: 'node' }, 'needs 80000m CPU on one node, but the largest node of H100 has 64000m'],
+  ])('a request with %s is refused, naming the largest node, and nothing is written', async (name, o, message) => {
+    const id = `never-${name.replace(/\W+/g, '-')}`;
+    await registerTestJob(t.db, id);
+    await expect(allocator.allocate({ jobId: id, epoch: 1, request: h100(o) })).rejects.toThrow(message);
+    expect(await hostFree()).toEqual(untouched());
+    expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', id).execute()).toEqual([]);
+    const job = await t.db.selectFrom('jobs').select(['state', 'waiting_reason']).where('id', '=', id).executeTakeFirstOrThrow();
+    expect(job).toEqual({ state: 'waiting', waiting_reason: null });
+  });
+
+  test('a request fits somewhere when one of its types has a node that does not track CPU', async () => {
+    await registerTestJob(t.db, 'cpu-untracked');
+    // A100 nodes track no host CPU: room for any.
+    const r = await allocator.allocate({ jobId: 'cpu-untracked', epoch: 1, request: h100({ acceleratorTypes: ['H100', 'A100'], cpuMilliPerWorker: 100000 }) });
+    expect(r.placed && r.placement.acceleratorType).toBe('A100');
+    await allocator.release('cpu-untracked', 1);
+  });
+
   test('concurrent allocators never hand out more CPU than a node has', async () => {
     // 16 cores a task: the small node holds one, the large node four, though both have devices to spare.
     const ids = Array.from({ length: 12 }, (_, i) => `cpu-conc-${i}`);
@@ -384,5 +406,85 @@ describe('host CPU and memory through the SQL path', () => {
     expect(found).toEqual([{ rule: 'host-capacity-drift', detail: expect.stringContaining(`node ${at} free CPU ${untouched()[at].cpu} milli (expected ${untouched()[at].cpu - 4000})`) }]);
     await sql`UPDATE nodes SET free_cpu_milli = free_cpu_milli - 4000 WHERE id = ${at}`.execute(t.db);
     await allocator.release('cpu-plant', 1);
+  });
+});
+
+describe('accelerator types without preference', () => {
+  // Type X1: one empty node of 4 devices with 64 cores. Type X2: one node of 4 devices, 2 of them
+  // held by a filler job, with 8 cores free.
+  let x1 = 0;
+  let x2 = 0;
+  beforeAll(async () => {
+    [x1, x2] = await seedFleet(t.db, { nodes: [['X1', 4, 1], ['X2', 4, 1]], host: (i) => ({ cpuMilli: i === 0 ? 64000 : 8000 }) });
+    await registerTestJob(t.db, 'x2-filler');
+    await t.db
+      .insertInto('allocations')
+      .values([0, 1].map((d) => ({ job_id: 'x2-filler', epoch: 1, node_id: x2, device_idx: d, milli: 1000, worker_idx: d })))
+      .execute();
+    await seedTenants(t.db, ['acme', 'other']);
+  });
+  afterEach(async () => {
+    await t.db.deleteFrom('quotas').execute();
+    await t.db.deleteFrom('reservations').execute();
+    expect(await checkInvariants(t.db)).toEqual([]);
+  });
+  const x = (o: Partial<ResourceRequest>) => req({ acceleratorTypes: ['X1', 'X2'], devicesPerWorker: 1, ...o });
+  const placeAs = async (id: string, request: ResourceRequest, policy?: (typeof PLACEMENT_POLICIES)[number]) => {
+    await registerTestJob(t.db, id);
+    const r = await new Allocator(t.db).allocate({ jobId: id, epoch: 1, request, policy });
+    await allocator.release(id, 1);
+    return r;
+  };
+
+  test.each<[(typeof PLACEMENT_POLICIES)[number], string]>([
+    ['best-fit', 'X2'],
+    ['first-fit', 'X1'],
+    ['fgd', 'X1'],
+  ])('%s places a request of equally acceptable types on the type it scores best (%s)', async (policy, type) => {
+    // 6 cores a task: on X2 it would strand X2's other free device behind 2 cores, which fgd counts
+    // and best-fit does not (X2 is the fuller node); first-fit takes the lowest node id.
+    const r = await placeAs(`none-${policy}`, x({ typePreference: 'none', cpuMilliPerWorker: 6000 }), policy);
+    expect(r.placed && r.placement).toMatchObject({ acceleratorType: type, workers: [{ nodeId: type === 'X1' ? x1 : x2 }] });
+    // Listed the other way round, the choice is the same: the order is no preference.
+    const back = await placeAs(`none-back-${policy}`, x({ acceleratorTypes: ['X2', 'X1'], typePreference: 'none', cpuMilliPerWorker: 6000 }), policy);
+    expect(back.placed && back.placement.acceleratorType).toBe(type);
+  });
+
+  test.each(PLACEMENT_POLICIES)('%s still takes the first listed type with room when the list is ordered', async (policy) => {
+    const r = await placeAs(`ordered-${policy}`, x({ acceleratorTypes: ['X2', 'X1'], cpuMilliPerWorker: 6000 }), policy);
+    expect(r.placed && r.placement.acceleratorType).toBe('X2');
+    const first = await placeAs(`ordered-x1-${policy}`, x({ typePreference: 'ordered', cpuMilliPerWorker: 6000 }), policy);
+    expect(first.placed && first.placement.acceleratorType).toBe('X1');
+  });
+
+  test('quota is checked per type: a type over quota is passed over, and only the chosen type is charged', async () => {
+    await setQuota(t.db, 'acme', 'X2', 0);
+    await setQuota(t.db, 'acme', 'X1', 4);
+    await registerTestJob(t.db, 'none-quota');
+    const r = await allocator.allocate({ jobId: 'none-quota', epoch: 1, request: x({ typePreference: 'none' }), policy: 'best-fit' });
+    expect(r.placed && r.placement.acceleratorType).toBe('X1');
+    const used = await t.db.selectFrom('quotas').select(['accelerator_type', 'used_milli']).orderBy('accelerator_type').execute();
+    expect(used.map((u) => [u.accelerator_type, Number(u.used_milli)])).toEqual([['X1', 1000], ['X2', 0]]);
+    await allocator.release('none-quota', 1);
+    // Over quota on both: it waits for quota, naming each type.
+    await setQuota(t.db, 'acme', 'X1', 0);
+    await registerTestJob(t.db, 'none-quota-both');
+    const both = await allocator.allocate({ jobId: 'none-quota-both', epoch: 1, request: x({ typePreference: 'none' }), policy: 'best-fit' });
+    expect(both).toEqual({ placed: false, blockedBy: 'quota', reason: expect.stringMatching(/^X1: over quota: acme .*; X2: over quota: acme /) });
+  });
+
+  test("a reservation keeps its type from others' standard work, which goes to another acceptable type", async () => {
+    const now = Date.now();
+    await t.db
+      .insertInto('reservations')
+      .values({ id: 'keep-x2', tenant: 'other', accelerator_type: 'X2', region: 'test', devices: 2, starts_at: new Date(now - 60_000), ends_at: new Date(now + 3_600_000), state: 'active' })
+      .execute();
+    await registerTestJob(t.db, 'none-reserved');
+    const r = await allocator.allocate({ jobId: 'none-reserved', epoch: 1, request: x({ typePreference: 'none' }), policy: 'best-fit' });
+    expect(r.placed && r.placement.acceleratorType).toBe('X1');
+    await allocator.release('none-reserved', 1);
+    await registerTestJob(t.db, 'none-reserved-only');
+    const only = await allocator.allocate({ jobId: 'none-reserved-only', epoch: 1, request: x({ acceleratorTypes: ['X2'], typePreference: 'none' }), policy: 'best-fit' });
+    expect(only).toEqual({ placed: false, blockedBy: 'reserved', reason: expect.stringContaining('X2: capacity reserved: 2 X2 reserved for other') });
   });
 });

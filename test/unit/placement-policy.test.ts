@@ -1,4 +1,4 @@
-import { RecentMix, choosePlacement, fitWorker, fragmentFor, type CandidateNode, type WorkerShape } from '../../activities/placement/policy';
+import { RecentMix, chooseAmongTypes, choosePlacement, fitWorker, fragmentFor, type CandidateNode, type WorkerShape } from '../../activities/placement/policy';
 import { PLACEMENT_POLICIES } from '../../api/types';
 import type { ResourceRequest } from '../../api/types';
 
@@ -120,6 +120,26 @@ describe('fragmentation measure', () => {
     expect(best.ok && best.workers[0].nodeId).toBe(1);
   });
 
+  test('fgd breaks equal gradients at random, where best-fit always takes the fuller node', () => {
+    // One 1-GPU task class with no CPU: a GPU taken on either node changes nothing for it.
+    const nodes = [node(1, [1000, 1000, 1000, 1000]), node(2, [1000, 1000, 0, 0])];
+    const mix = [{ devicesPerWorker: 1, weight: 1 }];
+    // The draws go to node 1, then node 2.
+    const pick = (policy: 'fgd' | 'best-fit', draws: number[]) => {
+      let i = 0;
+      const r = choosePlacement(nodes, whole(1, 1), policy, { mix, rng: () => draws[i++ % draws.length] });
+      return r.ok ? r.workers[0].nodeId : undefined;
+    };
+    expect([pick('fgd', [0.1, 0.9]), pick('fgd', [0.9, 0.1])]).toEqual([1, 2]);
+    expect([pick('best-fit', [0.1, 0.9]), pick('best-fit', [0.9, 0.1])]).toEqual([2, 2]);
+    // A lower gradient wins whatever the draw: a 2-GPU class makes breaking node 2's pair worse.
+    const pairs = [{ devicesPerWorker: 2, weight: 1 }];
+    for (const draw of [0, 0.5, 0.999]) {
+      const r = choosePlacement(nodes, whole(1, 1), 'fgd', { mix: pairs, rng: () => draw });
+      expect(r.ok && r.workers[0].nodeId).toBe(1);
+    }
+  });
+
   test('fgd avoids breaking a whole device when a partly used one takes the share', () => {
     const nodes = [node(1, [1000, 1000, 1000, 1000]), node(2, [1000, 1000, 1000, 600])];
     const r = choosePlacement(nodes, { acceleratorTypes: ['T4'], workers: 1, devicesPerWorker: 0, milliPerWorker: 500, topology: 'any' }, 'fgd', {
@@ -147,5 +167,64 @@ describe('fragmentation measure', () => {
       { devicesPerWorker: 1, cpuMilliPerWorker: 8000, weight: 0.5 },
       { devicesPerWorker: 1, cpuMilliPerWorker: 16000, memoryMibPerWorker: 4096, weight: 0.25 },
     ]);
+  });
+});
+
+describe('choosing among accelerator types', () => {
+  // Type A has an empty node; type B a node with one device left, whose host has 8 cores free.
+  const groups = () => [
+    { type: 'A', candidates: [host(1, [1000, 1000, 1000, 1000], 64000)] },
+    { type: 'B', candidates: [host(2, [1000, 0, 0, 0], 8000)] },
+  ];
+  const oneGpu = (typePreference?: ResourceRequest['typePreference'], extra: Partial<ResourceRequest> = {}): ResourceRequest =>
+    whole(1, 1, 'any', { acceleratorTypes: ['A', 'B'], ...(typePreference ? { typePreference } : {}), ...extra });
+
+  test.each([undefined, 'ordered'] as const)('with typePreference %s the first type with room wins, whatever the policy', (pref) => {
+    for (const policy of PLACEMENT_POLICIES) {
+      const r = chooseAmongTypes(groups(), oneGpu(pref), policy, { rng: () => 0.5 });
+      expect(r).toEqual({ ok: true, type: 'A', workers: [{ workerIdx: 0, nodeId: 1, deviceIdx: [0], milli: 1000 }] });
+    }
+  });
+
+  test('with an ordered list a later type is used only when earlier ones have no room', () => {
+    const full = [{ type: 'A', candidates: [host(1, [0, 0, 0, 0], 64000)] }, groups()[1]];
+    expect(chooseAmongTypes(full, oneGpu('ordered'), 'best-fit')).toMatchObject({ ok: true, type: 'B' });
+  });
+
+  test('with typePreference none best-fit takes the fullest node of any type', () => {
+    expect(chooseAmongTypes(groups(), oneGpu('none'), 'best-fit')).toEqual({ ok: true, type: 'B', workers: [{ workerIdx: 0, nodeId: 2, deviceIdx: [0], milli: 1000 }] });
+  });
+
+  test('with typePreference none fgd weighs the types by the fragmentation a placement adds', () => {
+    // A 6-core task on B would leave B's other free device behind 2 cores, useless to the mix's
+    // 6-core tasks; on A nothing is stranded.
+    const b = { type: 'B', candidates: [host(2, [1000, 1000, 0, 0], 8000)] };
+    const request = oneGpu('none', { cpuMilliPerWorker: 6000 });
+    const mix = [{ devicesPerWorker: 1, cpuMilliPerWorker: 6000, weight: 1 }];
+    expect(chooseAmongTypes([groups()[0], b], request, 'fgd', { mix })).toMatchObject({ ok: true, type: 'A' });
+    // Best-fit sees only that B is fuller.
+    expect(chooseAmongTypes([groups()[0], b], request, 'best-fit', { mix })).toMatchObject({ ok: true, type: 'B' });
+  });
+
+  test('with typePreference none random-fit draws over the candidates of every type', () => {
+    const seen = new Set<string>();
+    let i = 0;
+    const draws = [0.1, 0.9, 0.9, 0.1];
+    for (let k = 0; k < 2; k++) {
+      const r = chooseAmongTypes(groups(), oneGpu('none'), 'random-fit', { rng: () => draws[i++ % draws.length] });
+      if (r.ok) seen.add(r.type);
+    }
+    expect(seen).toEqual(new Set(['A', 'B']));
+  });
+
+  test('when no type has room, each says why', () => {
+    const r = chooseAmongTypes(groups(), oneGpu('none', { devicesPerWorker: 5 }), 'fgd');
+    expect(r).toEqual({
+      ok: false,
+      reasons: [
+        { type: 'A', reason: expect.stringContaining('no room for 1×5 of A|B') },
+        { type: 'B', reason: expect.stringContaining('(1 candidate node checked)') },
+      ],
+    });
   });
 });

@@ -11,6 +11,8 @@ describe('job spec validation', () => {
     expect(validateSpec(good)).toEqual([]);
     expect(validateSpec({ ...good, request: { ...good.request, devicesPerWorker: 0, milliPerWorker: 250 } })).toEqual([]);
     expect(validateSpec({ ...good, request: { ...good.request, cpuMilliPerWorker: 8000, memoryMibPerWorker: 0 } })).toEqual([]);
+    expect(validateSpec({ ...good, request: { ...good.request, acceleratorTypes: ['A100', 'H100'], typePreference: 'none' } })).toEqual([]);
+    expect(validateSpec({ ...good, request: { ...good.request, typePreference: 'ordered' } })).toEqual([]);
   });
 
   test.each<[string, unknown, string]>([
@@ -26,6 +28,7 @@ describe('job spec validation', () => {
     ['CPU as a string', { ...good, request: { ...good.request, cpuMilliPerWorker: '4000' } }, 'request.cpuMilliPerWorker: "4000" must be an integer'],
     ['negative memory', { ...good, request: { ...good.request, memoryMibPerWorker: -1 } }, 'request.memoryMibPerWorker: -1 must be an integer from 0 to 1073741824 (MiB)'],
     ['fractional memory', { ...good, request: { ...good.request, memoryMibPerWorker: 0.5 } }, 'request.memoryMibPerWorker: 0.5 must be an integer'],
+    ['unknown type preference', { ...good, request: { ...good.request, typePreference: 'cheapest' } }, 'request.typePreference: "cheapest" must be one of ordered, none'],
     ['bad topology', { ...good, request: { ...good.request, topology: 'zone' } }, 'request.topology: "zone" must be one of any, node, rack, pod'],
     ['zero duration', { ...good, durationMs: 0 }, 'durationMs: 0 must be a positive integer'],
     ['bad tenant path', { ...good, tenant: 'Acme//x' }, 'tenant: "Acme//x" must be a path org[/team[/project]]'],
