@@ -1,7 +1,7 @@
 // The PostgreSQL allocator: finds candidate nodes through indexes, lets a pure policy choose
 // devices, and writes allocations in one transaction. Keyed by (job id, epoch): a retry returns
 // the placement already made; a stale epoch can neither allocate nor release.
-import { sql, type Insertable, type Kysely, type Transaction } from 'kysely';
+import { sql, type Insertable, type Kysely, type SelectQueryBuilder, type Transaction } from 'kysely';
 import type { Database, JobState } from '../db/schema';
 import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest } from '../api/types';
 import { RecentMix, chooseAmongTypes, describeRequest, type CandidateNode, type TypeChoice, type WorkerChoice } from './placement/policy';
@@ -510,6 +510,9 @@ interface OpenType {
  * allocators do not queue behind each other on hot rows. Nodes short of the host CPU or memory
  * one worker needs are filtered on the same range scan.
  */
+/** Fitting nodes per type the fragmentation-aware policy samples its candidates from (index order). */
+export const FGD_SAMPLE_WINDOW = 1024;
+
 async function findCandidates(
   trx: Trx,
   types: string[],
@@ -527,27 +530,40 @@ async function findCandidates(
       .selectFrom(sql<{ type: string }>`(SELECT unnest(${types}::text[]) AS type)`.as('t'))
       .innerJoinLateral(
         (eb) => {
-          let q = eb
-            .selectFrom('nodes')
-            .select(['id', 'name', 'pod', 'rack', 'accelerator_type', 'free_milli', 'free_cpu_milli', 'free_memory_mib'])
-            .whereRef('accelerator_type', '=', 't.type')
-            .where('state', '=', 'ready')
-            .where(fitColumn, '>=', min);
-          // NULL free amounts are untracked: room for anything.
-          if (host.cpu > 0) q = q.where((w) => w.or([w('free_cpu_milli', 'is', null), w('free_cpu_milli', '>=', host.cpu)]));
-          if (host.memory > 0) q = q.where((w) => w.or([w('free_memory_mib', 'is', null), w('free_memory_mib', '>=', host.memory)]));
-          if (request.nodeLabels && Object.keys(request.nodeLabels).length)
-            q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
-          if (exclude.length) q = q.where(sql<boolean>`id <> ALL(${exclude}::int[])`);
+          const fitting = <Q extends SelectQueryBuilder<Database & { t: { type: string } }, 'nodes' | 't', object>>(q: Q): Q => {
+            let f = q.whereRef('nodes.accelerator_type', '=', 't.type').where('nodes.state', '=', 'ready').where(`nodes.${fitColumn}`, '>=', min);
+            // NULL free amounts are untracked: room for anything.
+            if (host.cpu > 0) f = f.where((w) => w.or([w('nodes.free_cpu_milli', 'is', null), w('nodes.free_cpu_milli', '>=', host.cpu)]));
+            if (host.memory > 0) f = f.where((w) => w.or([w('nodes.free_memory_mib', 'is', null), w('nodes.free_memory_mib', '>=', host.memory)]));
+            if (request.nodeLabels && Object.keys(request.nodeLabels).length)
+              f = f.where('nodes.labels', '@>', JSON.stringify(request.nodeLabels) as never);
+            if (exclude.length) f = f.where(sql<boolean>`nodes.id <> ALL(${exclude}::int[])`);
+            return f as Q;
+          };
+          let q = fitting(
+            eb.selectFrom('nodes').select(['id', 'name', 'pod', 'rack', 'accelerator_type', 'free_milli', 'free_cpu_milli', 'free_memory_mib']),
+          );
           switch (policy) {
             case 'first-fit':
               q = q.orderBy('id');
               break;
             case 'random-fit':
-            case 'fgd':
-              // FGD scores every candidate itself: it reads an unbiased sample of the type's nodes,
-              // since the fit index's order would hand it best-fit's choices only.
               q = q.orderBy((o) => o.fn('random', []));
+              break;
+            case 'fgd':
+              // FGD scores every candidate itself, so it reads a random sample rather than the fit
+              // index's order, which would hand it best-fit's choices only. The sample is drawn from
+              // the first FGD_SAMPLE_WINDOW fitting nodes in index order, so the rows read stay
+              // bounded whatever the fleet size (and unlocked: only the sample is locked).
+              q = q.where('nodes.id', 'in', (sub) =>
+                sub
+                  .selectFrom((inner) =>
+                    fitting(inner.selectFrom('nodes').select('nodes.id')).orderBy(`nodes.${fitColumn}`).orderBy('nodes.id').limit(FGD_SAMPLE_WINDOW).as('w'),
+                  )
+                  .select('w.id')
+                  .orderBy((o) => o.fn('random', []))
+                  .limit(limit),
+              );
               break;
             default:
               q = q.orderBy(fitColumn).orderBy('id');

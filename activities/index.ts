@@ -55,6 +55,9 @@ export const DEFAULT_PREEMPT_GRACE_MS = 10_000;
  */
 export const QUIET_HEARTBEAT_MS = 2000;
 
+/** Further tries a placement on admission makes when it finds no free candidate (they may be locked). */
+export const FAST_PATH_RETRIES = 3;
+
 /** The least time between two kicks one worker sends the region scheduler. */
 export const KICK_SPACING_MS = 100;
 
@@ -161,7 +164,15 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       // concurrent admissions do not mistake it for a queue to wait behind.
       const entry = await enqueueJob(db, spec, region, workflowId, 'submitted');
       if (entry.state === 'submitted' || entry.state === 'placed' || entry.state === 'running') {
-        const [tried] = await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]);
+        let [tried] = await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]);
+        // Candidates are read with SKIP LOCKED: while other placements hold a type's fitting nodes
+        // (a cycle's batch, concurrent admissions), this one may see none. That is contention,
+        // not a full region, so try again shortly before joining the queue — a job queued here
+        // sends every later arrival to the queue behind it.
+        for (let retry = 0; retry < FAST_PATH_RETRIES && tried.result?.placed === false && tried.result.blockedBy === 'capacity'; retry++) {
+          await new Promise((r) => setTimeout(r, 10 + Math.random() * 30 * (retry + 1)));
+          [tried] = await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]);
+        }
         if (tried.result?.placed) {
           log().info('job placed', { jobId: spec.jobId, epoch: entry.epoch, event: 'admission.placed', nodes: tried.result.placement.workers.map((w) => w.nodeName) });
           return { admitted: true, ...entry, state: 'placed', placement: tried.result.placement };
