@@ -2,7 +2,7 @@
 // of 1k, 10k and 100k devices, with 1, 4 and 16 concurrent clients, single and batched, while
 // releases keep the fleet about 70% full. Also prints the candidate query's plan at 100k.
 import { sql } from 'kysely';
-import { Allocator } from '../activities/allocator';
+import { Allocator, FGD_SAMPLE_WINDOW } from '../activities/allocator';
 import type { ResourceRequest } from '../api/types';
 import { freshBenchDatabase, percentile, randomRequest, registerJobs, requestDevices, seedSyntheticFleet, seeded } from './fleet';
 
@@ -96,6 +96,7 @@ async function main(): Promise<void> {
   const { db } = await freshBenchDatabase('sched_bench_alloc', 20);
   const cells: Cell[] = [];
   let plan = '';
+  let fgdPlan = '';
   for (const devices of FLEETS) {
     await seedSyntheticFleet(db, devices);
     const allocator = new Allocator(db, { policy: 'best-fit' });
@@ -110,6 +111,14 @@ async function main(): Promise<void> {
         SELECT id, free_milli FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
         ORDER BY free_whole, id LIMIT 32 FOR UPDATE SKIP LOCKED`.execute(db);
       plan = rows.rows.map((r) => r['QUERY PLAN']).join('\n');
+      // The default policy's (FGD's) read: a random sample of the first FGD_SAMPLE_WINDOW fitting
+      // nodes in fit-index order, so it too reads a bounded number of rows.
+      const fgdRows = await sql<{ 'QUERY PLAN': string }>`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
+        SELECT id, free_milli FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
+          AND id IN (SELECT w.id FROM (SELECT id FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
+            ORDER BY free_whole, id LIMIT ${sql.lit(FGD_SAMPLE_WINDOW)}) w ORDER BY random() LIMIT 32)
+        FOR UPDATE SKIP LOCKED`.execute(db);
+      fgdPlan = fgdRows.rows.map((r) => r['QUERY PLAN']).join('\n');
     }
   }
   console.log('\nallocator: real PostgreSQL, best-fit, fleet kept ~70% full by releases; batch = 32 requests per transaction');
@@ -118,7 +127,8 @@ async function main(): Promise<void> {
     console.log(
       `${String(c.devices).padStart(7)}  ${String(c.clients).padStart(7)}  ${c.mode.padEnd(6)}  ${String(c.placements).padStart(10)}  ${c.perSecond.toFixed(0).padStart(12)}  ${c.p50.toFixed(2).padStart(6)}  ${c.p99.toFixed(2).padStart(6)}`,
     );
-  console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices:\n${plan}`);
+  console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices (best-fit):\n${plan}`);
+  console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices (fgd, the default: a random ${FGD_SAMPLE_WINDOW}-node window sample):\n${fgdPlan}`);
   const cell = (d: number, c: number, m: 'single' | 'batch') => cells.find((x) => x.devices === d && x.clients === c && x.mode === m);
   const big = Math.max(...FLEETS);
   const small = Math.min(...FLEETS);
