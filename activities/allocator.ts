@@ -461,8 +461,7 @@ export class Allocator {
 
 /** Placements held by these jobs, keyed `jobId@epoch`. */
 export async function readPlacements(db: Kysely<Database> | Trx, jobIds: string[]): Promise<Map<string, Placement>> {
-  const out = new Map<string, Placement>();
-  if (!jobIds.length) return out;
+  if (!jobIds.length) return new Map();
   const rows = await db
     .selectFrom('allocations as a')
     .innerJoin('nodes as n', 'n.id', 'a.node_id')
@@ -472,15 +471,7 @@ export async function readPlacements(db: Kysely<Database> | Trx, jobIds: string[
     .orderBy('a.worker_idx')
     .orderBy('a.device_idx')
     .execute();
-  for (const r of rows) {
-    const key = `${r.job_id}@${r.epoch}`;
-    let p = out.get(key);
-    if (!p) out.set(key, (p = { jobId: r.job_id, epoch: r.epoch, acceleratorType: r.accelerator_type, workers: [] }));
-    let w = p.workers.find((x) => x.workerIdx === r.worker_idx);
-    if (!w) p.workers.push((w = { workerIdx: r.worker_idx, nodeId: r.node_id, nodeName: r.name, deviceIdx: [], milli: r.milli }));
-    w.deviceIdx.push(r.device_idx);
-  }
-  return out;
+  return groupPlacements(rows);
 }
 
 /** One candidate read of a request shape in a transaction: the host need it filtered on, and whether it came back short. */
@@ -591,8 +582,8 @@ async function findCandidates(
 interface LockedQuota {
   rules: QuotaRule[];
   usage: Map<string, number>;
+  /** Usage keys this transaction changed (written by `writePlacements`). */
   dirty: Set<string>;
-  write(trx: Trx): Promise<void>;
 }
 
 interface LockedJob {
@@ -755,12 +746,5 @@ async function lockQuota(trx: Trx, rules: QuotaRule[], wants: Array<{ tenant?: s
     rules,
     usage,
     dirty,
-    async write(t) {
-      if (!dirty.size) return;
-      const ks = [...dirty];
-      await sql`UPDATE quotas AS q SET used_milli = u.used
-        FROM unnest(${ks}::text[], ${ks.map((k) => usage.get(k) ?? 0)}::bigint[]) AS u(k, used)
-        WHERE q.tenant || '|' || q.accelerator_type = u.k`.execute(t);
-    },
   };
 }
