@@ -12,7 +12,7 @@ import { requeueUpdate, setPriorityUpdate } from '../../workflows/messages';
 import { requireTemporalBinary } from '../../scripts/temporal-server';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants, setQuota } from '../helpers/fleet';
-import { NAMESPACE, jobProbes, startTemporal, type TemporalHarness } from '../helpers/temporal';
+import { NAMESPACE, eventually, jobProbes, startTemporal, type TemporalHarness } from '../helpers/temporal';
 
 let t: TestDatabase;
 let h: TemporalHarness;
@@ -241,6 +241,8 @@ describe('operator control', () => {
     const s = spec('rq-1', { devices: 4, durationMs: 8_000, checkpointable: true });
     await submit(s);
     await running(s);
+    // `running` means the run was asked for; wait until the executor has it, then let it progress.
+    await eventually(async () => (await t.db.selectFrom('executions').select('epoch').where('job_id', '=', 'rq-1').executeTakeFirst()) ?? undefined, 'rq-1 launched');
     const before = await row('rq-1');
     await new Promise((r) => setTimeout(r, 1500));
     await h.client.requeue('acme/ml', 'rq-1', 'operator wants it moved');
