@@ -154,24 +154,22 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       if (problems.length) return { admitted: false, problems };
       const workflowId = Context.current().info.workflowExecution?.workflowId ?? jobWorkflowId(spec.tenant, spec.jobId);
       // Someone waits: this job must not overtake them, so it joins the queue for the scheduler.
-      if (await othersWaiting(db, region, spec.jobId)) {
-        const entry = await enqueueJob(db, spec, region, workflowId, 'waiting');
-        await joinQueue(db, spec.jobId, QUEUED_REASON); // a retry may find it mid-admission
-        await kick();
-        return { admitted: true, ...entry, state: entry.state === 'submitted' ? 'waiting' : entry.state };
-      }
-      // Nobody waits. The job is recorded as `submitted`, not `waiting`, while it is placed, so
+      // Nobody waits: it is recorded as `submitted`, not `waiting`, while it is placed, so
       // concurrent admissions do not mistake it for a queue to wait behind.
-      const entry = await enqueueJob(db, spec, region, workflowId, 'submitted');
-      if (entry.state === 'submitted' || entry.state === 'placed' || entry.state === 'running') {
-        let [tried] = await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]);
+      const queueAhead = await othersWaiting(db, region, spec.jobId);
+      const entry = await enqueueJob(db, spec, region, workflowId, queueAhead ? 'waiting' : 'submitted');
+      // A retry of this step may find the job already placed: the allocator returns that placement.
+      const placedBefore = entry.state === 'placed' || entry.state === 'running';
+      if (placedBefore || (!queueAhead && entry.state === 'submitted')) {
+        const place = async () => (await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]))[0];
+        let tried = await place();
         // Candidates are read with SKIP LOCKED: while other placements hold a type's fitting nodes
         // (a cycle's batch, concurrent admissions), this one may see none. That is contention,
         // not a full region, so try again shortly before joining the queue — a job queued here
         // sends every later arrival to the queue behind it.
         for (let retry = 0; retry < FAST_PATH_RETRIES && tried.result?.placed === false && tried.result.blockedBy === 'capacity'; retry++) {
           await new Promise((r) => setTimeout(r, 10 + Math.random() * 30 * (retry + 1)));
-          [tried] = await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]);
+          tried = await place();
         }
         if (tried.result?.placed) {
           log().info('job placed', { jobId: spec.jobId, epoch: entry.epoch, event: 'admission.placed', nodes: tried.result.placement.workers.map((w) => w.nodeName) });
@@ -182,8 +180,9 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
         await kick();
         return { admitted: true, ...entry, state: 'waiting', waitingReason: reason };
       }
+      await joinQueue(db, spec.jobId, QUEUED_REASON); // a retry may find it mid-admission (`submitted`)
       await kick();
-      return { admitted: true, ...entry };
+      return { admitted: true, ...entry, state: entry.state === 'submitted' ? 'waiting' : entry.state };
     },
     /** The job's placement at `epoch` if it has one; otherwise wakes the scheduler (a delivery may have been missed). */
     async checkPlacement(jobId: string, epoch: number): Promise<Placement | undefined> {
