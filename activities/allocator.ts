@@ -3,6 +3,7 @@
 // the placement already made; a stale epoch can neither allocate nor release.
 import { sql, type Insertable, type Kysely, type SelectQueryBuilder, type Transaction } from 'kysely';
 import type { Database, JobState } from '../db/schema';
+import { PREPARED } from '../db/connection';
 import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest } from '../api/types';
 import { RecentMix, chooseAmongTypes, describeRequest, type CandidateNode, type TypeChoice, type WorkerChoice } from './placement/policy';
 import { badRequest, staleEpoch, unknownJob, withTransientRetry } from './errors';
@@ -429,7 +430,8 @@ export class Allocator {
   private async releaseAs(jobId: string, epoch: number, final?: { state: JobState; reason: string | null }): Promise<ReleaseResult> {
     return withTransientRetry(async () => {
       for (let attempt = 1; ; attempt++) {
-        const r = await sql<{ found_epoch: number | null; moved: boolean | null; released: number }>`
+        // Prepared: lookups by key only, so its generic plan is as good as a custom one.
+        const r = await sql<{ found_epoch: number | null; moved: boolean | null; released: number }>`${sql.raw(PREPARED)}
           WITH seen AS (SELECT xmin::text AS v FROM jobs WHERE id = ${jobId}),
           locked AS (SELECT id, epoch, quota_charge, quota_milli, xmin::text AS v FROM jobs WHERE id = ${jobId} FOR UPDATE),
           ok AS (SELECT l.* FROM locked l, seen s WHERE l.v = s.v AND l.epoch <= ${epoch}),

@@ -2,9 +2,10 @@
 // of 1k, 10k and 100k devices, with 1, 4 and 16 concurrent clients, single and batched, while
 // releases keep the fleet about 70% full. Also prints the candidate query's plan at 100k.
 import { sql } from 'kysely';
+import { Pool } from 'pg';
 import { Allocator, FGD_SAMPLE_WINDOW } from '../activities/allocator';
 import type { ResourceRequest } from '../api/types';
-import { freshBenchDatabase, percentile, randomRequest, registerJobs, requestDevices, seedSyntheticFleet, seeded } from './fleet';
+import { BENCH_TYPES, freshBenchDatabase, percentile, randomRequest, registerJobs, requestDevices, seedSyntheticFleet, seeded } from './fleet';
 
 const FLEETS = (process.env.BENCH_FLEETS ?? '1000,10000,100000').split(',').map(Number);
 const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,4,16').split(',').map(Number);
@@ -15,7 +16,7 @@ const FILL = 0.7;
 interface Cell {
   devices: number;
   clients: number;
-  mode: 'single' | 'batch';
+  mode: 'single' | 'batch' | 'floor';
   placements: number;
   perSecond: number;
   p50: number;
@@ -92,8 +93,69 @@ async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof fresh
   };
 }
 
+/**
+ * The floor under any allocator here: the least a placement and its release can do in PostgreSQL
+ * on this machine. A placement locks its job, locks one fitting node (SKIP LOCKED), inserts one
+ * whole-device allocation (the capacity trigger and CHECKs run), marks the job placed and
+ * commits; the release deletes it in one autocommitted statement. Named prepared statements, no
+ * quota, reservations or policy. Placements/s here bound what the full allocator can reach.
+ */
+async function floorCell(url: string, db: Awaited<ReturnType<typeof freshBenchDatabase>>['db'], devices: number, clients: number): Promise<Cell> {
+  const ids = Array.from({ length: clients }, (_, c) => `floor${clients}-${c}`);
+  await registerJobs(db, ids);
+  const pool = new Pool({ connectionString: url, max: clients });
+  const latencies: number[] = [];
+  let placements = 0;
+  const end = Date.now() + SECONDS * 1000;
+  const started = process.hrtime.bigint();
+  await Promise.all(
+    ids.map(async (job, c) => {
+      const client = await pool.connect();
+      try {
+        while (Date.now() < end) {
+          const t0 = process.hrtime.bigint();
+          await client.query('BEGIN');
+          await client.query({ name: 'floor-job', text: 'SELECT epoch FROM jobs WHERE id = $1 FOR UPDATE', values: [job] });
+          const node = await client.query<{ id: number; free_milli: number[] }>({
+            name: 'floor-node',
+            text: `SELECT id, free_milli FROM nodes WHERE accelerator_type = $1 AND state = 'ready' AND free_whole >= 1
+                   ORDER BY free_whole, id LIMIT 1 FOR UPDATE SKIP LOCKED`,
+            values: [BENCH_TYPES[c % BENCH_TYPES.length]],
+          });
+          const n = node.rows[0];
+          if (!n) throw new Error('floor: no free device');
+          await client.query({
+            name: 'floor-insert',
+            text: 'INSERT INTO allocations (job_id, epoch, node_id, device_idx, milli, worker_idx) VALUES ($1, 1, $2, $3, 1000, 0)',
+            values: [job, n.id, n.free_milli.indexOf(1000)],
+          });
+          await client.query({ name: 'floor-placed', text: "UPDATE jobs SET state = 'placed', updated_at = now() WHERE id = $1", values: [job] });
+          await client.query('COMMIT');
+          latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
+          placements++;
+          await client.query({
+            name: 'floor-release',
+            text: "WITH d AS (DELETE FROM allocations WHERE job_id = $1 RETURNING 1) UPDATE jobs SET state = 'waiting', updated_at = now() WHERE id = $1",
+            values: [job],
+          });
+        }
+      } finally {
+        client.release();
+      }
+    }),
+  );
+  const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  await pool.end();
+  latencies.sort((a, b) => a - b);
+  return {
+    devices, clients, mode: 'floor', placements, perSecond: placements / elapsed,
+    p50: percentile(latencies, 50), p99: percentile(latencies, 99),
+    meanMsPerPlacement: (elapsed * 1000 * clients) / Math.max(1, placements),
+  };
+}
+
 async function main(): Promise<void> {
-  const { db } = await freshBenchDatabase('sched_bench_alloc', 20);
+  const { url, db } = await freshBenchDatabase('sched_bench_alloc', 20);
   const cells: Cell[] = [];
   let plan = '';
   let fgdPlan = '';
@@ -107,6 +169,11 @@ async function main(): Promise<void> {
         process.stderr.write(`  ${devices} devices, ${clients} clients, ${mode}: ${c.perSecond.toFixed(0)} placements/s\n`);
       }
     if (devices === Math.max(...FLEETS)) {
+      for (const clients of CLIENTS) {
+        const c = await floorCell(url, db, devices, clients);
+        cells.push(c);
+        process.stderr.write(`  ${devices} devices, ${clients} clients, floor: ${c.perSecond.toFixed(0)} placements/s\n`);
+      }
       const rows = await sql<{ 'QUERY PLAN': string }>`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
         SELECT id, free_milli FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
         ORDER BY free_whole, id LIMIT 32 FOR UPDATE SKIP LOCKED`.execute(db);
@@ -122,6 +189,7 @@ async function main(): Promise<void> {
     }
   }
   console.log('\nallocator: real PostgreSQL, best-fit, fleet kept ~70% full by releases; batch = 32 requests per transaction');
+  console.log('floor: the least a placement and its release do in PostgreSQL here (lock job, lock one node, insert one allocation, mark placed, commit; release in one statement; prepared)');
   console.log('devices  clients  mode    placements  placements/s  p50 ms  p99 ms  (p50/p99 per call: one request, or one batch)');
   for (const c of cells)
     console.log(
@@ -129,14 +197,15 @@ async function main(): Promise<void> {
     );
   console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices (best-fit):\n${plan}`);
   console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices (fgd, the default: a random ${FGD_SAMPLE_WINDOW}-node window sample):\n${fgdPlan}`);
-  const cell = (d: number, c: number, m: 'single' | 'batch') => cells.find((x) => x.devices === d && x.clients === c && x.mode === m);
+  const cell = (d: number, c: number, m: Cell['mode']) => cells.find((x) => x.devices === d && x.clients === c && x.mode === m);
   const big = Math.max(...FLEETS);
   const small = Math.min(...FLEETS);
   const ratio = (cell(big, 1, 'single')?.meanMsPerPlacement ?? NaN) / (cell(small, 1, 'single')?.meanMsPerPlacement ?? NaN);
   const bestSingle = Math.max(...cells.filter((c) => c.devices === big && c.mode === 'single').map((c) => c.perSecond));
   const bestBatch = Math.max(...cells.filter((c) => c.devices === big && c.mode === 'batch').map((c) => c.perSecond));
+  const bestFloor = Math.max(...cells.filter((c) => c.devices === big && c.mode === 'floor').map((c) => c.perSecond));
   console.log(
-    `summary: at ${big} devices best single ${bestSingle.toFixed(0)} placements/s, best batched ${bestBatch.toFixed(0)} placements/s, p99 single with 4 clients ${cell(big, 4, 'single')?.p99.toFixed(2)} ms; per-placement cost ratio ${big}:${small} = ${ratio.toFixed(2)}`,
+    `summary: at ${big} devices best single ${bestSingle.toFixed(0)} placements/s (floor ${bestFloor.toFixed(0)}), best batched ${bestBatch.toFixed(0)} placements/s, p99 single with 4 clients ${cell(big, 4, 'single')?.p99.toFixed(2)} ms (floor ${cell(big, 4, 'floor')?.p99.toFixed(2)} ms); per-placement cost ratio ${big}:${small} = ${ratio.toFixed(2)}`,
   );
   await db.destroy();
 }

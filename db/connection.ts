@@ -1,11 +1,12 @@
 // Opens the scheduler database, creates it when missing, and applies the migrations in db/migrations.
 import { Kysely, Migrator, PostgresDialect, type Migration, type MigrationProvider } from 'kysely';
-import { Pool } from 'pg';
+import { Client, Pool } from 'pg';
 import type { Database } from './schema';
 import * as m0001 from './migrations/0001_inventory';
 import * as m0002 from './migrations/0002_lifecycle';
 import * as m0003 from './migrations/0003_preemption';
 import * as m0004 from './migrations/0004_host_resources';
+import * as m0005 from './migrations/0005_statement_triggers';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/scheduler';
 
@@ -15,6 +16,7 @@ const migrations: Record<string, Migration> = {
   '0002_lifecycle': m0002,
   '0003_preemption': m0003,
   '0004_host_resources': m0004,
+  '0005_statement_triggers': m0005,
 };
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 
@@ -27,12 +29,39 @@ export function openDatabase(url: string = databaseUrl(), poolSize = 10): Kysely
 }
 
 /**
+ * Marks a statement to run as a named prepared statement: parsed once per connection, and
+ * planned once PostgreSQL finds its generic plan as cheap as a custom one. Only for statements
+ * whose plan does not depend on their parameters (lookups by key); a statement over a
+ * parameter array or a range is better planned afresh each time.
+ */
+export const PREPARED = '/* prepared */ ';
+
+/** A pg client that runs statements starting with PREPARED as named prepared statements (named by their text's hash). */
+class PreparingClient extends Client {
+  // pg's query() has a dozen overloads; this forwards whatever it was given, unchanged unless marked.
+  // eslint-disable-next-line @typescript-eslint/no-explicit-any
+  override query(...args: any[]): any {
+    const [text, values] = args as [unknown, unknown];
+    if (typeof text === 'string' && text.startsWith(PREPARED) && (values === undefined || Array.isArray(values)))
+      return super.query({ name: `p${statementHash(text)}`, text, values: values as unknown[] | undefined });
+    return (super.query as (...a: unknown[]) => unknown)(...args);
+  }
+}
+
+/** FNV-1a of a statement's text: one name per distinct text, as a pg connection requires. */
+function statementHash(text: string): string {
+  let h = 0x811c9dc5;
+  for (let i = 0; i < text.length; i++) h = Math.imul(h ^ text.charCodeAt(i), 0x01000193) >>> 0;
+  return `${h.toString(36)}_${text.length}`;
+}
+
+/**
  * A pool that survives lost connections (server restart, terminated backend): the query in
  * flight fails with its error and is retried by its caller, instead of an unhandled 'error'
  * event on the client or pool taking the whole process down.
  */
 export function resilientPool(url: string, poolSize: number): Pool {
-  const pool = new Pool({ connectionString: url, max: poolSize });
+  const pool = new Pool({ connectionString: url, max: poolSize, Client: PreparingClient });
   pool.on('error', () => undefined);
   pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;

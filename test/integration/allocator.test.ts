@@ -104,6 +104,42 @@ describe('allocator on PostgreSQL', () => {
     await t.db.deleteFrom('allocations').where('job_id', '=', 'direct-1').execute();
   });
 
+  test('capacity moves once per statement: many rows on one node, oversubscription within one statement, a device the node lacks', async () => {
+    await registerTestJob(t.db, 'stmt-1');
+    await registerTestJob(t.db, 'stmt-2');
+    const node = await t.db.selectFrom('nodes').select(['id', 'device_count']).where('accelerator_type', '=', 'A100').where('free_whole', '=', 8).orderBy('id').executeTakeFirstOrThrow();
+    const free = async () => (await t.db.selectFrom('nodes').select(['free_milli', 'free_whole', 'max_partial']).where('id', '=', node.id).executeTakeFirstOrThrow());
+    // One statement: three whole devices and two shares of a fourth, for two jobs.
+    await t.db
+      .insertInto('allocations')
+      .values([
+        ...[0, 1, 2].map((d) => ({ job_id: 'stmt-1', epoch: 1, node_id: node.id, device_idx: d, milli: 1000, worker_idx: 0 })),
+        { job_id: 'stmt-1', epoch: 1, node_id: node.id, device_idx: 5, milli: 300, worker_idx: 1 },
+        { job_id: 'stmt-2', epoch: 1, node_id: node.id, device_idx: 5, milli: 450, worker_idx: 0 },
+      ])
+      .execute();
+    expect(await free()).toEqual({ free_milli: [0, 0, 0, 1000, 1000, 250, 1000, 1000], free_whole: 4, max_partial: 250 });
+    // Two shares of one device that together exceed it, in one statement: refused whole.
+    await registerTestJob(t.db, 'stmt-3');
+    await expect(
+      t.db
+        .insertInto('allocations')
+        .values([600, 600].map((milli, w) => ({ job_id: 'stmt-3', epoch: 1, node_id: node.id, device_idx: 6, milli, worker_idx: w })))
+        .execute(),
+    ).rejects.toThrow(/check constraint/);
+    // A device index past the node's devices: refused with the node and device named.
+    await expect(
+      t.db.insertInto('allocations').values({ job_id: 'stmt-3', epoch: 1, node_id: node.id, device_idx: node.device_count, milli: 1000, worker_idx: 0 }).execute(),
+    ).rejects.toThrow(`device ${node.device_count} does not exist on node ${node.id}`);
+    expect(await free()).toEqual({ free_milli: [0, 0, 0, 1000, 1000, 250, 1000, 1000], free_whole: 4, max_partial: 250 });
+    // One release statement gives back every device of the job, and only the job's.
+    await t.db.deleteFrom('allocations').where('job_id', '=', 'stmt-1').execute();
+    expect(await free()).toEqual({ free_milli: [1000, 1000, 1000, 1000, 1000, 550, 1000, 1000], free_whole: 7, max_partial: 550 });
+    await t.db.deleteFrom('allocations').where('job_id', '=', 'stmt-2').execute();
+    expect(await free()).toEqual({ free_milli: Array(8).fill(1000), free_whole: 8, max_partial: 0 });
+    expect(await checkInvariants(t.db)).toEqual([]);
+  });
+
   test('concurrent allocators never hand out more devices than exist', async () => {
     const ids = Array.from({ length: 40 }, (_, i) => `conc-${i}`);
     for (const id of ids) await registerTestJob(t.db, id);
