@@ -3,10 +3,12 @@
 // this machine. Offers jobs open-loop at fixed rates (20, 50 and 100 jobs/s for 60 s each by
 // default) and reports sustained jobs/s, submit→placed and submit→finished p50/p99, and where
 // the time goes. In the same run it measures the server's own ceiling with a workflow that starts
-// and completes at once, so lifecycle throughput reads as a share of what Temporal itself does here.
+// and completes at once, so lifecycle throughput reads as a share of what Temporal itself does here,
+// and runs JobShapeWorkflow (a job's commands, none of its work) at the same rates: Temporal's own
+// share of a job's cost and latency.
 // Targets (from the issue): submit→placed p99 ≤ 1 s at 50 jobs/s; sustained ≥ 50% of the ceiling.
 // Settings: LIFECYCLE_RATES (jobs/s, comma-separated), LIFECYCLE_SECONDS (per rate),
-// LIFECYCLE_CEILING_SECONDS, LIFECYCLE_CEILING_CONCURRENCY, LIFECYCLE_RUN_MS (simulated run),
+// LIFECYCLE_CEILING_SECONDS, LIFECYCLE_CEILING_CONCURRENCY, LIFECYCLE_SHAPE_SECONDS, LIFECYCLE_RUN_MS (simulated run),
 // LIFECYCLE_DEVICES (fleet size), LIFECYCLE_DRAIN_SECONDS (wait for stragglers after each rate).
 import { setMaxListeners } from 'node:events';
 import os from 'node:os';
@@ -17,7 +19,8 @@ import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { SchedulerClient } from '../api/client';
 import { TIERS, jobWorkflowId, schedulerWorkflowId, type JobResult, type JobSpec } from '../api/types';
 import type { SchedulerStatus } from '../workflows/messages';
-import type { NoopWorkflow } from '../workflows/noop';
+import type { JobShapeWorkflow, NoopWorkflow } from '../workflows/noop';
+import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from '../api/search-attributes';
 import { createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
 import { checkInvariants, type Violation } from '../db/invariants';
 import { dropDatabase } from '../db/connection';
@@ -47,6 +50,8 @@ const RATES = envRates();
 const SECONDS = envNumber('LIFECYCLE_SECONDS', 60);
 const CEILING_SECONDS = envNumber('LIFECYCLE_CEILING_SECONDS', 20);
 const CEILING_CONCURRENCY = Math.round(envNumber('LIFECYCLE_CEILING_CONCURRENCY', 64));
+/** Seconds of JobShapeWorkflow per rate (the job's commands with none of its work). */
+const SHAPE_SECONDS = envNumber('LIFECYCLE_SHAPE_SECONDS', 30);
 const RUN_MS = Math.round(envNumber('LIFECYCLE_RUN_MS', 1000));
 /** Enough devices that a 1-device job never waits for capacity at 100 jobs/s (a multiple of 8). */
 const DEVICES = Math.ceil(envNumber('LIFECYCLE_DEVICES', 2000) / 8) * 8;
@@ -270,6 +275,83 @@ async function measureCeiling(temporal: Client, stop: AbortSignal): Promise<Ceil
   return { perSecond: latencies.length / elapsed, completed: latencies.length, p50: percentile(s, 50), p99: percentile(s, 99) };
 }
 
+/** JobShapeWorkflow at one rate: what the server and SDK alone make of a job's commands here. */
+interface ShapePhase {
+  rate: number;
+  offered: number;
+  finished: number;
+  sustained: number;
+  placedP50: number;
+  placedP99: number;
+  finishedP50: number;
+  finishedP99: number;
+  keptUp: boolean;
+  history?: HistoryShape;
+}
+
+/** Open loop, like a lifecycle phase: JobShapeWorkflow started at `rate`/s, each waited on for its result. */
+async function runShapePhase(rate: number, temporal: Client, stop: AbortSignal): Promise<ShapePhase> {
+  const total = Math.round(rate * SHAPE_SECONDS);
+  const interval = 1000 / rate;
+  const t0 = wall() + 20;
+  const windowEnd = t0 + SHAPE_SECONDS * 1000;
+  const placed: number[] = [];
+  const done: Array<{ at: number; latency: number }> = [];
+  const settled: Array<Promise<void>> = [];
+  const fire = (i: number): void => {
+    const submitted = wall();
+    const workflowId = `shape/${rate}/${i}`;
+    settled.push(
+      temporal.workflow
+        .execute<typeof JobShapeWorkflow>('JobShapeWorkflow', {
+          taskQueue: TASK_QUEUE,
+          workflowId,
+          args: [RUN_MS],
+          // The attributes and memo a job starts with.
+          typedSearchAttributes: [
+            { key: JobIdKey, value: workflowId },
+            { key: TenantKey, value: TENANT },
+            { key: TierKey, value: 'standard' },
+            { key: RegionKey, value: REGION },
+            { key: JobStateKey, value: 'submitted' },
+            { key: AcceleratorTypeKey, value: 'A100' },
+          ],
+          memo: { spec: { tenant: TENANT, tier: 'standard', request: '1×1 A100' } },
+        })
+        .then(
+          (runStarted) => {
+            placed.push(runStarted - submitted);
+            const at = wall();
+            done.push({ at, latency: at - submitted });
+          },
+          (err: unknown) => say(`  [shape ${rate}/s] ${workflowId}: ${err instanceof Error ? err.message : String(err)}`),
+        ),
+    );
+  };
+  for (let i = 0; i < total && !stop.aborted; ) {
+    const now = wall();
+    while (i < total && t0 + i * interval <= now) fire(i++);
+    if (i < total) await sleep(Math.max(0, t0 + i * interval - wall()));
+  }
+  const submissionsEnd = wall();
+  await Promise.race([Promise.all(settled), sleep(DRAIN_SECONDS * 1000), aborted(stop)]);
+  const lastFinish = Math.max(...done.map((d) => d.at));
+  const p = sorted(placed);
+  const f = sorted(done.map((d) => d.latency));
+  return {
+    rate,
+    offered: total,
+    finished: done.length,
+    sustained: done.filter((d) => d.at <= windowEnd).length / SHAPE_SECONDS,
+    placedP50: percentile(p, 50),
+    placedP99: percentile(p, 99),
+    finishedP50: percentile(f, 50),
+    finishedP99: percentile(f, 99),
+    keptUp: done.length === total && lastFinish - submissionsEnd <= RUN_MS + KEPT_UP_SLACK_MS,
+    history: done.length ? await historyShape(temporal, `shape/${rate}/0`) : undefined,
+  };
+}
+
 function jobSpec(rate: number, i: number, rng: () => number): JobSpec {
   return {
     jobId: `r${rate}-${i}`,
@@ -491,7 +573,7 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
   };
 }
 
-function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: Phase[]): void {
+function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: Phase[], shapes: ShapePhase[]): void {
   console.log(
     `\nlifecycle: one Temporal dev server (in memory) + PostgreSQL + one in-process worker on this machine (${os.cpus().length} cores); ` +
       `${DEVICES} devices; 1-device jobs running ${RUN_MS} ms, mixed tier/priority; open-loop for ${SECONDS} s per rate`,
@@ -506,6 +588,16 @@ function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: P
       `${String(p.rate).padStart(5)}  ${String(p.offered).padStart(7)}  ${String(p.submitted).padStart(9)}  ${String(p.finished).padStart(8)}  ` +
         `${fmt(p.sustained, 1).padStart(11)}  ${fmtQ(p.placedP50).padStart(10)}  ${fmtQ(p.placedP99).padStart(10)}  ${fmtQ(p.finishedP50).padStart(12)}  ` +
         `${fmtQ(p.finishedP99).padStart(12)}  ${`${fmt((100 * p.sustained) / ceiling.perSecond, 1)}%`.padStart(13)}`,
+    );
+  console.log(
+    `\nJobShapeWorkflow: a job's commands with none of its work (local activity, upsert, ${RUN_MS} ms run activity, upsert), open-loop for ${SHAPE_SECONDS} s per rate; placed = submit → run activity started`,
+  );
+  console.log(' rate  offered  finished  sustained/s  placed p50  placed p99  finished p50  finished p99  ceiling ratio  kept up');
+  for (const p of shapes)
+    console.log(
+      `${String(p.rate).padStart(5)}  ${String(p.offered).padStart(7)}  ${String(p.finished).padStart(8)}  ${fmt(p.sustained, 1).padStart(11)}  ` +
+        `${fmt(p.placedP50).padStart(10)}  ${fmt(p.placedP99).padStart(10)}  ${fmt(p.finishedP50).padStart(12)}  ${fmt(p.finishedP99).padStart(12)}  ` +
+        `${`${fmt((100 * p.sustained) / ceiling.perSecond, 1)}%`.padStart(13)}  ${(p.keptUp ? 'yes' : 'NO').padStart(7)}`,
     );
   console.log('\nwhere the time goes (means in ms): submit = client start call; →enq = submit start → jobs.created_at (workflow start, admit, enqueue);');
   console.log('wait = created_at → placed_at (queue + cycle); on adm. = jobs placed on admission (the rest by a cycle); run = placed_at → result (launch, run, watch, release); DB = pg_stat_database, all backends;');
@@ -536,10 +628,11 @@ function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: P
   console.log('\nserver work per execution (its history):');
   console.log(`  NoopWorkflow: ${describeShape(noop)}`);
   for (const p of phases) console.log(`  one completed job at ${p.rate}/s: ${describeShape(p.history)}`);
+  if (shapes[0]) console.log(`  JobShapeWorkflow: ${describeShape(shapes[0].history)}`);
   for (const p of phases) for (const problem of p.firstProblems) console.log(`  [${p.rate}/s] ${problem}`);
 }
 
-function summaryLine(ceiling: Ceiling, phases: Phase[]): string {
+function summaryLine(ceiling: Ceiling, phases: Phase[], shapes: ShapePhase[]): string {
   const at50 = phases.find((p) => p.rate === 50);
   const placed = at50
     ? `placed p99 at 50/s ${fmtQ(at50.placedP99)} ms vs ≤ ${PLACED_TARGET_MS} ms target: ${at50.placedP99.ms <= PLACED_TARGET_MS ? 'MET' : 'MISSED'}`
@@ -560,7 +653,13 @@ function summaryLine(ceiling: Ceiling, phases: Phase[]): string {
   }
   const violations = phases.reduce((n, p) => n + p.violations, 0);
   const pending = phases.reduce((n, p) => n + p.violationsReleasePending, 0);
-  return `summary: ${placed}; ${ratio}; ${violations} invariant violations${pending ? ` (${pending} of them jobs still finishing, release pending)` : ''}`;
+  const shape50 = shapes.find((p) => p.rate === 50);
+  const shapeKept = shapes.filter((p) => p.keptUp);
+  const shapeBest = shapeKept.length ? shapeKept.reduce((a, b) => (b.rate > a.rate ? b : a)) : undefined;
+  const shape =
+    `JobShapeWorkflow (Temporal alone): ${shape50 ? `placed p99 at 50/s ${fmt(shape50.placedP99)} ms, ` : ''}` +
+    (shapeBest ? `${fmt((100 * shapeBest.sustained) / ceiling.perSecond, 1)}% of the ceiling at ${shapeBest.rate}/s` : 'no rate kept up');
+  return `summary: ${placed}; ${ratio}; ${shape}; ${violations} invariant violations${pending ? ` (${pending} of them jobs still finishing, release pending)` : ''}`;
 }
 
 async function main(): Promise<void> {
@@ -663,6 +762,17 @@ async function main(): Promise<void> {
     const ceiling = await measureCeiling(client.temporal, stop.signal);
     say(`  ${fmt(ceiling.perSecond, 1)} workflows/s`);
 
+    const shapes: ShapePhase[] = [];
+    for (const rate of RATES) {
+      if (stop.signal.aborted) break;
+      say(`• JobShapeWorkflow at ${rate}/s for ${SHAPE_SECONDS} s`);
+      const p = await runShapePhase(rate, client.temporal, stop.signal);
+      shapes.push(p);
+      say(`  ${p.finished} of ${p.offered} finished, sustained ${fmt(p.sustained, 1)}/s, placed p50/p99 ${fmt(p.placedP50)}/${fmt(p.placedP99)} ms, kept up: ${p.keptUp ? 'yes' : 'no'}`);
+      // Let a backlog drain before the next phase.
+      await sleep(2000);
+    }
+
     const phases: Phase[] = [];
     for (const rate of RATES) {
       if (stop.signal.aborted) break;
@@ -677,9 +787,9 @@ async function main(): Promise<void> {
       );
     }
     if (workerError) throw new Error('the worker stopped during the bench', { cause: workerError });
-    printTables(ceiling, await historyShape(client.temporal, 'noop/0/0'), phases);
+    printTables(ceiling, await historyShape(client.temporal, 'noop/0/0'), phases, shapes);
     if (resultPollErrors) console.log(`result polls the server failed and the bench repeated: ${resultPollErrors}`);
-    console.log(summaryLine(ceiling, phases));
+    console.log(summaryLine(ceiling, phases, shapes));
   } finally {
     // Reverse order of setup: worker, result polls, connections, server, pool, database.
     closing = true;
