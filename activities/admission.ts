@@ -2,7 +2,7 @@
 // (active flag, allowed tiers, allowed accelerator types, largest job), inherited down the tenant
 // tree, and is read on every admission, so an operator's change applies to the next submission
 // without a restart. `admissionProblems` is the pure decision; `admit` loads the tenant chain.
-import type { Kysely } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import type { JobSpec } from '../api/types';
 import { requestMilli } from './allocator';
@@ -60,10 +60,22 @@ export function admissionProblems(spec: JobSpec, region: string, rows: readonly 
   return problems;
 }
 
-export async function loadTenantPolicy(db: Kysely<Database>, tenant: string): Promise<TenantPolicyRow[]> {
-  return db
-    .selectFrom('tenants')
-    .select(['path', 'active', 'allowed_tiers', 'allowed_types', 'max_devices_per_job'])
-    .where('path', 'in', tenantChain(tenant))
-    .execute();
+/**
+ * What an admission decides on, in one round trip: the tenant chain's policy rows, and whether
+ * anyone other than `jobId` waits in `region` (then the job must queue behind them rather than be
+ * placed on admission).
+ */
+export async function loadAdmissionContext(
+  db: Kysely<Database>,
+  tenant: string,
+  region: string,
+  jobId: string,
+): Promise<{ policy: TenantPolicyRow[]; queueAhead: boolean }> {
+  const r = await sql<{ policy: TenantPolicyRow[]; queue_ahead: boolean }>`
+    SELECT
+      coalesce((SELECT json_agg(json_build_object('path', path, 'active', active, 'allowed_tiers', allowed_tiers,
+          'allowed_types', allowed_types, 'max_devices_per_job', max_devices_per_job))
+        FROM tenants WHERE path = ANY(${tenantChain(tenant)}::text[])), '[]') AS policy,
+      EXISTS (SELECT 1 FROM jobs WHERE region = ${region} AND state = 'waiting' AND id <> ${jobId}) AS queue_ahead`.execute(db);
+  return { policy: r.rows[0].policy, queueAhead: r.rows[0].queue_ahead };
 }

@@ -21,6 +21,8 @@ export interface AllocateInput {
 
 export interface ReleaseResult {
   released: number;
+  /** Whether, as the release began, another job waited in the job's region (the freed devices may be theirs). */
+  othersWaiting?: boolean;
 }
 
 type Trx = Transaction<Database>;
@@ -431,9 +433,9 @@ export class Allocator {
     return withTransientRetry(async () => {
       for (let attempt = 1; ; attempt++) {
         // Prepared: lookups by key only, so its generic plan is as good as a custom one.
-        const r = await sql<{ found_epoch: number | null; moved: boolean | null; released: number }>`${sql.raw(PREPARED)}
+        const r = await sql<{ found_epoch: number | null; moved: boolean | null; released: number; others_waiting: boolean }>`${sql.raw(PREPARED)}
           WITH seen AS (SELECT xmin::text AS v FROM jobs WHERE id = ${jobId}),
-          locked AS (SELECT id, epoch, quota_charge, quota_milli, xmin::text AS v FROM jobs WHERE id = ${jobId} FOR UPDATE),
+          locked AS (SELECT id, epoch, region, quota_charge, quota_milli, xmin::text AS v FROM jobs WHERE id = ${jobId} FOR UPDATE),
           ok AS (SELECT l.* FROM locked l, seen s WHERE l.v = s.v AND l.epoch <= ${epoch}),
           del AS (DELETE FROM allocations a USING ok WHERE a.job_id = ok.id RETURNING 1),
           quota AS (
@@ -450,11 +452,12 @@ export class Allocator {
           nom AS (DELETE FROM nominations WHERE ${final !== undefined} AND preemptor IN (SELECT id FROM ok) RETURNING 1)
           SELECT (SELECT epoch FROM locked) AS found_epoch,
                  (SELECT l.v <> s.v FROM locked l, seen s) AS moved,
-                 (SELECT count(*)::int FROM del) AS released`.execute(this.db);
+                 (SELECT count(*)::int FROM del) AS released,
+                 EXISTS (SELECT 1 FROM jobs w, locked l WHERE w.region = l.region AND w.state = 'waiting' AND w.id <> l.id) AS others_waiting`.execute(this.db);
         const row = r.rows[0];
         if (row.found_epoch === null) return { released: 0 };
         if (row.found_epoch > epoch) throw staleEpoch(jobId, epoch, row.found_epoch);
-        if (!row.moved) return { released: row.released };
+        if (!row.moved) return { released: row.released, othersWaiting: row.others_waiting };
         if (attempt >= 10) throw new Error(`release of job ${jobId}: its row kept changing under the release (10 attempts)`);
       }
     });
@@ -703,7 +706,8 @@ async function writePlacements(
   const ids = [...jobs.keys()];
   const rows = [...jobs.values()];
   const col = <K extends keyof Insertable<Database['allocations']>>(k: K) => w.inserts.map((i) => i[k] ?? 0);
-  await sql`
+  // Prepared: every table it touches is reached by key from its parameter arrays.
+  await sql`${sql.raw(PREPARED)}
     WITH ins AS (
       INSERT INTO allocations (job_id, epoch, node_id, device_idx, milli, worker_idx, cpu_milli, memory_mib)
       SELECT * FROM unnest(${col('job_id')}::text[], ${col('epoch')}::int[], ${col('node_id')}::int[], ${col('device_idx')}::int[],

@@ -6,12 +6,12 @@ import { WorkflowNotFoundError, type Client } from '@temporalio/client';
 import type { Database, JobState, NodeState } from '../db/schema';
 import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
 import { Allocator, readPlacements, type ReleaseResult } from './allocator';
-import { QUEUED_REASON, enqueueJob, joinQueue, jobsOnNode, othersWaiting, preemptionStands, requeueJob, setJobPriority, type Enqueued } from './jobs';
+import { QUEUED_REASON, enqueueJob, joinQueue, jobsOnNode, preemptionStands, requeueJob, setJobPriority, type Enqueued } from './jobs';
 import { bookReservation } from './reservations';
 import { validateReservation } from '../api/validation';
 import type { ReservationState } from '../db/schema';
 import { SimulatedExecutor, type Executor, type LaunchInput, type Observation } from './executor';
-import { admissionProblems, loadTenantPolicy } from './admission';
+import { admissionProblems, loadAdmissionContext } from './admission';
 import { runCycle, type CycleOptions } from './scheduler';
 import { badRequest } from './errors';
 import {
@@ -119,9 +119,6 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     return next;
   };
   /** Freed capacity matters to the scheduler only when someone waits for it (its timer covers the rest). */
-  const kickIfWaiting = async (): Promise<void> => {
-    if (await othersWaiting(db, region)) await kick();
-  };
   /** Signals a job workflow, ignoring one that has already finished. */
   const tell = async (what: () => Promise<void>): Promise<boolean> => {
     try {
@@ -143,7 +140,8 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
      * scheduler, which this wakes. Idempotent: a retry finds the same queue entry and placement.
      */
     async admitAndPlace(spec: JobSpec): Promise<Admitted | { admitted: false; problems: string[] }> {
-      const problems = admissionProblems(spec, region, await loadTenantPolicy(db, spec.tenant));
+      const { policy, queueAhead } = await loadAdmissionContext(db, spec.tenant, region, spec.jobId);
+      const problems = admissionProblems(spec, region, policy);
       if (!problems.length) {
         try {
           await allocator.checkRequest(spec.request);
@@ -156,7 +154,6 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       // Someone waits: this job must not overtake them, so it joins the queue for the scheduler.
       // Nobody waits: it is recorded as `submitted`, not `waiting`, while it is placed, so
       // concurrent admissions do not mistake it for a queue to wait behind.
-      const queueAhead = await othersWaiting(db, region, spec.jobId);
       const entry = await enqueueJob(db, spec, region, workflowId, queueAhead ? 'waiting' : 'submitted');
       // A retry of this step may find the job already placed: the allocator returns that placement.
       const placedBefore = entry.state === 'placed' || entry.state === 'running';
@@ -198,7 +195,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     async finish(jobId: string, epoch: number, state: JobState, reason: string | null): Promise<ReleaseResult> {
       const result = await allocator.finish(jobId, epoch, state, reason);
       log().info('job finished', { jobId, epoch, event: 'job.finish', state, devices: result.released });
-      if (result.released) await kickIfWaiting();
+      if (result.released && result.othersWaiting) await kick();
       return result;
     },
     /** Releases what the job holds at `epoch` and queues it again at epoch + 1, keeping its position. */
@@ -270,6 +267,9 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       await db.updateTable('jobs').set({ state: 'running', updated_at: new Date() }).where('id', '=', jobId).where('epoch', '=', epoch).where('state', '=', 'placed').execute();
       if (ctx.info.attempt === 1) ctx.log.info('executor launched', { jobId, epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
       const watchStarted = Date.now();
+      // A first attempt has just launched the run, so it knows where the run stands without asking:
+      // its first look is one observation interval (or the whole run, if shorter) away.
+      if (ctx.info.attempt === 1) await ctx.sleep(Math.max(20, Math.min(OBSERVE_EVERY_MS, input.durationMs - input.resumeFromMs)));
       for (let first = true; ; first = false) {
         const seen = await executor.observe(jobId, epoch);
         // The first heartbeat goes to the server at once (later ones are throttled), so a short
@@ -282,7 +282,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
           // which spares every job one more activity and workflow task.
           const released = await allocator.finish(jobId, epoch, 'completed', null);
           ctx.log.info('job finished', { jobId, epoch, event: 'job.finish', state: 'completed', devices: released.released });
-          if (released.released) await kickIfWaiting();
+          if (released.released && released.othersWaiting) await kick();
           return { ...seen, finished: true };
         }
         if (seen.state !== 'running') return seen;

@@ -26,15 +26,20 @@ export async function enqueueJob(
   workflowId: string,
   state: 'waiting' | 'submitted' = 'waiting',
 ): Promise<Enqueued> {
-  await db
-    .insertInto('jobs')
-    .values({
-      id: spec.jobId, tenant: spec.tenant, tier: spec.tier, priority: spec.priority, region, workflow_id: workflowId,
-      spec: JSON.stringify(spec), state, epoch: 1, waiting_reason: state === 'waiting' ? QUEUED_REASON : null,
-    })
-    .onConflict((oc) => oc.column('id').doNothing())
-    .execute();
-  const row = await db.selectFrom('jobs').select(['epoch', 'state', 'enqueued_at', 'workflow_id']).where('id', '=', spec.jobId).executeTakeFirstOrThrow();
+  // Inserted, or (a retry, or the id taken) the row already there: one statement either way.
+  const r = await sql<{ epoch: number; state: JobState; enqueued_at: Date; workflow_id: string }>`
+    WITH ins AS (
+      INSERT INTO jobs (id, tenant, tier, priority, region, workflow_id, spec, state, epoch, waiting_reason)
+      VALUES (${spec.jobId}, ${spec.tenant}, ${spec.tier}, ${spec.priority ?? 0}, ${region}, ${workflowId}, ${JSON.stringify(spec)}::jsonb,
+              ${state}, 1, ${state === 'waiting' ? QUEUED_REASON : null})
+      ON CONFLICT (id) DO NOTHING
+      RETURNING epoch, state, enqueued_at, workflow_id)
+    SELECT * FROM ins
+    UNION ALL
+    SELECT epoch, state, enqueued_at, workflow_id FROM jobs WHERE id = ${spec.jobId} AND NOT EXISTS (SELECT 1 FROM ins)`.execute(db);
+  // A row another transaction inserted after this statement's snapshot: it waited for that
+  // insert, so a fresh read sees it.
+  const row = r.rows[0] ?? (await db.selectFrom('jobs').select(['epoch', 'state', 'enqueued_at', 'workflow_id']).where('id', '=', spec.jobId).executeTakeFirstOrThrow());
   if (row.workflow_id !== workflowId) throw new Error(`job id ${spec.jobId} is already used by workflow ${row.workflow_id}`);
   return { epoch: row.epoch, state: row.state, enqueuedAt: row.enqueued_at.getTime() };
 }
@@ -92,9 +97,3 @@ export async function jobsOnNode(db: Kysely<Database>, nodeId: number): Promise<
   return rows.rows.map((r) => ({ id: r.id, workflowId: r.workflow_id, epoch: r.epoch }));
 }
 
-/** Whether any job other than `except` waits in the region's queue (an index-only probe of `jobs_queue`). */
-export async function othersWaiting(db: Kysely<Database>, region: string, except?: string): Promise<boolean> {
-  const row = await sql<{ found: boolean }>`
-    SELECT EXISTS (SELECT 1 FROM jobs WHERE region = ${region} AND state = 'waiting' AND id IS DISTINCT FROM ${except ?? null}) AS found`.execute(db);
-  return row.rows[0].found;
-}

@@ -32,9 +32,21 @@ describe('allocator on PostgreSQL', () => {
     expect(r.placed).toBe(true);
     expect(await freeDevices()).toBe(before - 2);
     await t.db.updateTable('jobs').set({ state: 'running' }).where('id', '=', 'place-1').execute();
-    expect(await allocator.release('place-1', 1)).toEqual({ released: 2 });
-    expect(await allocator.release('place-1', 1)).toEqual({ released: 0 });
+    expect(await allocator.release('place-1', 1)).toEqual({ released: 2, othersWaiting: false });
+    expect(await allocator.release('place-1', 1)).toEqual({ released: 0, othersWaiting: false });
     expect(await freeDevices()).toBe(before);
+  });
+
+  test('a release says whether another job waits in its region (the freed devices may be theirs), so only then is the scheduler woken', async () => {
+    const job = (id: string, state: 'waiting' | 'cancelled' = 'waiting') =>
+      t.db.insertInto('jobs').values({ id, tenant: 'acme', tier: 'standard', region: 'quiet', workflow_id: `job/acme/${id}`, spec: '{}', state, epoch: 1 }).execute();
+    await job('quiet-1');
+    expect((await allocator.allocate({ jobId: 'quiet-1', epoch: 1, request: req() })).placed).toBe(true);
+    expect(await allocator.release('quiet-1', 1)).toEqual({ released: 2, othersWaiting: false });
+    expect((await allocator.allocate({ jobId: 'quiet-1', epoch: 2, request: req() })).placed).toBe(true);
+    await job('quiet-2');
+    expect(await allocator.finish('quiet-1', 2, 'completed', null)).toEqual({ released: 2, othersWaiting: true });
+    await t.db.updateTable('jobs').set({ state: 'cancelled' }).where('id', '=', 'quiet-2').execute();
   });
 
   test('a retried allocate returns the same placement and holds devices once', async () => {
@@ -53,7 +65,7 @@ describe('allocator on PostgreSQL', () => {
     const r = await allocator.allocate({ jobId: 'epoch-1', epoch: 2, request: req() });
     expect(r.placed).toBe(true);
     await expect(allocator.release('epoch-1', 1)).rejects.toThrow('epoch 1 is stale');
-    expect(await allocator.release('epoch-1', 2)).toEqual({ released: 2 });
+    expect(await allocator.release('epoch-1', 2)).toEqual({ released: 2, othersWaiting: false });
   });
 
   test.each<[string, Partial<ResourceRequest>, string]>([
@@ -177,7 +189,7 @@ describe('allocator on PostgreSQL', () => {
     await registerTestJob(t.db, 'race-release');
     const before = await freeDevices();
     const released = await racingPlacement('race-release', () => allocator.finish('race-release', 1, 'cancelled', 'raced'));
-    expect(released).toEqual({ released: 2 });
+    expect(released).toMatchObject({ released: 2 });
     expect(await freeDevices()).toBe(before);
     expect((await t.db.selectFrom('jobs').select('state').where('id', '=', 'race-release').executeTakeFirstOrThrow()).state).toBe('cancelled');
   });
@@ -189,7 +201,7 @@ describe('allocator on PostgreSQL', () => {
     expect(result.placed).toBe(true);
     expect(result.placement?.workers.flatMap((w) => w.deviceIdx)).toEqual([0, 1]);
     expect(await freeDevices()).toBe(before - 2);
-    expect(await allocator.release('race-place', 1)).toEqual({ released: 2 });
+    expect(await allocator.release('race-place', 1)).toMatchObject({ released: 2 });
   });
 
   test('the invariant checker catches planted corruption', async () => {
@@ -364,7 +376,7 @@ describe('host CPU and memory through the SQL path', () => {
     if (!a.placed) throw new Error(a.reason);
     const at = a.placement.workers[0].nodeId;
     expect((await hostFree())[at]).toEqual({ cpu: untouched()[at].cpu - 12000, memory: untouched()[at].memory - 32768 });
-    expect(await allocator.release('cpu-release', 1)).toEqual({ released: 4 });
+    expect(await allocator.release('cpu-release', 1)).toMatchObject({ released: 4 });
     expect(await hostFree()).toEqual(untouched());
     await registerTestJob(t.db, 'cpu-finish');
     const b = await allocator.allocate({ jobId: 'cpu-finish', epoch: 1, request: h100({ cpuMilliPerWorker: 8000, memoryMibPerWorker: 4096 }) });
