@@ -1,6 +1,6 @@
 // `npm run bench:lifecycle`: the whole job lifecycle (submit → admit → enqueue → region scheduler
-// places → simulated run → release) against one in-memory Temporal dev server and PostgreSQL on
-// this machine. Offers jobs open-loop at fixed rates (20, 50 and 100 jobs/s for 60 s each by
+// places → simulated run → release) against an in-memory Temporal dev server (a fresh one for each
+// measurement) and PostgreSQL on this machine. Offers jobs open-loop at fixed rates (20, 50 and 100 jobs/s for 60 s each by
 // default) and reports sustained jobs/s, submit→placed and submit→finished p50/p99, and where
 // the time goes. In the same run it measures the server's own ceiling with a workflow that starts
 // and completes at once, so lifecycle throughput reads as a share of what Temporal itself does here,
@@ -26,7 +26,7 @@ import { checkInvariants, type Violation } from '../db/invariants';
 import { dropDatabase } from '../db/connection';
 import type { Database } from '../db/schema';
 import { BENCH_TYPES, freshBenchDatabase, percentile, seedSyntheticFleet, seeded } from './fleet';
-import { benchTemporal } from './temporal';
+import { benchBundle, benchServer, type Cleanup } from './temporal';
 
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -575,7 +575,7 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
 
 function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: Phase[], shapes: ShapePhase[]): void {
   console.log(
-    `\nlifecycle: one Temporal dev server (in memory) + PostgreSQL + one in-process worker on this machine (${os.cpus().length} cores); ` +
+    `\nlifecycle: a fresh Temporal dev server (in memory) per measurement + PostgreSQL + one in-process worker on this machine (${os.cpus().length} cores); ` +
       `${DEVICES} devices; 1-device jobs running ${RUN_MS} ms, mixed tier/priority; open-loop for ${SECONDS} s per rate`,
   );
   console.log(
@@ -662,40 +662,18 @@ function summaryLine(ceiling: Ceiling, phases: Phase[], shapes: ShapePhase[]): s
   return `summary: ${placed}; ${ratio}; ${shape}; ${violations} invariant violations${pending ? ` (${pending} of them jobs still finishing, release pending)` : ''}`;
 }
 
-async function main(): Promise<void> {
-  // The SDK logs every job phase at INFO; the bench keeps warnings and errors only, on stderr with
-  // the native core's (forwarded), so stdout holds the tables alone. No shutdown signals: Ctrl-C
-  // is the bench's to handle, so the worker keeps serving until cleanup.
-  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [], telemetryOptions: { logging: { forward: {} } } });
-  const stop = new AbortController();
+/** Whether the bench has begun closing Temporal connections (a phase's, or all at the end). */
+let closing = false;
+
+/**
+ * Runs `body` against a fresh in-memory dev server with its own worker and connections, then
+ * tears them all down. A worker that stops by itself aborts the bench and fails the phase.
+ */
+async function onFreshServer<T>(what: string, db: Kysely<Database>, bundlePath: string, stop: AbortController, body: (h: Harness) => Promise<T>): Promise<T> {
+  const cleanup: Cleanup = [];
   let workerError: unknown;
-  process.on('SIGINT', () => {
-    if (stop.signal.aborted) process.exit(130);
-    stop.abort();
-    say('stopping: no more submissions; printing what was measured, then cleaning up (Ctrl-C again to quit at once)');
-  });
-
-  // grpc-js throws from a timer when a call retried by the Temporal client's retry interceptor
-  // finds its channel closed: harmless once the bench is closing its connections, fatal otherwise.
-  let closing = false;
-  process.on('uncaughtException', (err) => {
-    if (closing && err.message === 'Channel has been shut down') return;
-    console.error(err);
-    process.exit(1);
-  });
-
-  const cleanup: Array<[string, () => Promise<unknown>]> = [];
   try {
-    say(`• database and fleet: ${DEVICES} devices`);
-    const { url, db } = await freshBenchDatabase('sched_bench_lifecycle', 20);
-    cleanup.push(['drop the bench database', () => dropDatabase(url)], ['close the database pool', () => db.destroy()]);
-    await seedSyntheticFleet(db, DEVICES);
-    // Admission needs registered tenants: the org, then the team.
-    await db.insertInto('tenants').values([{ path: ORG, parent: null }, { path: TENANT, parent: ORG }]).execute();
-
-    say('• Temporal dev server (in memory) and workflow bundle');
-    const { server, bundlePath } = await benchTemporal('lifecycle', NAMESPACE, cleanup);
-
+    const server = await benchServer(NAMESPACE, cleanup);
     // Separate connections for the worker, the activities' signals and the bench's submissions,
     // so that none queues behind another's calls. Cleanup runs in reverse: the bench's result
     // polls are cancelled and its connection closed first, while the server still answers.
@@ -723,7 +701,9 @@ async function main(): Promise<void> {
         workerError = err;
       },
     );
-    void running.then(() => stop.abort());
+    void running.then(() => {
+      if (workerError) stop.abort();
+    });
     cleanup.push([
       'shut the worker down',
       async () => {
@@ -732,7 +712,7 @@ async function main(): Promise<void> {
         await running;
       },
     ]);
-    const harness: Harness = {
+    const out = await body({
       client,
       db,
       stop: stop.signal,
@@ -756,17 +736,65 @@ async function main(): Promise<void> {
           polls.delete(poll);
         }
       },
-    };
+    });
+    if (workerError) throw new Error(`${what}: the worker stopped during the phase`, { cause: workerError });
+    return out;
+  } finally {
+    // Reverse order of setup: worker, result polls, connections, server.
+    closing = true;
+    for (const [step, undo] of cleanup.reverse())
+      await undo().catch((err: unknown) => say(`cleanup after ${what}: could not ${step}: ${err instanceof Error ? err.message : String(err)}`));
+  }
+}
+
+async function main(): Promise<void> {
+  // The SDK logs every job phase at INFO; the bench keeps warnings and errors only, on stderr with
+  // the native core's (forwarded), so stdout holds the tables alone. No shutdown signals: Ctrl-C
+  // is the bench's to handle, so the worker keeps serving until cleanup.
+  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [], telemetryOptions: { logging: { forward: {} } } });
+  const stop = new AbortController();
+  process.on('SIGINT', () => {
+    if (stop.signal.aborted) process.exit(130);
+    stop.abort();
+    say('stopping: no more submissions; printing what was measured, then cleaning up (Ctrl-C again to quit at once)');
+  });
+
+  // grpc-js throws from a timer when a call retried by the Temporal client's retry interceptor
+  // finds its channel closed: harmless once the bench has closed connections, fatal otherwise.
+  process.on('uncaughtException', (err) => {
+    if (closing && err.message === 'Channel has been shut down') return;
+    console.error(err);
+    process.exit(1);
+  });
+
+  const cleanup: Array<[string, () => Promise<unknown>]> = [];
+  try {
+    say(`• database and fleet: ${DEVICES} devices`);
+    const { url, db } = await freshBenchDatabase('sched_bench_lifecycle', 20);
+    cleanup.push(['drop the bench database', () => dropDatabase(url)], ['close the database pool', () => db.destroy()]);
+    await seedSyntheticFleet(db, DEVICES);
+    // Admission needs registered tenants: the org, then the team.
+    await db.insertInto('tenants').values([{ path: ORG, parent: null }, { path: TENANT, parent: ORG }]).execute();
+
+    say('• workflow bundle');
+    const bundlePath = await benchBundle('lifecycle', cleanup);
+    // Every measurement on its own fresh dev server: the in-memory server slows as it holds more
+    // histories (a 50/s phase after 5100 other workflows ran at 32 jobs/s, first at 42), so
+    // phases are compared on equal terms whatever their order.
+    const fresh = <T>(what: string, body: (h: Harness) => Promise<T>): Promise<T> => onFreshServer(what, db, bundlePath, stop, body);
 
     say(`• ceiling: NoopWorkflow, ${CEILING_CONCURRENCY} in flight, ${CEILING_SECONDS} s`);
-    const ceiling = await measureCeiling(client.temporal, stop.signal);
+    const { ceiling, noop } = await fresh('ceiling', async (h) => {
+      const c = await measureCeiling(h.client.temporal, stop.signal);
+      return { ceiling: c, noop: await historyShape(h.client.temporal, 'noop/0/0') };
+    });
     say(`  ${fmt(ceiling.perSecond, 1)} workflows/s`);
 
     const phases: Phase[] = [];
     for (const rate of RATES) {
       if (stop.signal.aborted) break;
       say(`• lifecycle at ${rate} jobs/s for ${SECONDS} s`);
-      const p = await runPhase(rate, harness);
+      const p = await fresh(`lifecycle at ${rate}/s`, (h) => runPhase(rate, h));
       phases.push(p);
       // The phase's headline now, in case a later phase does not come back.
       say(
@@ -775,24 +803,20 @@ async function main(): Promise<void> {
           `${p.violations} invariant violations, kept up: ${p.keptUp ? 'yes' : 'no'}`,
       );
     }
-    // After the job phases, so those run on the server as earlier runs of this bench did; the
-    // shape phases then run on a server already holding the jobs' histories (if anything, a
-    // disadvantage for them).
     const shapes: ShapePhase[] = [];
     for (const rate of RATES) {
       if (stop.signal.aborted) break;
       say(`• JobShapeWorkflow at ${rate}/s for ${SHAPE_SECONDS} s`);
-      const p = await runShapePhase(rate, client.temporal, stop.signal);
+      const p = await fresh(`JobShapeWorkflow at ${rate}/s`, (h) => runShapePhase(rate, h.client.temporal, stop.signal));
       shapes.push(p);
       say(`  ${p.finished} of ${p.offered} finished, sustained ${fmt(p.sustained, 1)}/s, placed p50/p99 ${fmt(p.placedP50)}/${fmt(p.placedP99)} ms, kept up: ${p.keptUp ? 'yes' : 'no'}`);
     }
 
-    if (workerError) throw new Error('the worker stopped during the bench', { cause: workerError });
-    printTables(ceiling, await historyShape(client.temporal, 'noop/0/0'), phases, shapes);
+    printTables(ceiling, noop, phases, shapes);
     if (resultPollErrors) console.log(`result polls the server failed and the bench repeated: ${resultPollErrors}`);
     console.log(summaryLine(ceiling, phases, shapes));
   } finally {
-    // Reverse order of setup: worker, result polls, connections, server, pool, database.
+    // Reverse order of setup: bundle, pool, database.
     closing = true;
     for (const [what, undo] of cleanup.reverse())
       await undo().catch((err: unknown) => say(`cleanup: could not ${what}: ${err instanceof Error ? err.message : String(err)}`));

@@ -1,5 +1,5 @@
-// What the Temporal-backed benchmarks share: an in-memory dev server that dies with the bench,
-// and the workflow bundle built once to a temporary file, each registered for cleanup.
+// What the Temporal-backed benchmarks share: in-memory dev servers that die with the bench, and
+// the workflow bundle built once to a temporary file, each registered for cleanup.
 import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
@@ -9,12 +9,23 @@ import { freePort, startDevServer, type DevServer } from '../scripts/temporal-se
 export type Cleanup = Array<[string, () => Promise<unknown>]>;
 
 export async function benchTemporal(tag: string, namespace: string, cleanup: Cleanup): Promise<{ server: DevServer; bundlePath: string }> {
+  const server = await benchServer(namespace, cleanup);
+  return { server, bundlePath: await benchBundle(tag, cleanup) };
+}
+
+/** An in-memory dev server with `namespace`, stopped by `cleanup` (or, at the latest, when the bench exits). */
+export async function benchServer(namespace: string, cleanup: Cleanup): Promise<DevServer> {
   const server = await startDevServer({ port: await freePort(), namespaces: [namespace] });
   cleanup.push(['stop the Temporal dev server', () => server.stop()]);
   // Whatever way the bench exits (a second Ctrl-C, a fatal error), the server goes with it.
   process.once('exit', () => {
     if (server.process.exitCode === null) server.process.kill('SIGKILL');
   });
+  return server;
+}
+
+/** The workflow bundle, built once to a temporary file that `cleanup` removes. */
+export async function benchBundle(tag: string, cleanup: Cleanup): Promise<string> {
   const { code } = await bundleWorkflowCode({
     workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'),
     logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error },
@@ -22,5 +33,5 @@ export async function benchTemporal(tag: string, namespace: string, cleanup: Cle
   const bundlePath = path.join(os.tmpdir(), `${tag}-bench-${process.pid}.js`);
   fs.writeFileSync(bundlePath, code);
   cleanup.push(['remove the workflow bundle', async () => fs.rmSync(bundlePath, { force: true })]);
-  return { server, bundlePath };
+  return bundlePath;
 }
