@@ -32,20 +32,21 @@ describe('allocator on PostgreSQL', () => {
     expect(r.placed).toBe(true);
     expect(await freeDevices()).toBe(before - 2);
     await t.db.updateTable('jobs').set({ state: 'running' }).where('id', '=', 'place-1').execute();
-    expect(await allocator.release('place-1', 1)).toEqual({ released: 2, othersWaiting: false });
-    expect(await allocator.release('place-1', 1)).toEqual({ released: 0, othersWaiting: false });
+    expect(await allocator.release('place-1', 1)).toEqual({ released: 2 });
+    expect(await allocator.release('place-1', 1)).toEqual({ released: 0 });
     expect(await freeDevices()).toBe(before);
   });
 
-  test('a release says whether another job waits in its region (the freed devices may be theirs), so only then is the scheduler woken', async () => {
+  test('finishing a job says whether another job waits in its region (the freed devices may be theirs), so only then is the scheduler woken', async () => {
     const job = (id: string, state: 'waiting' | 'cancelled' = 'waiting') =>
       t.db.insertInto('jobs').values({ id, tenant: 'acme', tier: 'standard', region: 'quiet', workflow_id: `job/acme/${id}`, spec: '{}', state, epoch: 1 }).execute();
     await job('quiet-1');
     expect((await allocator.allocate({ jobId: 'quiet-1', epoch: 1, request: req() })).placed).toBe(true);
-    expect(await allocator.release('quiet-1', 1)).toEqual({ released: 2, othersWaiting: false });
-    expect((await allocator.allocate({ jobId: 'quiet-1', epoch: 2, request: req() })).placed).toBe(true);
+    expect(await allocator.finish('quiet-1', 1, 'completed', null)).toEqual({ released: 2, othersWaiting: false });
+    await job('quiet-3');
+    expect((await allocator.allocate({ jobId: 'quiet-3', epoch: 1, request: req() })).placed).toBe(true);
     await job('quiet-2');
-    expect(await allocator.finish('quiet-1', 2, 'completed', null)).toEqual({ released: 2, othersWaiting: true });
+    expect(await allocator.finish('quiet-3', 1, 'completed', null)).toEqual({ released: 2, othersWaiting: true });
     await t.db.updateTable('jobs').set({ state: 'cancelled' }).where('id', '=', 'quiet-2').execute();
   });
 
@@ -65,7 +66,7 @@ describe('allocator on PostgreSQL', () => {
     const r = await allocator.allocate({ jobId: 'epoch-1', epoch: 2, request: req() });
     expect(r.placed).toBe(true);
     await expect(allocator.release('epoch-1', 1)).rejects.toThrow('epoch 1 is stale');
-    expect(await allocator.release('epoch-1', 2)).toEqual({ released: 2, othersWaiting: false });
+    expect(await allocator.release('epoch-1', 2)).toEqual({ released: 2 });
   });
 
   test.each<[string, Partial<ResourceRequest>, string]>([
