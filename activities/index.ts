@@ -118,7 +118,6 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     queued = next;
     return next;
   };
-  /** Freed capacity matters to the scheduler only when someone waits for it (its timer covers the rest). */
   /** Signals a job workflow, ignoring one that has already finished. */
   const tell = async (what: () => Promise<void>): Promise<boolean> => {
     try {
@@ -195,6 +194,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
     async finish(jobId: string, epoch: number, state: JobState, reason: string | null): Promise<ReleaseResult> {
       const result = await allocator.finish(jobId, epoch, state, reason);
       log().info('job finished', { jobId, epoch, event: 'job.finish', state, devices: result.released });
+      // Freed capacity matters to the scheduler only when someone waits for it (its timer covers the rest).
       if (result.released && result.othersWaiting) await kick();
       return result;
     },
