@@ -14,7 +14,7 @@ import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { sql, type Kysely } from 'kysely';
-import { Client, Connection, ServiceError } from '@temporalio/client';
+import { Client, Connection, ServiceError, WorkflowNotFoundError } from '@temporalio/client';
 import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
 import { SchedulerClient } from '../api/client';
 import { TIERS, jobWorkflowId, schedulerWorkflowId, type JobResult, type JobSpec } from '../api/types';
@@ -522,7 +522,16 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
   const unfinished = jobs.length - finished.length;
   const trace = await schedulerTrace(client, phaseStart, phaseEnd);
   // From the status query when it answered at both ends, else from the scheduler's history.
-  const cycles = before && after ? after.cycles - before.cycles : trace?.cycles ?? NaN;
+  // Each phase has its own server: no scheduler workflow there means it never ran a cycle, and
+  // every job placed was placed on admission.
+  const schedulerRan = await client.temporal.workflow
+    .getHandle(schedulerWorkflowId(REGION))
+    .describe()
+    .then(
+      () => true,
+      (err: unknown) => (err instanceof WorkflowNotFoundError ? false : undefined),
+    );
+  const cycles = before && after ? after.cycles - before.cycles : schedulerRan === false ? 0 : trace?.cycles ?? NaN;
   const samples = [...cycleSamples.values()];
   const violations = await checkInvariants(db);
   const inFlight = await releasePending(client, violations);
@@ -552,7 +561,7 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
     placedToFinishedMean: mean(placedToFinished),
     cycles,
     cycleMsMean: mean(samples.map((s) => s.ms)),
-    onAdmission: before && after ? placedCount - (after.placed - before.placed) : NaN,
+    onAdmission: before && after ? placedCount - (after.placed - before.placed) : schedulerRan === false ? placedCount : NaN,
     peakHeld,
     dbActiveMsPerS: (dbAfter.activeMs - dbBefore.activeMs) / elapsedS,
     dbXactPerS: (dbAfter.xacts - dbBefore.xacts) / elapsedS,
@@ -622,7 +631,7 @@ function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: P
       t
         ? `${String(p.rate).padStart(5)}  ${String(t.kicks).padStart(5)}  ${String(t.cycles).padStart(6)}  ${fmt(t.taskWaitP50).padStart(13)}  ${fmt(t.taskWaitMax).padStart(13)}  ${String(t.taskTimeouts).padStart(13)}  ${fmt(t.cycleWaitMax).padStart(14)}  ` +
           `${String(t.taskFailures).padStart(13)}  ${String(t.runEvents).padStart(10)}  ${String(t.runSignals).padStart(11)}`
-        : `${String(p.rate).padStart(5)}  scheduler history not available`,
+        : `${String(p.rate).padStart(5)}  ${p.cycles === 0 ? 'the region scheduler never ran: every job was placed on admission' : 'scheduler history not available'}`,
     );
   }
   console.log('\nserver work per execution (its history):');
