@@ -275,6 +275,23 @@ async function measureCeiling(temporal: Client, stop: AbortSignal): Promise<Ceil
   return { perSecond: latencies.length / elapsed, completed: latencies.length, p50: percentile(s, 50), p99: percentile(s, 99) };
 }
 
+/**
+ * Open loop: calls `fire(i)` for i < total at t0 + i × interval, whatever happened to the earlier
+ * ones, until done or stopped. Returns how late the latest call came (ms).
+ */
+async function openLoop(total: number, t0: number, interval: number, stop: AbortSignal, fire: (i: number) => void): Promise<number> {
+  let lagMax = 0;
+  for (let i = 0; i < total && !stop.aborted; ) {
+    const now = wall();
+    while (i < total && t0 + i * interval <= now) {
+      lagMax = Math.max(lagMax, now - (t0 + i * interval));
+      fire(i++);
+    }
+    if (i < total) await sleep(Math.max(0, t0 + i * interval - wall()));
+  }
+  return lagMax;
+}
+
 /** JobShapeWorkflow at one rate: what the server and SDK alone make of a job's commands here. */
 interface ShapePhase {
   rate: number;
@@ -328,11 +345,7 @@ async function runShapePhase(rate: number, temporal: Client, stop: AbortSignal):
         ),
     );
   };
-  for (let i = 0; i < total && !stop.aborted; ) {
-    const now = wall();
-    while (i < total && t0 + i * interval <= now) fire(i++);
-    if (i < total) await sleep(Math.max(0, t0 + i * interval - wall()));
-  }
+  await openLoop(total, t0, interval, stop, fire);
   const submissionsEnd = wall();
   await Promise.race([Promise.all(settled), sleep(DRAIN_SECONDS * 1000), aborted(stop)]);
   const lastFinish = Math.max(...done.map((d) => d.at));
@@ -471,16 +484,7 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
     }
   })();
 
-  // Open loop: each job goes at its scheduled time, whatever happened to the earlier ones.
-  let timerLagMax = 0;
-  for (let i = 0; i < total && !stop.aborted; ) {
-    const now = wall();
-    while (i < total && t0 + i * interval <= now) {
-      timerLagMax = Math.max(timerLagMax, now - (t0 + i * interval));
-      fire(i++);
-    }
-    if (i < total) await sleep(Math.max(0, t0 + i * interval - wall()));
-  }
+  const timerLagMax = await openLoop(total, t0, interval, stop, fire);
   const submissionsEnd = wall();
   // Drain: every job finished, or the timeout.
   await Promise.race([Promise.all(settled), sleep(DRAIN_SECONDS * 1000), aborted(stop)]);

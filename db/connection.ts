@@ -31,8 +31,10 @@ export function openDatabase(url: string = databaseUrl(), poolSize = 10): Kysely
 /**
  * Marks a statement to run as a named prepared statement: parsed once per connection, and
  * planned once PostgreSQL finds its generic plan as cheap as a custom one. Only for statements
- * whose plan does not depend on their parameters (lookups by key); a statement over a
- * parameter array or a range is better planned afresh each time.
+ * that reach every table by key (a key parameter, or the rows of an unnest of parameter arrays
+ * joined by key), whose generic plan is the custom one; a statement whose best plan depends on
+ * how many values it is given (`id = ANY($1)` joined to a large table, as `lockAndRead` is) is
+ * better planned afresh each time.
  */
 export const PREPARED = '/* prepared */ ';
 
