@@ -3,17 +3,19 @@
 import type { Kysely } from 'kysely';
 import { Context } from '@temporalio/activity';
 import { WorkflowNotFoundError, type Client } from '@temporalio/client';
-import type { Database, JobState, NodeState } from '../db/schema';
-import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId, type JobSpec, type Placement, type PlacementPolicyName } from '../api/types';
+import type { Database, NodeState } from '../db/schema';
+import type { JobOutcome, JobSpec, Placement, PlacementPolicyName } from '../api/types';
+import { jobWorkflowId, reservationWorkflowId, schedulerTaskQueue, schedulerWorkflowId } from '../api/ids';
 import { Allocator, readPlacements, type ReleaseResult } from './allocator';
 import { QUEUED_REASON, enqueueJob, joinQueue, jobsOnNode, preemptionStands, requeueJob, setJobPriority, type Enqueued } from './jobs';
 import { bookReservation } from './reservations';
 import { validateReservation } from '../api/validation';
 import type { ReservationState } from '../db/schema';
 import { SimulatedExecutor, type Executor, type LaunchInput, type Observation } from './executor';
-import { admissionProblems, loadAdmissionContext } from './admission';
-import { runCycle, type CycleOptions } from './scheduler';
-import { badRequest } from './errors';
+import { loadAdmissionContext } from './admission';
+import { admissionProblems } from '../scheduling/admission';
+import { runCycle, type CycleOptions } from './cycle';
+import { badRequest } from '../api/errors';
 import {
   kickSignal,
   placedSignal,
@@ -23,7 +25,7 @@ import {
   type NodeActionResult,
   type ReservationInfo,
   type ReservationRequest,
-} from '../workflows/messages';
+} from '../api/messages';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 
 export interface ActivityDeps {
@@ -191,7 +193,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       await kick();
     },
     /** Ends the job: its final state and the release of everything it holds, in one transaction. */
-    async finish(jobId: string, epoch: number, state: JobState, reason: string | null): Promise<ReleaseResult> {
+    async finish(jobId: string, epoch: number, state: JobOutcome, reason: string | null): Promise<ReleaseResult> {
       const result = await allocator.finish(jobId, epoch, state, reason);
       log().info('job finished', { jobId, epoch, event: 'job.finish', state, devices: result.released });
       // Freed capacity matters to the scheduler only when someone waits for it (its timer covers the rest).
@@ -238,7 +240,7 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       const problems = validateReservation(r);
       if (problems.length) throw badRequest(problems.join('; '));
       const booked = await bookReservation(db, region, r);
-      const workflowId = `reservation/${r.id}`;
+      const workflowId = reservationWorkflowId(r.id);
       try {
         await client.workflow.start('ReservationWorkflow', { workflowId, taskQueue: schedulerTaskQueue(taskQueue), args: [{ ...r, region }] });
       } catch (err) {

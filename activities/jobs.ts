@@ -1,13 +1,13 @@
 // The jobs table mirrors each job's lifecycle: its queue position and priority for the region
 // scheduler, its state and epoch for the allocator and the invariant checker.
 import { sql, type Kysely } from 'kysely';
-import type { Database, JobState } from '../db/schema';
-import type { JobSpec } from '../api/types';
-import { staleEpoch, unknownJob } from './errors';
+import type { Database } from '../db/schema';
+import type { JobSpec, StoredJobState } from '../api/types';
+import { staleEpoch, unknownJob } from '../api/errors';
 
 export interface Enqueued {
   epoch: number;
-  state: JobState;
+  state: StoredJobState;
   /** Queue position as epoch milliseconds. */
   enqueuedAt: number;
 }
@@ -27,7 +27,7 @@ export async function enqueueJob(
   state: 'waiting' | 'submitted' = 'waiting',
 ): Promise<Enqueued> {
   // Inserted, or (a retry, or the id taken) the row already there: one statement either way.
-  const r = await sql<{ epoch: number; state: JobState; enqueued_at: Date; workflow_id: string }>`
+  const r = await sql<{ epoch: number; state: StoredJobState; enqueued_at: Date; workflow_id: string }>`
     WITH ins AS (
       INSERT INTO jobs (id, tenant, tier, priority, region, workflow_id, spec, state, epoch, waiting_reason)
       VALUES (${spec.jobId}, ${spec.tenant}, ${spec.tier}, ${spec.priority ?? 0}, ${region}, ${workflowId}, ${JSON.stringify(spec)}::jsonb,

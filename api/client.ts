@@ -2,7 +2,7 @@
 import { Client, WorkflowExecutionAlreadyStartedError, type Connection } from '@temporalio/client';
 import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
 import type { JobResult, JobSpec, JobStatus } from './types';
-import { jobWorkflowId, schedulerTaskQueue, schedulerWorkflowId } from './types';
+import { jobWorkflowId, reservationWorkflowId, schedulerTaskQueue, schedulerWorkflowId } from './ids';
 import { validatePriority, validateSpec } from './validation';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from './search-attributes';
 import type { JobWorkflow } from '../workflows/job';
@@ -23,7 +23,7 @@ import {
   type ReservationRequest,
   type NodeActionResult,
   type SchedulerStatus,
-} from '../workflows/messages';
+} from './messages';
 
 export class InvalidJobSpecError extends Error {
   constructor(readonly problems: string[]) {
@@ -162,7 +162,7 @@ export class SchedulerClient {
   }
 
   async cancelReservation(id: string): Promise<void> {
-    await this.temporal.workflow.getHandle(`reservation/${id}`).signal(cancelReservationSignal);
+    await this.temporal.workflow.getHandle(reservationWorkflowId(id)).signal(cancelReservationSignal);
   }
 
   async schedulerStatus(): Promise<SchedulerStatus> {

@@ -85,23 +85,29 @@ export type AllocateResult =
   /** `blockedBy`: what stopped it — free capacity, quota, or the scheduler holding capacity for a higher-ranked job. */
   | { placed: false; reason: string; blockedBy?: 'capacity' | 'quota' | 'held' | 'reserved' };
 
-export type JobPhase =
-  | 'validating'
-  | 'admitting'
-  | 'waiting'
-  | 'placed'
-  | 'running'
-  | 'releasing'
-  | 'completed'
-  | 'cancelled'
-  | 'rejected'
-  | 'failed';
+/**
+ * The one vocabulary of a job's state: the `JobState` search attribute, the status query's
+ * `phase`, and (for the states a row can hold) the `jobs.state` column.
+ */
+export const JOB_STATES = [
+  'submitted', 'validating', 'admitting', 'waiting', 'placed', 'running', 'releasing',
+  'completed', 'cancelled', 'rejected', 'failed',
+] as const;
+export type JobState = (typeof JOB_STATES)[number];
 
-export const TERMINAL_PHASES: readonly JobPhase[] = ['completed', 'cancelled', 'rejected', 'failed'];
+/** How a job ended. */
+export type JobOutcome = Extract<JobState, 'completed' | 'cancelled' | 'rejected' | 'failed'>;
+export const TERMINAL_STATES: readonly JobOutcome[] = ['completed', 'cancelled', 'rejected', 'failed'];
+
+/**
+ * The states a `jobs` row takes. `validating`, `admitting` and `releasing` are steps inside the
+ * workflow that the database never records.
+ */
+export type StoredJobState = Exclude<JobState, 'validating' | 'admitting' | 'releasing'>;
 
 export interface JobStatus {
   jobId: string;
-  phase: JobPhase;
+  phase: JobState;
   /** Placement generation: a requeue starts a new epoch; allocations of older epochs are void. */
   epoch: number;
   /** Run attempts started so far. */
@@ -119,21 +125,7 @@ export interface JobStatus {
 
 export interface JobResult {
   jobId: string;
-  outcome: 'completed' | 'cancelled' | 'rejected' | 'failed';
+  outcome: JobOutcome;
   reason?: string;
   placement?: Placement;
-}
-
-/** The task queue of a region's scheduler workflows, beside the region's jobs task queue. */
-export function schedulerTaskQueue(jobsTaskQueue: string): string {
-  return `${jobsTaskQueue}-scheduler`;
-}
-
-/** The per-region scheduler's workflow id. */
-export function schedulerWorkflowId(region: string): string {
-  return `scheduler/${region}`;
-}
-
-export function jobWorkflowId(tenant: string, jobId: string): string {
-  return `job/${tenant}/${jobId}`;
 }

@@ -1,5 +1,6 @@
 // The typed shape of the scheduler's PostgreSQL database, one interface per table.
 import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
+import type { JobSpec, StoredJobState } from '../api/types';
 
 export type NodeState = 'ready' | 'cordoned' | 'draining' | 'down';
 export type AcceleratorFamily = 'gpu' | 'npu';
@@ -45,15 +46,6 @@ export interface NodesTable {
   free_memory_mib: ColumnType<number | null, never, never>;
 }
 
-export type JobState =
-  | 'submitted'
-  | 'waiting'
-  | 'placed'
-  | 'running'
-  | 'completed'
-  | 'failed'
-  | 'cancelled'
-  | 'rejected';
 
 export interface JobsTable {
   id: string;
@@ -61,8 +53,9 @@ export interface JobsTable {
   tier: string;
   region: string;
   workflow_id: string;
-  spec: ColumnType<unknown, string, string>;
-  state: JobState;
+  /** The validated spec the job was admitted with; written as JSON text, read back parsed. */
+  spec: ColumnType<JobSpec, string, string>;
+  state: StoredJobState;
   epoch: number;
   waiting_reason: string | null;
   priority: Generated<number>;

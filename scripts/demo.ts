@@ -14,7 +14,7 @@ import { SchedulerClient } from '../api/client';
 import { TIERS, type JobSpec, type Tier } from '../api/types';
 import { createSchedulerWorker } from '../worker/worker';
 import { installTemporalLogging } from '../worker/logger';
-import { jobTaskQueue, regionNamespace } from '../worker/config';
+import { jobTaskQueue, regionNamespace } from '../api/ids';
 import { startDevServer, type DevServer } from './temporal-server';
 import { obtainPostgres } from './postgres';
 import { readOpenbNodes, readOpenbTasks, seedOpenbFleet } from './openb';

@@ -1,5 +1,6 @@
 // Worker settings from the environment, validated once at start.
 import { PLACEMENT_POLICIES, type PlacementPolicyName } from '../api/types';
+import { jobTaskQueue, regionNamespace } from '../api/ids';
 
 export interface WorkerConfig {
   region: string;
@@ -8,14 +9,6 @@ export interface WorkerConfig {
   taskQueue: string;
   databaseUrl: string;
   policy: PlacementPolicyName;
-}
-
-export function regionNamespace(region: string): string {
-  return `sched-${region}`;
-}
-
-export function jobTaskQueue(region: string): string {
-  return `jobs-${region}`;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfig {

@@ -1,6 +1,7 @@
 // pino JSON logs. Every line carries the region; lines about a job carry jobId and workflowId,
 // including those the Temporal SDK emits for workflows and activities.
 import pino from 'pino';
+import { jobIdOfWorkflowId } from '../api/ids';
 import { Runtime, type Logger as TemporalLogger, type LogLevel, type LogMetadata } from '@temporalio/worker';
 
 export type Log = pino.Logger;
@@ -9,11 +10,6 @@ export function createLogger(region: string, level: string = process.env.LOG_LEV
   return pino({ level, base: { region } });
 }
 
-/** job/<tenant>/<job id> → <job id> */
-function jobIdOf(workflowId: unknown): string | undefined {
-  if (typeof workflowId !== 'string' || !workflowId.startsWith('job/')) return undefined;
-  return workflowId.slice(workflowId.lastIndexOf('/') + 1);
-}
 
 const LEVELS: Record<LogLevel, pino.Level> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
 
@@ -21,7 +17,7 @@ class PinoTemporalLogger implements TemporalLogger {
   constructor(private readonly sink: Log) {}
   log(level: LogLevel, message: string, meta: LogMetadata = {}): void {
     const { workflowId, ...rest } = meta as Record<string, unknown>;
-    const jobId = rest.jobId ?? jobIdOf(workflowId);
+    const jobId = rest.jobId ?? jobIdOfWorkflowId(workflowId);
     this.sink[LEVELS[level]]({ ...rest, ...(workflowId ? { workflowId } : {}), ...(jobId ? { jobId } : {}) }, message);
   }
   trace(m: string, meta?: LogMetadata): void { this.log('TRACE', m, meta); }

@@ -6,8 +6,9 @@ import type { Kysely } from 'kysely';
 import type { Client } from '@temporalio/client';
 import type { Database } from '../db/schema';
 import { createActivities } from '../activities';
-import { schedulerTaskQueue, type PlacementPolicyName } from '../api/types';
-import type { CycleOptions } from '../activities/scheduler';
+import type { PlacementPolicyName } from '../api/types';
+import { schedulerTaskQueue } from '../api/ids';
+import type { CycleOptions } from '../activities/cycle';
 
 export interface SchedulerWorkerOptions {
   connection: NativeConnection;

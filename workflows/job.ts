@@ -17,11 +17,10 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { SchedulerActivities } from '../activities';
-import { TERMINAL_PHASES, type JobPhase, type JobResult, type JobSpec, type JobStatus, type Placement } from '../api/types';
+import { TERMINAL_STATES, type JobState, type JobResult, type JobSpec, type JobStatus, type Placement } from '../api/types';
 import { validatePriority, validateSpec } from '../api/validation';
 import { AcceleratorTypeKey, JobStateKey, WaitingReasonKey } from '../api/search-attributes';
-import { ErrorTypes } from '../activities/errors';
-import type { JobState } from '../db/schema';
+import { ErrorTypes } from '../api/errors';
 import {
   cancelSignal,
   cancelUpdate,
@@ -32,7 +31,7 @@ import {
   statusQuery,
   waitingSignal,
   type PlacedDelivery,
-} from './messages';
+} from '../api/messages';
 
 export interface JobWorkflowInput {
   spec: JobSpec;
@@ -93,7 +92,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
   let preemptedFor: string | undefined;
 
   /** Moves to `phase`, keeping the search attributes current in one upsert (one history event). */
-  const enter = (phase: JobPhase, waitingReason?: string, acceleratorType?: string): void => {
+  const enter = (phase: JobState, waitingReason?: string, acceleratorType?: string): void => {
     status.phase = phase;
     status.waitingReason = waitingReason;
     upsertSearchAttributes([
@@ -103,7 +102,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     ]);
     log.info('job phase', { jobId, event: `job.${phase}`, epoch: status.epoch, waitingReason });
   };
-  const finished = (): boolean => TERMINAL_PHASES.includes(status.phase) || status.phase === 'releasing';
+  const finished = (): boolean => (TERMINAL_STATES as readonly JobState[]).includes(status.phase) || status.phase === 'releasing';
   const requestCancel = (reason?: string): void => {
     if (status.cancelRequested) return;
     status.cancelRequested = true;
@@ -186,7 +185,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     return finish({ jobId, outcome: 'rejected', reason });
   }
   // The client set the submitted state at start; this task's own changes go out in one upsert below.
-  status.phase = 'admitting' as JobPhase; // (widened: handlers change it too)
+  status.phase = 'admitting' as JobState; // (widened: handlers change it too)
   const entry = await local.admitAndPlace(spec);
   if (!entry.admitted) {
     const reason = `not admitted: ${entry.problems.join('; ')}`;
@@ -295,7 +294,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       }
       placement = got;
       status.placement = got;
-      status.phase = 'placed' as JobPhase;
+      status.phase = 'placed' as JobState;
       log.info('job placed', { jobId, event: 'job.placed', epoch: status.epoch, acceleratorType: got.acceleratorType });
       const end = await run(got);
       if (end.kind === 'succeeded') break;
@@ -336,12 +335,11 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
   } finally {
     // Release always runs, even when the workflow itself is being cancelled.
     await CancellationScope.nonCancellable(async () => {
-      const finalState: JobState = outcome;
-      // Final state and release in one transaction: no cycle places it afterwards, and nothing
+            // Final state and release in one transaction: no cycle places it afterwards, and nothing
       // ever sees a finished job holding devices. A run that completed has done it already.
       if (!(finishedByRun && outcome === 'completed')) {
         enter('releasing');
-        await acts.finish(jobId, status.epoch, finalState, reason ?? null);
+        await acts.finish(jobId, status.epoch, outcome, reason ?? null);
       }
       enter(outcome, reason);
     });

@@ -3,12 +3,13 @@
 // idle ones only to basic work) and closes it at its end, or earlier on a `cancel` signal.
 import { condition, log, proxyActivities, setHandler } from '@temporalio/workflow';
 import type { SchedulerActivities } from '../activities';
-import { cancelReservationSignal, reservationStatusQuery, type ReservationInfo, type ReservationRequest } from './messages';
+import { reservationWorkflowId } from '../api/ids';
+import { cancelReservationSignal, reservationStatusQuery, type ReservationInfo, type ReservationRequest } from '../api/messages';
 
 const acts = proxyActivities<SchedulerActivities>({ startToCloseTimeout: '30s', retry: { initialInterval: '200ms', maximumInterval: '10s' } });
 
 export async function ReservationWorkflow(r: ReservationRequest & { region: string }): Promise<ReservationInfo> {
-  const info: ReservationInfo = { ...r, state: 'pending', workflowId: `reservation/${r.id}` };
+  const info: ReservationInfo = { ...r, state: 'pending', workflowId: reservationWorkflowId(r.id) };
   let cancelled = false;
   setHandler(cancelReservationSignal, () => {
     cancelled = true;

@@ -14,7 +14,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { SchedulerActivities } from '../activities';
-import { ErrorTypes } from '../activities/errors';
+import { ErrorTypes } from '../api/errors';
 import { validateReservation } from '../api/validation';
 import {
   cordonUpdate,
@@ -25,7 +25,7 @@ import {
   uncordonUpdate,
   type NodeActionResult,
   type SchedulerStatus,
-} from './messages';
+} from '../api/messages';
 
 export interface RegionSchedulerInput {
   region: string;

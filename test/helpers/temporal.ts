@@ -8,7 +8,7 @@ import { SchedulerClient } from '../../api/client';
 import { createSchedulerWorker, type SchedulerWorker } from '../../worker/worker';
 import type { Database } from '../../db/schema';
 import { WORKFLOW_BUNDLE } from './global-setup';
-import type { CycleOptions } from '../../activities/scheduler';
+import type { CycleOptions } from '../../activities/cycle';
 import type { JobSpec, JobStatus } from '../../api/types';
 
 export const NAMESPACE = 'sched-test';

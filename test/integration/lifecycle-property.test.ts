@@ -6,7 +6,7 @@ import fc from 'fast-check';
 import { sql } from 'kysely';
 import { checkInvariants } from '../../db/invariants';
 import { Allocator } from '../../activities/allocator';
-import { runCycle } from '../../activities/scheduler';
+import { runCycle } from '../../activities/cycle';
 import { enqueueJob, requeueJob } from '../../activities/jobs';
 import type { JobSpec, Tier } from '../../api/types';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';

@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import { checkInvariants } from '../../db/invariants';
 import { OperatorActionRefusedError } from '../../api/client';
 import type { JobSpec, JobStatus } from '../../api/types';
-import { requeueUpdate, setPriorityUpdate } from '../../workflows/messages';
+import { requeueUpdate, setPriorityUpdate } from '../../api/messages';
 import { requireTemporalBinary } from '../../scripts/temporal-server';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants, setQuota } from '../helpers/fleet';

@@ -1,4 +1,4 @@
-import { RecentMix, chooseAmongTypes, choosePlacement, fitWorker, fragmentFor, type CandidateNode, type WorkerShape } from '../../activities/placement/policy';
+import { RecentMix, chooseAmongTypes, choosePlacement, fitWorker, fragmentFor, type CandidateNode, type WorkerShape } from '../../scheduling/placement';
 import { PLACEMENT_POLICIES } from '../../api/types';
 import type { ResourceRequest } from '../../api/types';
 

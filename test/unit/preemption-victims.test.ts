@@ -1,8 +1,8 @@
 // Victim selection for preemption: who may be preempted, who is preferred, and that the chosen
 // set is what the preemptor needs and no more.
 import fc from 'fast-check';
-import { chooseVictims, mayPreempt, type Preemptor, type RunningJob } from '../../activities/preemption/victims';
-import { choosePlacement, type CandidateNode } from '../../activities/placement/policy';
+import { chooseVictims, mayPreempt, type Preemptor, type RunningJob } from '../../scheduling/preemption';
+import { choosePlacement, type CandidateNode } from '../../scheduling/placement';
 import type { ResourceRequest, Tier } from '../../api/types';
 
 const FULL = [0, 0, 0, 0, 0, 0, 0, 0];

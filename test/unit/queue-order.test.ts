@@ -7,7 +7,7 @@ import {
   rankQueue,
   type Holding,
   type QueuedJob,
-} from '../../activities/queue/order';
+} from '../../scheduling/queue';
 import { TIERS } from '../../api/types';
 
 const NOW = 1_700_000_000_000;

@@ -10,7 +10,7 @@ import {
   usageLimitMilli,
   validateQuotaRules,
   type QuotaRule,
-} from '../../activities/quota/quota';
+} from '../../scheduling/quota';
 
 const rule = (tenant: string, nominal: number, extra: Partial<QuotaRule> = {}): QuotaRule =>
   ({ tenant, acceleratorType: 'H100', nominal, borrowingLimit: null, lendingLimit: null, ...extra });

@@ -1,4 +1,5 @@
-// Typed, non-retryable domain failures raised by activities. Retrying them cannot help.
+// Typed, non-retryable domain failures. Activities raise them; workflows and clients recognise
+// them by type name, never by message text. Retrying them cannot help.
 import { ApplicationFailure } from '@temporalio/common';
 
 export const ErrorTypes = {
@@ -6,6 +7,10 @@ export const ErrorTypes = {
   unknownJob: 'UnknownJob',
   staleEpoch: 'StaleEpoch',
 } as const;
+export type ErrorType = (typeof ErrorTypes)[keyof typeof ErrorTypes];
+
+/** Every domain error type: the `nonRetryableErrorTypes` of every activity proxy. */
+export const NON_RETRYABLE_ERROR_TYPES: string[] = Object.values(ErrorTypes);
 
 export function badRequest(message: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(message, ErrorTypes.badRequest);
@@ -20,19 +25,8 @@ export function staleEpoch(jobId: string, epoch: number, current: number): Appli
   );
 }
 
-/** PostgreSQL errors worth retrying in a fresh transaction: serialization failure, deadlock. */
-export function isTransient(err: unknown): boolean {
-  const code = (err as { code?: string } | null)?.code;
-  return code === '40001' || code === '40P01';
-}
-
-export async function withTransientRetry<T>(attempt: () => Promise<T>, tries = 8): Promise<T> {
-  for (let i = 1; ; i++) {
-    try {
-      return await attempt();
-    } catch (err) {
-      if (i >= tries || !isTransient(err)) throw err;
-      await new Promise((r) => setTimeout(r, Math.min(100, 2 ** i) * Math.random()));
-    }
-  }
+/** Whether `err` is a domain failure of this type (thrown directly, or as the cause of an activity failure). */
+export function isDomainError(err: unknown, type: ErrorType): boolean {
+  for (let e: unknown = err; e instanceof Error; e = e.cause) if (e instanceof ApplicationFailure && e.type === type) return true;
+  return false;
 }

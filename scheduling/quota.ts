@@ -24,6 +24,9 @@
 //    not available to it until the sibling releases (preemption lives elsewhere).
 //  - A refusal names the first failing path node, leaf upward, in devices.
 
+import { tenantAncestors } from '../api/tenants';
+import { formatDevices } from '../api/units';
+
 export interface QuotaRule {
   tenant: string; // tree node path
   acceleratorType: string;
@@ -43,12 +46,6 @@ export type QuotaDecision =
 
 const MILLI = 1000;
 
-/** Devices as text: milli / 1000 with up to 3 decimals and no trailing zeros. */
-export function formatDevices(milli: number): string {
-  if (!Number.isFinite(milli)) return String(milli);
-  const fixed = (milli / MILLI).toFixed(3);
-  return fixed.replace(/0+$/, '').replace(/\.$/, '');
-}
 
 function assertTenantPath(tenant: string, what: string): void {
   if (typeof tenant !== 'string' || tenant.length === 0 || tenant.split('/').some((s) => s.length === 0)) {
@@ -99,23 +96,16 @@ function rulesForType(rules: readonly QuotaRule[], type: string): Map<string, Qu
   return byTenant;
 }
 
-/** Proper ancestors of a tenant path, nearest first: `a/b/c` → `a/b`, `a`. */
-function properAncestors(tenant: string): string[] {
-  const segments = tenant.split('/');
-  const out: string[] = [];
-  for (let i = segments.length - 1; i >= 1; i--) out.push(segments.slice(0, i).join('/'));
-  return out;
-}
 
 function pathRules(ruled: ReadonlyMap<string, QuotaRule>, tenant: string): QuotaRule[] {
-  return [tenant, ...properAncestors(tenant)].flatMap((t) => {
+  return [tenant, ...tenantAncestors(tenant)].flatMap((t) => {
     const rule = ruled.get(t);
     return rule === undefined ? [] : [rule];
   });
 }
 
 function cohortParent(ruled: ReadonlyMap<string, QuotaRule>, tenant: string): QuotaRule | undefined {
-  for (const t of properAncestors(tenant)) {
+  for (const t of tenantAncestors(tenant)) {
     const rule = ruled.get(t);
     if (rule !== undefined) return rule;
   }

@@ -1,7 +1,7 @@
 // The messages the scheduler's workflows answer, declared apart from the workflow code so that
 // the client and the activities can name them without loading a workflow.
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { JobStatus, Placement } from '../api/types';
+import type { JobStatus, Placement } from './types';
 
 // --- a job ---------------------------------------------------------------------------------
 /** Kept for callers that only signal; same effect as the `cancel` update. */

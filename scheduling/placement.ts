@@ -1,7 +1,8 @@
 // Pure placement: given candidate nodes (their free share per device, and the host CPU and memory
 // they have left) and a request, choose which devices each worker gets. The SQL only finds
 // candidates; the policy decides.
-import type { PlacementPolicyName, ResourceRequest, Topology } from '../../api/types';
+import type { PlacementPolicyName, ResourceRequest, Topology } from '../api/types';
+import { describeRequest } from '../api/units';
 
 /** What a node has free: each device's share, and host CPU and memory when the node tracks them. */
 export interface NodeFree {
@@ -334,16 +335,6 @@ export class RecentMix {
     }
     return this.cached;
   }
-}
-
-export function describeRequest(request: ResourceRequest): string {
-  const each = request.devicesPerWorker > 0 ? `${request.devicesPerWorker}` : `${request.milliPerWorker}m`;
-  const where = request.topology === 'any' ? '' : ` in one ${request.topology}`;
-  const host = [
-    request.cpuMilliPerWorker ? `${request.cpuMilliPerWorker}m CPU` : '',
-    request.memoryMibPerWorker ? `${request.memoryMibPerWorker} MiB` : '',
-  ].filter(Boolean);
-  return `${request.workers}×${each} of ${request.acceleratorTypes.join('|')}${host.length ? ` with ${host.join(' and ')} each` : ''}${where}`;
 }
 
 function describeShortfall(request: ResourceRequest, seen: number): string {

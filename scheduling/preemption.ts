@@ -25,8 +25,9 @@
 //     other nodes just do not help here). Because freeing more never makes a fitting request
 //     stop fitting, no single victim of the pruned set can be spared.
 //  A preemptor that already fits gets `victims: []`.
-import type { ResourceRequest, Tier } from '../../api/types';
-import { choosePlacement, describeRequest, type CandidateNode, type PolicyContext, type WorkerChoice } from '../placement/policy';
+import type { ResourceRequest, Tier } from '../api/types';
+import { describeRequest } from '../api/units';
+import { choosePlacement, type CandidateNode, type PolicyContext, type WorkerChoice } from './placement';
 
 export interface RunningJob {
   jobId: string;

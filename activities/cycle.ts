@@ -6,9 +6,10 @@
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import type { AllocateResult, Placement, ResourceRequest, Tier } from '../api/types';
-import { requestMilli, type AllocateInput, type Allocator, type BatchHooks } from './allocator';
-import { planPreemption, type PreemptionPlan } from './preemption/plan';
-import { BackfillGate, DEFAULT_QUEUE_CONFIG, rankQueue, type Holding, type QueueConfig, type QueuedJob } from './queue/order';
+import type { AllocateInput, Allocator, BatchHooks } from './allocator';
+import { requestMilli } from '../scheduling/geometry';
+import { planPreemption, type PreemptionPlan } from './preemption';
+import { BackfillGate, DEFAULT_QUEUE_CONFIG, rankQueue, type Holding, type QueueConfig, type QueuedJob } from '../scheduling/queue';
 
 export interface CycleOptions {
   /** Most waiting jobs read per cycle (oldest first), bounding the cycle's work. */
@@ -59,7 +60,7 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
   const more = rows.length > scanLimit;
   const now = Date.now();
   const waiting: WaitingJob[] = rows.slice(0, scanLimit).map((r) => {
-    const spec = r.spec as { request: ResourceRequest; durationMs: number };
+    const spec = r.spec;
     return {
       jobId: r.id, tier: r.tier as Tier, priority: r.priority, enqueuedAt: r.enqueued_at.getTime(), epoch: r.epoch, workflowId: r.workflow_id,
       request: spec.request, acceleratorTypes: spec.request.acceleratorTypes, milli: requestMilli(spec.request), durationMs: spec.durationMs,

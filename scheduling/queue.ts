@@ -1,7 +1,8 @@
 // Queue order for a region's waiting jobs: rank by tier, priority and age, then decide which
 // later jobs may backfill past a blocked one without delaying its estimated start. Pure; no I/O.
 // Units: device amounts are milli-devices (1 device = 1000), times are epoch milliseconds.
-import type { Tier } from '../../api/types';
+import type { Tier } from '../api/types';
+import { formatDevices } from '../api/units';
 
 export interface QueueConfig {
   /** Effective-priority points per tier step: premium = 2×, standard = 1×, basic = 0. */
@@ -158,7 +159,3 @@ function requireMilli(name: string, milli: number): void {
   }
 }
 
-/** Whole devices with up to 3 decimals and no trailing zeros: 8000 → "8", 1500 → "1.5", 250 → "0.25". */
-function formatDevices(milli: number): string {
-  return String(Number((milli / 1000).toFixed(3)));
-}

@@ -3,12 +3,12 @@
 // them, asks `chooseVictims`, and records the nominations — the nodes kept for the preemptor while
 // its victims wind down — in one transaction. Delivering the `preempt` signals is the caller's.
 import { sql, type Kysely } from 'kysely';
-import type { Database } from '../../db/schema';
-import type { ResourceRequest, Tier } from '../../api/types';
-import { requestMilli } from '../allocator';
-import type { CandidateNode } from '../placement/policy';
-import { within } from '../reservations';
-import { chooseVictims, type RunningJob } from './victims';
+import type { Database } from '../db/schema';
+import type { ResourceRequest, Tier } from '../api/types';
+import { requestMilli } from '../scheduling/geometry';
+import type { CandidateNode } from '../scheduling/placement';
+import { descendantsLikePattern, inSubtree } from '../api/tenants';
+import { chooseVictims, type RunningJob } from '../scheduling/preemption';
 
 export interface PreemptionPlan {
   preemptor: string;
@@ -26,7 +26,7 @@ interface QuotaRow {
 /** The most specific quota rule governing a tenant for a type, if any. */
 function leafRule(rules: QuotaRow[], tenant: string, type: string): QuotaRow | undefined {
   return rules
-    .filter((r) => r.accelerator_type === type && within(tenant, r.tenant))
+    .filter((r) => r.accelerator_type === type && inSubtree(tenant, r.tenant))
     .sort((a, b) => b.tenant.length - a.tenant.length)[0];
 }
 
@@ -51,7 +51,7 @@ export async function planPreemption(
     if (!job || job.state !== 'waiting') return undefined;
     const pending = await trx.selectFrom('nominations').select('victim').where('preemptor', '=', jobId).execute();
     if (pending.length) return undefined;
-    const request = (job.spec as { request: ResourceRequest }).request;
+    const request = job.spec.request;
     const milli = requestMilli(request);
     const tier = job.tier as Tier;
     const rules = (await trx.selectFrom('quotas').select(['tenant', 'accelerator_type', 'nominal', 'used_milli']).execute()) as QuotaRow[];
@@ -62,12 +62,12 @@ export async function planPreemption(
     const reasons: string[] = [];
     for (const type of request.acceleratorTypes) {
       const rule = leafRule(rules, job.tenant, type);
-      const ownReservation = reservations.find((r) => r.accelerator_type === type && within(job.tenant, r.tenant));
+      const ownReservation = reservations.find((r) => r.accelerator_type === type && inSubtree(job.tenant, r.tenant));
       let ownerMilli = 0;
       if (ownReservation) {
         const held = await sql<{ m: string }>`
           SELECT coalesce(sum(a.milli), 0)::bigint AS m FROM allocations a JOIN jobs j ON j.id = a.job_id JOIN nodes n ON n.id = a.node_id
-          WHERE n.accelerator_type = ${type} AND (j.tenant = ${ownReservation.tenant} OR j.tenant LIKE ${ownReservation.tenant + '/%'})`.execute(trx);
+          WHERE n.accelerator_type = ${type} AND (j.tenant = ${ownReservation.tenant} OR j.tenant LIKE ${descendantsLikePattern(ownReservation.tenant)})`.execute(trx);
         ownerMilli = Number(held.rows[0].m);
       }
       const withinReservation = ownReservation !== undefined && ownerMilli + milli <= ownReservation.devices * 1000;
@@ -77,7 +77,7 @@ export async function planPreemption(
         continue;
       }
       // Quota reclaim only helps within the preemptor's own quota tree.
-      const root = rules.filter((r) => r.accelerator_type === type && within(job.tenant, r.tenant)).sort((a, b) => a.tenant.length - b.tenant.length)[0];
+      const root = rules.filter((r) => r.accelerator_type === type && inSubtree(job.tenant, r.tenant)).sort((a, b) => a.tenant.length - b.tenant.length)[0];
       let q = trx
         .selectFrom('nodes')
         .select(['id', 'name', 'pod', 'rack', 'free_milli', 'free_cpu_milli', 'free_memory_mib'])
@@ -102,7 +102,7 @@ export async function planPreemption(
       const running = new Map<string, RunningJob & { workflowId: string; epoch: number }>();
       for (const h of holds.rows) {
         if (busyVictims.has(h.id)) continue; // already winding down for another preemptor
-        if (reclaimOnly && !(root && within(h.tenant, root.tenant))) continue;
+        if (reclaimOnly && !(root && inSubtree(h.tenant, root.tenant))) continue;
         let r = running.get(h.id);
         if (!r) {
           const ran = h.placed_at ? Math.max(0, now - new Date(h.placed_at).getTime()) : 0;
@@ -110,7 +110,7 @@ export async function planPreemption(
           const borrowing =
             (vRule !== undefined && Number(vRule.used_milli) > vRule.nominal * 1000) ||
             // On a reservation the owner may reclaim, other tenants' basic work is only borrowing it.
-            (withinReservation && h.tier === 'basic' && !within(h.tenant, ownReservation!.tenant));
+            (withinReservation && h.tier === 'basic' && !inSubtree(h.tenant, ownReservation!.tenant));
           if (reclaimOnly && !borrowing) continue;
           r = {
             // A checkpointable job checkpoints when it is stopped: it loses (almost) nothing.
