@@ -318,16 +318,6 @@ export function createActivities({ db, region, client, taskQueue, policy, execut
       if (state === 'ready') await kick();
       return { node: name, state, requeued };
     },
-
-    /** JobShapeWorkflow's admission: no work (the lifecycle bench's reference for Temporal's own cost of a job). */
-    async referenceAdmit(): Promise<void> {},
-
-    /** JobShapeWorkflow's run: waits `ms` and returns when it started (wall-clock ms), touching nothing. */
-    async referenceRun(ms: number): Promise<number> {
-      const started = Date.now();
-      await new Promise((resolve) => setTimeout(resolve, ms));
-      return started;
-    },
   };
 }
 

@@ -20,7 +20,7 @@ import { SchedulerClient } from '../api/client';
 import { TIERS, type JobResult, type JobSpec } from '../api/types';
 import { jobWorkflowId, schedulerWorkflowId } from '../api/ids';
 import type { SchedulerStatus } from '../api/messages';
-import type { JobShapeWorkflow, NoopWorkflow } from '../workflows/noop';
+import type { JobShapeWorkflow, NoopWorkflow } from './workflows/shape';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from '../api/search-attributes';
 import { createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
 import { checkInvariants, type Violation } from '../db/invariants';
@@ -28,6 +28,7 @@ import { dropDatabase } from '../db/connection';
 import type { Database } from '../db/schema';
 import { BENCH_TYPES, freshBenchDatabase, percentile, seedSyntheticFleet, seeded } from './fleet';
 import { benchBundle, benchServer, type Cleanup } from './temporal';
+import { createBenchActivities } from './activities';
 
 function envNumber(name: string, fallback: number): number {
   const raw = process.env[name];
@@ -704,7 +705,7 @@ async function onFreshServer<T>(what: string, db: Kysely<Database>, bundlePath: 
 
     const worker: SchedulerWorker = await createSchedulerWorker({
       connection: nativeConnection, namespace: NAMESPACE, taskQueue: TASK_QUEUE, db, region: REGION, workflowBundlePath: bundlePath,
-      client: new Client({ connection: activityConnection, namespace: NAMESPACE }),
+      client: new Client({ connection: activityConnection, namespace: NAMESPACE }), extraActivities: createBenchActivities(),
     });
     let shuttingDown = false;
     const running = worker.run().then(

@@ -24,10 +24,10 @@ export async function benchServer(namespace: string, cleanup: Cleanup): Promise<
   return server;
 }
 
-/** The workflow bundle, built once to a temporary file that `cleanup` removes. */
+/** The bench's workflow bundle (the scheduler's workflows and the bench's own), built once to a temporary file that `cleanup` removes. */
 export async function benchBundle(tag: string, cleanup: Cleanup): Promise<string> {
   const { code } = await bundleWorkflowCode({
-    workflowsPath: path.join(__dirname, '..', 'workflows', 'index.ts'),
+    workflowsPath: path.join(__dirname, 'workflows', 'index.ts'),
     logger: { log() {}, trace() {}, debug() {}, info() {}, warn: console.warn, error: console.error },
   });
   const bundlePath = path.join(os.tmpdir(), `${tag}-bench-${process.pid}.js`);

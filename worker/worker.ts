@@ -23,6 +23,8 @@ export interface SchedulerWorkerOptions {
   cycle?: CycleOptions;
   /** A prebuilt workflow bundle; without it the workflows are bundled at start (slower). */
   workflowBundlePath?: string;
+  /** Activities registered beside the scheduler's own (the benches' reference activities). */
+  extraActivities?: Record<string, (...args: never[]) => Promise<unknown>>;
   identity?: string;
 }
 
@@ -65,7 +67,10 @@ export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<
   const workflowBundle = o.workflowBundlePath
     ? { codePath: o.workflowBundlePath }
     : await bundleWorkflowCode({ workflowsPath: path.join(__dirname, '../workflows/index.ts'), logger: new DefaultLogger('WARN') });
-  const activities = createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue, cycle: o.cycle });
+  const activities = {
+    ...o.extraActivities,
+    ...createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue, cycle: o.cycle }),
+  };
   const common = {
     connection: o.connection,
     namespace: o.namespace,

@@ -1,5 +1,4 @@
 // Every workflow the scheduler's workers run.
 export { JobWorkflow } from './job';
 export { RegionSchedulerWorkflow } from './scheduler';
-export { JobShapeWorkflow, NoopWorkflow } from './noop';
 export { ReservationWorkflow } from './reservation';

@@ -3,11 +3,11 @@
 // JobShapeWorkflow gives the server the same commands as a job placed on admission, with none of
 // the job's work: how much of a job's cost and latency is Temporal's alone for that shape.
 import { proxyActivities, proxyLocalActivities, upsertSearchAttributes } from '@temporalio/workflow';
-import type { SchedulerActivities } from '../activities';
-import { AcceleratorTypeKey, JobStateKey, WaitingReasonKey } from '../api/search-attributes';
+import type { BenchActivities } from '../activities';
+import { AcceleratorTypeKey, JobStateKey, WaitingReasonKey } from '../../api/search-attributes';
 
-const referenceLocal = proxyLocalActivities<SchedulerActivities>({ startToCloseTimeout: '10s' });
-const reference = proxyActivities<SchedulerActivities>({ startToCloseTimeout: '1 hour' });
+const referenceLocal = proxyLocalActivities<BenchActivities>({ startToCloseTimeout: '10s' });
+const reference = proxyActivities<BenchActivities>({ startToCloseTimeout: '1 hour' });
 
 export async function NoopWorkflow(): Promise<string> {
   return 'done';
