@@ -3,8 +3,77 @@
 // anyone waits in the region, in one round trip. The decision is `scheduling/admission`.
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
+import type { JobSpec, Placement } from '../api/types';
 import { tenantChain } from '../api/tenants';
-import type { TenantPolicyRow } from '../scheduling/admission';
+import { admissionProblems, type TenantPolicyRow } from '../scheduling/admission';
+import { QUEUED_REASON, enqueueJob, joinQueue, type Enqueued } from './jobs';
+import { activityLog, type Region } from './region';
+
+/** An admitted job: its queue entry, and its placement when it was placed on admission. */
+export interface Admitted extends Enqueued {
+  admitted: true;
+  placement?: Placement;
+  /** Why an immediate placement did not happen, when one was tried. */
+  waitingReason?: string;
+}
+
+export type AdmissionResult = Admitted | { admitted: false; problems: string[] };
+
+/** Further tries a placement on admission makes when it finds no free candidate (they may be locked). */
+export const FAST_PATH_RETRIES = 3;
+
+/**
+ * Everything a new job does first, in one step the job workflow runs as a local activity (no
+ * task dispatch, no extra workflow task): admission; if admitted, its place in the queue; then,
+ * when nobody else waits in the region, an immediate placement through the same allocator
+ * transaction a scheduling cycle uses (quota, reservations, nominations and all), since with
+ * an empty queue there is no one it could overtake. Otherwise it waits for the region
+ * scheduler, which this wakes. Idempotent: a retry finds the same queue entry and placement.
+ */
+export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: string): Promise<AdmissionResult> {
+  const { db, allocator } = region;
+  const { policy, queueAhead } = await loadAdmissionContext(db, spec.tenant, region.name, spec.jobId);
+  const problems = admissionProblems(spec, region.name, policy);
+  if (!problems.length) {
+    try {
+      await allocator.checkRequest(spec.request);
+    } catch (err) {
+      problems.push((err as Error).message);
+    }
+  }
+  if (problems.length) return { admitted: false, problems };
+  // Someone waits: this job must not overtake them, so it joins the queue for the scheduler.
+  // Nobody waits: it is recorded as `submitted`, not `waiting`, while it is placed, so
+  // concurrent admissions do not mistake it for a queue to wait behind.
+  const entry = await enqueueJob(db, spec, region.name, workflowId, queueAhead ? 'waiting' : 'submitted');
+  // A retry of this step may find the job already placed: the allocator returns that placement.
+  const placedBefore = entry.state === 'placed' || entry.state === 'running';
+  if (placedBefore || (!queueAhead && entry.state === 'submitted')) {
+    const place = async () => (await allocator.allocateBatch([{ jobId: spec.jobId, epoch: entry.epoch, request: spec.request }]))[0];
+    let tried = await place();
+    // Candidates are read with SKIP LOCKED: while other placements hold a type's fitting nodes
+    // (a cycle's batch, concurrent admissions), this one may see none. That is contention,
+    // not a full region, so try again shortly before joining the queue — a job queued here
+    // sends every later arrival to the queue behind it.
+    for (let retry = 0; retry < FAST_PATH_RETRIES && tried.result?.placed === false && tried.result.blockedBy === 'capacity'; retry++) {
+      await new Promise((r) => setTimeout(r, 10 + Math.random() * 30 * (retry + 1)));
+      tried = await place();
+    }
+    if (tried.result?.placed) {
+      activityLog().info('job placed', {
+        jobId: spec.jobId, epoch: entry.epoch, event: 'admission.placed', nodes: tried.result.placement.workers.map((w) => w.nodeName),
+      });
+      return { admitted: true, ...entry, state: 'placed', placement: tried.result.placement };
+    }
+    const reason = tried.result?.placed === false ? tried.result.reason : (tried.error ?? QUEUED_REASON);
+    await joinQueue(db, spec.jobId, reason);
+    await region.kick();
+    return { admitted: true, ...entry, state: 'waiting', waitingReason: reason };
+  }
+  await joinQueue(db, spec.jobId, QUEUED_REASON); // a retry may find it mid-admission (`submitted`)
+  await region.kick();
+  return { admitted: true, ...entry, state: entry.state === 'submitted' ? 'waiting' : entry.state };
+}
 
 /**
  * What an admission decides on, in one round trip: the tenant chain's policy rows, and whether

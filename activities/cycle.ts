@@ -7,6 +7,8 @@ import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import type { AllocateResult, Placement, ResourceRequest, Tier } from '../api/types';
 import type { AllocateInput, Allocator, BatchHooks } from './allocator';
+import { placedSignal, preemptSignal, waitingSignal } from '../api/messages';
+import { activityLog, tell, type Region } from './region';
 import { requestMilli } from '../scheduling/geometry';
 import { planPreemption, type PreemptionPlan } from './preemption';
 import { BackfillGate, DEFAULT_QUEUE_CONFIG, rankQueue, type Holding, type QueueConfig, type QueuedJob } from '../scheduling/queue';
@@ -162,4 +164,35 @@ async function capacityPicture(db: Kysely<Database>, region: string): Promise<{ 
     free: new Map(free.rows.map((r) => [r.accelerator_type, Number(r.free)])),
     holdings: held.rows.map((r) => ({ acceleratorType: r.accelerator_type, milli: Number(r.milli), expectedEnd: new Date(r.expected_end).getTime() })),
   };
+}
+
+/** Time a preempted job has to checkpoint before it releases, unless the region configures another. */
+export const DEFAULT_PREEMPT_GRACE_MS = 10_000;
+
+export interface CycleSummary {
+  considered: number;
+  placed: number;
+  waiting: number;
+  more: boolean;
+  ms: number;
+}
+
+/** One scheduling cycle, then delivery of its outcome to the job workflows. */
+export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promise<CycleSummary> {
+  const { client } = region;
+  const log = activityLog();
+  const out = await runCycle(region.db, region.allocator, region.name, o);
+  await Promise.all([
+    ...out.placed.map((p) => tell(() => client.workflow.getHandle(p.workflowId).signal(placedSignal, { epoch: p.epoch, placement: p.placement }))),
+    ...out.reasons.map((r) => tell(() => client.workflow.getHandle(r.workflowId).signal(waitingSignal, { epoch: r.epoch, reason: r.reason }))),
+  ]);
+  for (const p of out.placed)
+    log.info('job placed', { jobId: p.jobId, epoch: p.epoch, event: 'scheduler.placed', nodes: p.placement.workers.map((w) => w.nodeName) });
+  const graceMs = o.preemptGraceMs ?? DEFAULT_PREEMPT_GRACE_MS;
+  for (const p of out.preemptions) {
+    log.info('preemption', { event: 'scheduler.preempt', jobId: p.preemptor, preemptor: p.preemptor, victims: p.victims.map((v) => v.jobId), reason: p.reason });
+    await Promise.all(p.victims.map((v) => tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))));
+  }
+  for (const r of out.refused) log.warn('job refused by allocator', { jobId: r.jobId, event: 'scheduler.refused', error: r.error });
+  return { considered: out.considered, placed: out.placed.length, waiting: out.considered - out.placed.length, more: out.more, ms: out.ms };
 }

@@ -5,6 +5,12 @@ import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../db/schema';
 import type { Tier } from '../api/types';
 import { badRequest } from '../api/errors';
+import { reservationWorkflowId, schedulerTaskQueue } from '../api/ids';
+import type { ReservationInfo, ReservationRequest } from '../api/messages';
+import { validateReservation } from '../api/validation';
+import type { ReservationState } from '../db/schema';
+import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
+import { activityLog, type Region } from './region';
 import { inSubtree } from '../api/tenants';
 import { recordPlacement, reservationBlock, type ActiveReservation, type TypeFigures } from '../scheduling/reservations';
 
@@ -59,7 +65,7 @@ export async function bookReservation(
   db: Kysely<Database>,
   region: string,
   r: { id: string; tenant: string; acceleratorType: string; devices: number; startsAt: string; endsAt: string },
-): Promise<{ state: string }> {
+): Promise<{ state: ReservationState }> {
   return db.transaction().execute(async (trx) => {
     const type = await trx.selectFrom('accelerator_types').select('name').where('name', '=', r.acceleratorType).forUpdate().executeTakeFirst();
     if (!type) throw badRequest(`acceleratorType: unknown accelerator type ${JSON.stringify(r.acceleratorType)}`);
@@ -102,4 +108,26 @@ export async function bookReservation(
       .execute();
     return { state: 'pending' };
   });
+}
+
+/** Books a reservation (refused if it overbooks) and starts the workflow that opens and closes it. */
+export async function createReservation(region: Region, r: ReservationRequest): Promise<ReservationInfo> {
+  const problems = validateReservation(r);
+  if (problems.length) throw badRequest(problems.join('; '));
+  const booked = await bookReservation(region.db, region.name, r);
+  const workflowId = reservationWorkflowId(r.id);
+  try {
+    await region.client.workflow.start('ReservationWorkflow', { workflowId, taskQueue: schedulerTaskQueue(region.taskQueue), args: [{ ...r, region: region.name }] });
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+  }
+  activityLog().info('reservation booked', { event: 'reservation.booked', reservation: r.id, tenant: r.tenant, devices: r.devices, type: r.acceleratorType });
+  return { ...r, state: booked.state, workflowId };
+}
+
+/** Opens or closes a reservation (a closed one stays closed), and wakes the scheduler: capacity changed hands. */
+export async function setReservationState(region: Region, id: string, state: ReservationState): Promise<void> {
+  await region.db.updateTable('reservations').set({ state }).where('id', '=', id).where('state', 'in', ['pending', 'active']).execute();
+  activityLog().info('reservation state', { event: `reservation.${state}`, reservation: id });
+  await region.kick();
 }

@@ -4,8 +4,8 @@ import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle }
 import type { JobResult, JobSpec, JobStatus } from './types';
 import { jobWorkflowId, reservationWorkflowId, schedulerTaskQueue, schedulerWorkflowId } from './ids';
 import { validatePriority, validateSpec } from './validation';
+import { workerSize } from './units';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from './search-attributes';
-import type { JobWorkflow } from '../workflows/job';
 import {
   cancelSignal,
   cancelUpdate,
@@ -19,11 +19,15 @@ import {
   reserveUpdate,
   cancelReservationSignal,
   kickSignal,
+  type JobWorkflowInput,
   type ReservationInfo,
   type ReservationRequest,
   type NodeActionResult,
   type SchedulerStatus,
 } from './messages';
+
+/** The job workflow's signature, for typed starts by name (the client never loads workflow code). */
+type JobWorkflowType = (input: JobWorkflowInput) => Promise<JobResult>;
 
 export class InvalidJobSpecError extends Error {
   constructor(readonly problems: string[]) {
@@ -90,7 +94,7 @@ export class SchedulerClient {
     }
     const workflowId = jobWorkflowId(String(spec.tenant), String(spec.jobId));
     try {
-      await this.temporal.workflow.start<typeof JobWorkflow>('JobWorkflow', {
+      await this.temporal.workflow.start<JobWorkflowType>('JobWorkflow', {
         workflowId,
         taskQueue: this.o.taskQueue,
         args: [{ spec, region: this.o.region }],
@@ -186,12 +190,13 @@ export class SchedulerClient {
   }
 
   async result(tenant: string, jobId: string): Promise<JobResult> {
-    return this.temporal.workflow.getHandle<typeof JobWorkflow>(jobWorkflowId(tenant, jobId)).result();
+    return this.temporal.workflow.getHandle<JobWorkflowType>(jobWorkflowId(tenant, jobId)).result();
   }
 }
 
+/** The memo's one-line summary. Unvalidated specs reach here too (`validate: false`), so every field may be missing. */
 function summarize(spec: JobSpec): string {
   const r = spec.request;
-  const each = r?.devicesPerWorker ? `${r.devicesPerWorker}` : `${r?.milliPerWorker}m`;
+  const each = r ? workerSize(r) : '?';
   return `${spec.tier}/${spec.priority} ${r?.workers}×${each} ${r?.acceleratorTypes?.join('|')} ${r?.topology} for ${spec.durationMs}ms`;
 }

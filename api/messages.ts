@@ -1,9 +1,15 @@
 // The messages the scheduler's workflows answer, declared apart from the workflow code so that
 // the client and the activities can name them without loading a workflow.
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { JobStatus, Placement } from './types';
+import type { JobSpec, JobStatus, Placement } from './types';
 
 // --- a job ---------------------------------------------------------------------------------
+/** JobWorkflow's input: the spec as submitted (validated again by the workflow) and the region it was submitted to. */
+export interface JobWorkflowInput {
+  spec: JobSpec;
+  region: string;
+}
+
 /** Kept for callers that only signal; same effect as the `cancel` update. */
 export const cancelSignal = defineSignal<[reason?: string]>('cancel');
 export const statusQuery = defineQuery<JobStatus>('status');
@@ -27,6 +33,23 @@ export const waitingSignal = defineSignal<[{ epoch: number; reason: string }]>('
 export const preemptSignal = defineSignal<[{ preemptor: string; graceMs: number }]>('preempt');
 
 // --- the region scheduler --------------------------------------------------------------------
+/** RegionSchedulerWorkflow's input, carried across continue-as-new. */
+export interface RegionSchedulerInput {
+  region: string;
+  /** Carried over continue-as-new: a kick arrived that no cycle has served yet. */
+  pending?: boolean;
+  cycles?: number;
+  /** Jobs placed by earlier runs' cycles (carried across continue-as-new). */
+  placed?: number;
+  /** Wait after a kick for more kicks before running the cycle. */
+  debounceMs?: number;
+  /** Longest time between cycles with no kick. */
+  periodMs?: number;
+  /** Cycles, and kicks, per run before continuing as new (defaults below; smaller in tests). */
+  cyclesPerRun?: number;
+  kicksPerRun?: number;
+}
+
 /** Something changed (a submission, a release, a priority): run a cycle soon. */
 export const kickSignal = defineSignal('kick');
 export interface NodeActionResult {

@@ -20,7 +20,7 @@ import type { SchedulerActivities } from '../activities';
 import { TERMINAL_STATES, type JobState, type JobResult, type JobSpec, type JobStatus, type Placement } from '../api/types';
 import { validatePriority, validateSpec } from '../api/validation';
 import { AcceleratorTypeKey, JobStateKey, WaitingReasonKey } from '../api/search-attributes';
-import { ErrorTypes } from '../api/errors';
+import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES as NON_RETRYABLE } from '../api/errors';
 import {
   cancelSignal,
   cancelUpdate,
@@ -30,15 +30,10 @@ import {
   setPriorityUpdate,
   statusQuery,
   waitingSignal,
+  type JobWorkflowInput,
   type PlacedDelivery,
 } from '../api/messages';
 
-export interface JobWorkflowInput {
-  spec: JobSpec;
-  region: string;
-}
-
-const NON_RETRYABLE = Object.values(ErrorTypes);
 
 // Few, merged steps: each activity costs the server three events and a task dispatch. In the
 // common case a job makes one: admission and placement run as a local activity inside its first

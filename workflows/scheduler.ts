@@ -14,7 +14,7 @@ import {
   workflowInfo,
 } from '@temporalio/workflow';
 import type { SchedulerActivities } from '../activities';
-import { ErrorTypes } from '../api/errors';
+import { NON_RETRYABLE_ERROR_TYPES } from '../api/errors';
 import { validateReservation } from '../api/validation';
 import {
   cordonUpdate,
@@ -24,28 +24,14 @@ import {
   schedulerStatusQuery,
   uncordonUpdate,
   type NodeActionResult,
+  type RegionSchedulerInput,
   type SchedulerStatus,
 } from '../api/messages';
 
-export interface RegionSchedulerInput {
-  region: string;
-  /** Carried over continue-as-new: a kick arrived that no cycle has served yet. */
-  pending?: boolean;
-  cycles?: number;
-  /** Jobs placed by earlier runs' cycles (carried across continue-as-new). */
-  placed?: number;
-  /** Wait after a kick for more kicks before running the cycle. */
-  debounceMs?: number;
-  /** Longest time between cycles with no kick. */
-  periodMs?: number;
-  /** Cycles, and kicks, per run before continuing as new (defaults below; smaller in tests). */
-  cyclesPerRun?: number;
-  kicksPerRun?: number;
-}
 
 const acts = proxyActivities<SchedulerActivities>({
   startToCloseTimeout: '60s',
-  retry: { initialInterval: '200ms', maximumInterval: '5s', nonRetryableErrorTypes: Object.values(ErrorTypes) },
+  retry: { initialInterval: '200ms', maximumInterval: '5s', nonRetryableErrorTypes: NON_RETRYABLE_ERROR_TYPES },
 });
 
 /** Cycles per run before continuing as new, whatever the server suggests. */
