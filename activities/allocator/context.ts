@@ -3,7 +3,7 @@
 import { sql, type Kysely, type Transaction } from 'kysely';
 import type { Database } from '../../db/schema';
 import type { Placement, StoredJobState } from '../../api/types';
-import { quotaKey, quotaKeysFor, type QuotaRule } from '../../scheduling/quota';
+import { quotaKey, quotaKeysFor, validateQuotaRules, type QuotaRule } from '../../scheduling/quota';
 import type { ActiveReservation } from '../../scheduling/reservations';
 
 type Trx = Transaction<Database>;
@@ -93,6 +93,9 @@ export async function lockAndRead(trx: Trx, ids: string[]): Promise<PlacementCon
     const row = r.rows[0];
     if (row.moved > 0 && attempt < 10) continue;
     if (row.moved > 0) throw new Error(`placement: jobs ${ids.join(', ')} kept changing under their lock (10 reads)`);
+    // The quota table is operators' data: a malformed rule stops placements with an error that
+    // names it (the activity retries until it is fixed), rather than deciding on it.
+    validateQuotaRules(row.rules);
     return {
       jobs: row.jobs,
       placements: groupPlacements(row.placements),
