@@ -61,7 +61,10 @@ export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: s
     }
     if (tried.result?.placed) {
       activityLog().info('job placed', {
-        jobId: spec.jobId, epoch: entry.epoch, event: 'admission.placed', nodes: tried.result.placement.workers.map((w) => w.nodeName),
+        jobId: spec.jobId,
+        epoch: entry.epoch,
+        event: 'admission.placed',
+        nodes: tried.result.placement.workers.map((w) => w.nodeName),
       });
       return { admitted: true, ...entry, state: 'placed', placement: tried.result.placement };
     }

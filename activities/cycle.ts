@@ -64,13 +64,29 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
   const waiting: WaitingJob[] = rows.slice(0, scanLimit).map((r) => {
     const spec = r.spec;
     return {
-      jobId: r.id, tier: r.tier as Tier, priority: r.priority, enqueuedAt: r.enqueued_at.getTime(), epoch: r.epoch, workflowId: r.workflow_id,
-      request: spec.request, acceleratorTypes: spec.request.acceleratorTypes, milli: requestMilli(spec.request), durationMs: spec.durationMs,
+      jobId: r.id,
+      tier: r.tier as Tier,
+      priority: r.priority,
+      enqueuedAt: r.enqueued_at.getTime(),
+      epoch: r.epoch,
+      workflowId: r.workflow_id,
+      request: spec.request,
+      acceleratorTypes: spec.request.acceleratorTypes,
+      milli: requestMilli(spec.request),
+      durationMs: spec.durationMs,
       previousReason: r.waiting_reason,
     };
   });
   const ranked = rankQueue(waiting, now, cfg).slice(0, batchLimit);
-  const outcome: CycleOutcome = { considered: ranked.length, placed: [], reasons: [], refused: [], preemptions: [], more: more || waiting.length > ranked.length, ms: 0 };
+  const outcome: CycleOutcome = {
+    considered: ranked.length,
+    placed: [],
+    reasons: [],
+    refused: [],
+    preemptions: [],
+    more: more || waiting.length > ranked.length,
+    ms: 0,
+  };
   if (!ranked.length) return { ...outcome, ms: Date.now() - started };
 
   const byId = new Map(ranked.map((j) => [j.jobId, j]));
@@ -79,7 +95,18 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
   // A preemptor whose victims are releasing capacity kept for it waits behind nobody: that
   // capacity is no other job's, so placing it there cannot delay a higher-ranked job.
   const nominated = new Set(
-    (await db.selectFrom('nominations').select('preemptor').distinct().where('preemptor', 'in', ranked.map((j) => j.jobId)).execute()).map((n) => n.preemptor),
+    (
+      await db
+        .selectFrom('nominations')
+        .select('preemptor')
+        .distinct()
+        .where(
+          'preemptor',
+          'in',
+          ranked.map((j) => j.jobId),
+        )
+        .execute()
+    ).map((n) => n.preemptor),
   );
   const hooks = (): BatchHooks => {
     const gate = new BackfillGate(now, capacity.free, capacity.holdings);
@@ -103,19 +130,29 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
   for (const [i, r] of results.entries()) {
     const job = ranked[i];
     if (r.error) outcome.refused.push({ jobId: job.jobId, error: r.error });
-    else if (r.result?.placed) outcome.placed.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, placement: r.result.placement });
+    else if (r.result?.placed)
+      outcome.placed.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, placement: r.result.placement });
     else if (r.result) {
       reasonOf.set(job.jobId, r.result.reason);
       // Held jobs too: one entitled to preempt takes nodes nominated to it, so it cannot delay
       // the job it was held for, and holding it would serialise preemptions one per type.
-      if (r.result.blockedBy === 'capacity' || r.result.blockedBy === 'reserved' || r.result.blockedBy === 'held') blocked.push({ ...job, reclaimOnly: false });
+      if (r.result.blockedBy === 'capacity' || r.result.blockedBy === 'reserved' || r.result.blockedBy === 'held')
+        blocked.push({ ...job, reclaimOnly: false });
       else if (r.result.blockedBy === 'quota') blocked.push({ ...job, reclaimOnly: true });
     }
   }
   // Preemption, for the highest-ranked jobs that did not fit and are entitled to it.
   const winding = new Map<string, string[]>();
   if (blocked.length)
-    for (const n of await db.selectFrom('nominations').select(['preemptor', 'victim']).where('preemptor', 'in', blocked.map((b) => b.jobId)).execute())
+    for (const n of await db
+      .selectFrom('nominations')
+      .select(['preemptor', 'victim'])
+      .where(
+        'preemptor',
+        'in',
+        blocked.map((b) => b.jobId),
+      )
+      .execute())
       winding.set(n.preemptor, [...new Set([...(winding.get(n.preemptor) ?? []), n.victim])]);
   let planned = 0;
   for (const job of blocked) {
@@ -162,7 +199,11 @@ async function capacityPicture(db: Kysely<Database>, region: string): Promise<{ 
     GROUP BY j.id, n.accelerator_type`.execute(db);
   return {
     free: new Map(free.rows.map((r) => [r.accelerator_type, Number(r.free)])),
-    holdings: held.rows.map((r) => ({ acceleratorType: r.accelerator_type, milli: Number(r.milli), expectedEnd: new Date(r.expected_end).getTime() })),
+    holdings: held.rows.map((r) => ({
+      acceleratorType: r.accelerator_type,
+      milli: Number(r.milli),
+      expectedEnd: new Date(r.expected_end).getTime(),
+    })),
   };
 }
 
@@ -183,15 +224,32 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
   const log = activityLog();
   const out = await runCycle(region.db, region.allocator, region.name, o);
   await Promise.all([
-    ...out.placed.map((p) => tell(() => client.workflow.getHandle(p.workflowId).signal(placedSignal, { epoch: p.epoch, placement: p.placement }))),
-    ...out.reasons.map((r) => tell(() => client.workflow.getHandle(r.workflowId).signal(waitingSignal, { epoch: r.epoch, reason: r.reason }))),
+    ...out.placed.map((p) =>
+      tell(() => client.workflow.getHandle(p.workflowId).signal(placedSignal, { epoch: p.epoch, placement: p.placement })),
+    ),
+    ...out.reasons.map((r) =>
+      tell(() => client.workflow.getHandle(r.workflowId).signal(waitingSignal, { epoch: r.epoch, reason: r.reason })),
+    ),
   ]);
   for (const p of out.placed)
-    log.info('job placed', { jobId: p.jobId, epoch: p.epoch, event: 'scheduler.placed', nodes: p.placement.workers.map((w) => w.nodeName) });
+    log.info('job placed', {
+      jobId: p.jobId,
+      epoch: p.epoch,
+      event: 'scheduler.placed',
+      nodes: p.placement.workers.map((w) => w.nodeName),
+    });
   const graceMs = o.preemptGraceMs ?? DEFAULT_PREEMPT_GRACE_MS;
   for (const p of out.preemptions) {
-    log.info('preemption', { event: 'scheduler.preempt', jobId: p.preemptor, preemptor: p.preemptor, victims: p.victims.map((v) => v.jobId), reason: p.reason });
-    await Promise.all(p.victims.map((v) => tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))));
+    log.info('preemption', {
+      event: 'scheduler.preempt',
+      jobId: p.preemptor,
+      preemptor: p.preemptor,
+      victims: p.victims.map((v) => v.jobId),
+      reason: p.reason,
+    });
+    await Promise.all(
+      p.victims.map((v) => tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))),
+    );
   }
   for (const r of out.refused) log.warn('job refused by allocator', { jobId: r.jobId, event: 'scheduler.refused', error: r.error });
   return { considered: out.considered, placed: out.placed.length, waiting: out.considered - out.placed.length, more: out.more, ms: out.ms };

@@ -43,8 +43,13 @@ export class SimulatedExecutor implements Executor {
     await this.db
       .insertInto('executions')
       .values({
-        job_id: input.jobId, epoch: input.epoch, state: 'running', duration_ms: input.durationMs,
-        progress_ms: Math.min(input.resumeFromMs, input.durationMs), checkpoint_ms: input.resumeFromMs, fail_at_ms: input.failAtMs ?? null,
+        job_id: input.jobId,
+        epoch: input.epoch,
+        state: 'running',
+        duration_ms: input.durationMs,
+        progress_ms: Math.min(input.resumeFromMs, input.durationMs),
+        checkpoint_ms: input.resumeFromMs,
+        fail_at_ms: input.failAtMs ?? null,
       })
       .onConflict((oc) => oc.columns(['job_id', 'epoch']).doNothing())
       .execute();
@@ -88,7 +93,10 @@ export class SimulatedExecutor implements Executor {
   }
 
   private async launched(jobId: string, epoch: number): Promise<boolean> {
-    return (await this.db.selectFrom('executions').select('state').where('job_id', '=', jobId).where('epoch', '=', epoch).executeTakeFirst()) !== undefined;
+    return (
+      (await this.db.selectFrom('executions').select('state').where('job_id', '=', jobId).where('epoch', '=', epoch).executeTakeFirst()) !==
+      undefined
+    );
   }
 
   async stop(jobId: string, epoch: number, detail: string): Promise<Observation> {
@@ -116,7 +124,12 @@ export class SimulatedExecutor implements Executor {
   async checkpoint(jobId: string, epoch: number): Promise<number> {
     if (!(await this.launched(jobId, epoch))) return 0;
     const seen = await this.observe(jobId, epoch);
-    await this.db.updateTable('executions').set({ checkpoint_ms: seen.progressMs }).where('job_id', '=', jobId).where('epoch', '=', epoch).execute();
+    await this.db
+      .updateTable('executions')
+      .set({ checkpoint_ms: seen.progressMs })
+      .where('job_id', '=', jobId)
+      .where('epoch', '=', epoch)
+      .execute();
     return seen.progressMs;
   }
 }

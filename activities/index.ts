@@ -36,7 +36,10 @@ export interface ActivityDeps {
 
 export function createActivities({ db, region: name, client, taskQueue, policy, executor, cycle }: ActivityDeps) {
   const region = regionOf({
-    name, db, client, taskQueue,
+    name,
+    db,
+    client,
+    taskQueue,
     allocator: new Allocator(db, { policy, region: name }),
     executor: executor ?? new SimulatedExecutor(db),
   });

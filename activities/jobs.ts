@@ -39,19 +39,35 @@ export async function enqueueJob(
     SELECT epoch, state, enqueued_at, workflow_id FROM jobs WHERE id = ${spec.jobId} AND NOT EXISTS (SELECT 1 FROM ins)`.execute(db);
   // A row another transaction inserted after this statement's snapshot: it waited for that
   // insert, so a fresh read sees it.
-  const row = r.rows[0] ?? (await db.selectFrom('jobs').select(['epoch', 'state', 'enqueued_at', 'workflow_id']).where('id', '=', spec.jobId).executeTakeFirstOrThrow());
+  const row =
+    r.rows[0] ??
+    (await db
+      .selectFrom('jobs')
+      .select(['epoch', 'state', 'enqueued_at', 'workflow_id'])
+      .where('id', '=', spec.jobId)
+      .executeTakeFirstOrThrow());
   if (row.workflow_id !== workflowId) throw new Error(`job id ${spec.jobId} is already used by workflow ${row.workflow_id}`);
   return { epoch: row.epoch, state: row.state, enqueuedAt: row.enqueued_at.getTime() };
 }
 
 /** A job whose placement on admission did not happen joins the queue, keeping its position. */
 export async function joinQueue(db: Kysely<Database>, jobId: string, reason: string): Promise<void> {
-  await db.updateTable('jobs').set({ state: 'waiting', waiting_reason: reason, updated_at: new Date() }).where('id', '=', jobId).where('state', '=', 'submitted').execute();
+  await db
+    .updateTable('jobs')
+    .set({ state: 'waiting', waiting_reason: reason, updated_at: new Date() })
+    .where('id', '=', jobId)
+    .where('state', '=', 'submitted')
+    .execute();
 }
 
 /** Whether the capacity this victim is asked to free is still wanted by `preemptor`. */
 export async function preemptionStands(db: Kysely<Database>, victim: string, preemptor: string): Promise<boolean> {
-  const row = await db.selectFrom('nominations').select('node_id').where('victim', '=', victim).where('preemptor', '=', preemptor).executeTakeFirst();
+  const row = await db
+    .selectFrom('nominations')
+    .select('node_id')
+    .where('victim', '=', victim)
+    .where('preemptor', '=', preemptor)
+    .executeTakeFirst();
   return row !== undefined;
 }
 
@@ -70,7 +86,12 @@ export async function requeueJob(
   const row = await db
     .updateTable('jobs')
     .set({
-      epoch: epoch + 1, attempt, state: 'waiting', waiting_reason: `requeued: ${reason}`, placed_at: null, updated_at: new Date(),
+      epoch: epoch + 1,
+      attempt,
+      state: 'waiting',
+      waiting_reason: `requeued: ${reason}`,
+      placed_at: null,
+      updated_at: new Date(),
       ...(preemptedBy ? { preempted_by: sql<string[]>`array_append(preempted_by, ${preemptedBy})` } : {}),
     })
     .where('id', '=', jobId)
@@ -96,4 +117,3 @@ export async function jobsOnNode(db: Kysely<Database>, nodeId: number): Promise<
     WHERE a.node_id = ${nodeId} AND j.state IN ('placed', 'running') ORDER BY j.id`.execute(db);
   return rows.rows.map((r) => ({ id: r.id, workflowId: r.workflow_id, epoch: r.epoch }));
 }
-

@@ -15,13 +15,13 @@ export async function setNodeState(region: Region, name: string, state: NodeStat
   const requeued: string[] = [];
   if (state === 'draining')
     for (const job of await jobsOnNode(region.db, node.id)) {
-      const sent = await tell(() => region.client.workflow.getHandle(job.workflowId).executeUpdate(requeueUpdate, { args: [`node ${name} is draining`] })).catch(
-        (err: Error) => {
-          // A job that finished or moved on meanwhile no longer needs moving.
-          log.warn('drain could not requeue job', { jobId: job.id, node: name, error: err.message });
-          return false;
-        },
-      );
+      const sent = await tell(() =>
+        region.client.workflow.getHandle(job.workflowId).executeUpdate(requeueUpdate, { args: [`node ${name} is draining`] }),
+      ).catch((err: Error) => {
+        // A job that finished or moved on meanwhile no longer needs moving.
+        log.warn('drain could not requeue job', { jobId: job.id, node: name, error: err.message });
+        return false;
+      });
       if (sent) requeued.push(job.id);
     }
   if (state === 'ready') await region.kick();

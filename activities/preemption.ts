@@ -4,7 +4,7 @@
 // its victims wind down — in one transaction. Delivering the `preempt` signals is the caller's.
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
-import type { ResourceRequest, Tier } from '../api/types';
+import type { Tier } from '../api/types';
 import { requestMilli } from '../scheduling/geometry';
 import type { CandidateNode } from '../scheduling/placement';
 import { descendantsLikePattern, inSubtree } from '../api/tenants';
@@ -67,7 +67,9 @@ export async function planPreemption(
       if (ownReservation) {
         const held = await sql<{ m: string }>`
           SELECT coalesce(sum(a.milli), 0)::bigint AS m FROM allocations a JOIN jobs j ON j.id = a.job_id JOIN nodes n ON n.id = a.node_id
-          WHERE n.accelerator_type = ${type} AND (j.tenant = ${ownReservation.tenant} OR j.tenant LIKE ${descendantsLikePattern(ownReservation.tenant)})`.execute(trx);
+          WHERE n.accelerator_type = ${type} AND (j.tenant = ${ownReservation.tenant} OR j.tenant LIKE ${descendantsLikePattern(ownReservation.tenant)})`.execute(
+          trx,
+        );
         ownerMilli = Number(held.rows[0].m);
       }
       const withinReservation = ownReservation !== undefined && ownerMilli + milli <= ownReservation.devices * 1000;
@@ -77,22 +79,41 @@ export async function planPreemption(
         continue;
       }
       // Quota reclaim only helps within the preemptor's own quota tree.
-      const root = rules.filter((r) => r.accelerator_type === type && inSubtree(job.tenant, r.tenant)).sort((a, b) => a.tenant.length - b.tenant.length)[0];
+      const root = rules
+        .filter((r) => r.accelerator_type === type && inSubtree(job.tenant, r.tenant))
+        .sort((a, b) => a.tenant.length - b.tenant.length)[0];
       let q = trx
         .selectFrom('nodes')
         .select(['id', 'name', 'pod', 'rack', 'free_milli', 'free_cpu_milli', 'free_memory_mib'])
         .where('accelerator_type', '=', type)
         .where('state', '=', 'ready')
         .where(sql<boolean>`NOT EXISTS (SELECT 1 FROM nominations m WHERE m.node_id = nodes.id AND m.preemptor <> ${jobId})`);
-      if (request.nodeLabels && Object.keys(request.nodeLabels).length) q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
+      if (request.nodeLabels && Object.keys(request.nodeLabels).length)
+        q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
       const nodes: CandidateNode[] = (await q.orderBy('id').execute()).map((n) => ({
-        id: n.id, name: n.name, pod: n.pod, rack: n.rack, freeMilli: n.free_milli,
-        freeCpuMilli: n.free_cpu_milli ?? undefined, freeMemoryMib: n.free_memory_mib ?? undefined,
+        id: n.id,
+        name: n.name,
+        pod: n.pod,
+        rack: n.rack,
+        freeMilli: n.free_milli,
+        freeCpuMilli: n.free_cpu_milli ?? undefined,
+        freeMemoryMib: n.free_memory_mib ?? undefined,
       }));
       const holds = await sql<{
-        id: string; tier: string; tenant: string; epoch: number; workflow_id: string; placed_at: Date | null; min_runtime: string | null;
+        id: string;
+        tier: string;
+        tenant: string;
+        epoch: number;
+        workflow_id: string;
+        placed_at: Date | null;
+        min_runtime: string | null;
         checkpointable: boolean | null;
-        preempted_by: string[]; node_id: number; device_idx: number; milli: number; cpu_milli: number; memory_mib: number;
+        preempted_by: string[];
+        node_id: number;
+        device_idx: number;
+        milli: number;
+        cpu_milli: number;
+        memory_mib: number;
       }>`
         SELECT j.id, j.tier, j.tenant, j.epoch, j.workflow_id, j.placed_at, j.spec->>'minRuntimeMs' AS min_runtime, (j.spec->>'checkpointable')::boolean AS checkpointable, j.preempted_by,
                a.node_id, a.device_idx, a.milli, a.cpu_milli, a.memory_mib
@@ -114,18 +135,25 @@ export async function planPreemption(
           if (reclaimOnly && !borrowing) continue;
           r = {
             // A checkpointable job checkpoints when it is stopped: it loses (almost) nothing.
-            jobId: h.id, tier: h.tier as Tier, tenant: h.tenant, borrowing, workLostMs: h.checkpointable ? 0 : ran, ranMs: ran,
-            minRuntimeMs: Number(h.min_runtime ?? 0), preemptedBy: h.preempted_by, holds: [], workflowId: h.workflow_id, epoch: h.epoch,
+            jobId: h.id,
+            tier: h.tier as Tier,
+            tenant: h.tenant,
+            borrowing,
+            workLostMs: h.checkpointable ? 0 : ran,
+            ranMs: ran,
+            minRuntimeMs: Number(h.min_runtime ?? 0),
+            preemptedBy: h.preempted_by,
+            holds: [],
+            workflowId: h.workflow_id,
+            epoch: h.epoch,
           };
           running.set(h.id, r);
         }
         r.holds.push({ nodeId: h.node_id, deviceIdx: h.device_idx, milli: h.milli, cpuMilli: h.cpu_milli, memoryMib: h.memory_mib });
       }
-      const decision = chooseVictims(
-        { jobId, tier, tenant: job.tenant, request, withinNominal, preemptedBy: job.preempted_by },
-        nodes,
-        [...running.values()],
-      );
+      const decision = chooseVictims({ jobId, tier, tenant: job.tenant, request, withinNominal, preemptedBy: job.preempted_by }, nodes, [
+        ...running.values(),
+      ]);
       if (!decision.ok) {
         reasons.push(`${type}: ${decision.reason}`);
         continue;
@@ -139,8 +167,13 @@ export async function planPreemption(
           rows.push({ preemptor: jobId, victim: v, node_id: n });
       }
       // The chosen nodes the victims do not hold are kept too, so the freed room stays whole.
-      for (const n of chosenNodes) if (!rows.some((r) => r.node_id === n)) rows.push({ preemptor: jobId, victim: decision.victims[0], node_id: n });
-      await trx.insertInto('nominations').values(rows).onConflict((oc) => oc.doNothing()).execute();
+      for (const n of chosenNodes)
+        if (!rows.some((r) => r.node_id === n)) rows.push({ preemptor: jobId, victim: decision.victims[0], node_id: n });
+      await trx
+        .insertInto('nominations')
+        .values(rows)
+        .onConflict((oc) => oc.doNothing())
+        .execute();
       await trx.updateTable('jobs').set({ waiting_reason: decision.reason, updated_at: new Date() }).where('id', '=', jobId).execute();
       return {
         preemptor: jobId,

@@ -59,7 +59,13 @@ export async function tell(what: () => Promise<unknown>): Promise<boolean> {
  * Ends a job (final state and release in one transaction) and, since freed capacity matters to
  * the scheduler only when someone waits for it (its timer covers the rest), wakes it then.
  */
-export async function finishJob(region: Region, jobId: string, epoch: number, state: JobOutcome, reason: string | null): Promise<ReleaseResult> {
+export async function finishJob(
+  region: Region,
+  jobId: string,
+  epoch: number,
+  state: JobOutcome,
+  reason: string | null,
+): Promise<ReleaseResult> {
   const result = await region.allocator.finish(jobId, epoch, state, reason);
   activityLog().info('job finished', { jobId, epoch, event: 'job.finish', state, devices: result.released });
   if (result.released && result.othersWaiting) await region.kick();

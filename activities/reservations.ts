@@ -2,13 +2,12 @@
 // once per type per transaction, kept current as it places jobs), and booking a reservation. The
 // rules are `scheduling/reservations`.
 import { sql, type Kysely, type Transaction } from 'kysely';
-import type { Database } from '../db/schema';
+import type { Database, ReservationState } from '../db/schema';
 import type { Tier } from '../api/types';
 import { badRequest } from '../api/errors';
 import { reservationWorkflowId, schedulerTaskQueue } from '../api/ids';
 import type { ReservationInfo, ReservationRequest } from '../api/messages';
 import { validateReservation } from '../api/validation';
-import type { ReservationState } from '../db/schema';
 import { WorkflowExecutionAlreadyStartedError } from '@temporalio/client';
 import { activityLog, type Region } from './region';
 import { inSubtree } from '../api/tenants';
@@ -67,13 +66,19 @@ export async function bookReservation(
   r: { id: string; tenant: string; acceleratorType: string; devices: number; startsAt: string; endsAt: string },
 ): Promise<{ state: ReservationState }> {
   return db.transaction().execute(async (trx) => {
-    const type = await trx.selectFrom('accelerator_types').select('name').where('name', '=', r.acceleratorType).forUpdate().executeTakeFirst();
+    const type = await trx
+      .selectFrom('accelerator_types')
+      .select('name')
+      .where('name', '=', r.acceleratorType)
+      .forUpdate()
+      .executeTakeFirst();
     if (!type) throw badRequest(`acceleratorType: unknown accelerator type ${JSON.stringify(r.acceleratorType)}`);
     const tenant = await trx.selectFrom('tenants').select('path').where('path', '=', r.tenant).executeTakeFirst();
     if (!tenant) throw badRequest(`tenant: ${r.tenant} is not a registered tenant`);
     const existing = await trx.selectFrom('reservations').select(['state', 'tenant', 'devices']).where('id', '=', r.id).executeTakeFirst();
     if (existing) {
-      if (existing.tenant !== r.tenant || existing.devices !== r.devices) throw badRequest(`id: reservation ${r.id} already exists with other terms`);
+      if (existing.tenant !== r.tenant || existing.devices !== r.devices)
+        throw badRequest(`id: reservation ${r.id} already exists with other terms`);
       return { state: existing.state };
     }
     const cap = await sql<{ devices: string }>`
@@ -104,7 +109,15 @@ export async function bookReservation(
     }
     await trx
       .insertInto('reservations')
-      .values({ id: r.id, tenant: r.tenant, accelerator_type: r.acceleratorType, region, devices: r.devices, starts_at: start, ends_at: end })
+      .values({
+        id: r.id,
+        tenant: r.tenant,
+        accelerator_type: r.acceleratorType,
+        region,
+        devices: r.devices,
+        starts_at: start,
+        ends_at: end,
+      })
       .execute();
     return { state: 'pending' };
   });
@@ -117,11 +130,21 @@ export async function createReservation(region: Region, r: ReservationRequest): 
   const booked = await bookReservation(region.db, region.name, r);
   const workflowId = reservationWorkflowId(r.id);
   try {
-    await region.client.workflow.start('ReservationWorkflow', { workflowId, taskQueue: schedulerTaskQueue(region.taskQueue), args: [{ ...r, region: region.name }] });
+    await region.client.workflow.start('ReservationWorkflow', {
+      workflowId,
+      taskQueue: schedulerTaskQueue(region.taskQueue),
+      args: [{ ...r, region: region.name }],
+    });
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
   }
-  activityLog().info('reservation booked', { event: 'reservation.booked', reservation: r.id, tenant: r.tenant, devices: r.devices, type: r.acceleratorType });
+  activityLog().info('reservation booked', {
+    event: 'reservation.booked',
+    reservation: r.id,
+    tenant: r.tenant,
+    devices: r.devices,
+    type: r.acceleratorType,
+  });
   return { ...r, state: booked.state, workflowId };
 }
 

@@ -31,7 +31,8 @@ export async function watchRun(region: Region, input: LaunchInput): Promise<RunO
     .where('epoch', '=', epoch)
     .where('state', '=', 'placed')
     .execute();
-  if (ctx.info.attempt === 1) ctx.log.info('executor launched', { jobId, epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
+  if (ctx.info.attempt === 1)
+    ctx.log.info('executor launched', { jobId, epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
   const watchStarted = Date.now();
   // A first attempt has just launched the run, so it knows where the run stands without asking:
   // its first look is one observation interval (or the whole run, if shorter) away.
@@ -42,7 +43,13 @@ export async function watchRun(region: Region, input: LaunchInput): Promise<RunO
     // run finishes without one: it starts after QUIET_HEARTBEAT_MS, well inside the timeout.
     if (Date.now() - watchStarted >= QUIET_HEARTBEAT_MS) ctx.heartbeat(seen.progressMs);
     if (first && ctx.info.attempt > 1)
-      ctx.log.info('executor watch resumed', { jobId, epoch, event: 'executor.watch-resumed', progressMs: seen.progressMs, attempt: ctx.info.attempt });
+      ctx.log.info('executor watch resumed', {
+        jobId,
+        epoch,
+        event: 'executor.watch-resumed',
+        progressMs: seen.progressMs,
+        attempt: ctx.info.attempt,
+      });
     if (seen.state === 'succeeded') {
       // The common ending, done here: final state and release in the run's own activity,
       // which spares every job one more activity and workflow task.

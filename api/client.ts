@@ -1,6 +1,12 @@
 // The typed client services use to submit, watch and cancel jobs.
-import { Client, WorkflowExecutionAlreadyStartedError, type Connection } from '@temporalio/client';
-import { WorkflowNotFoundError, WorkflowUpdateFailedError, type WorkflowHandle } from '@temporalio/client';
+import {
+  Client,
+  WorkflowExecutionAlreadyStartedError,
+  WorkflowNotFoundError,
+  WorkflowUpdateFailedError,
+  type Connection,
+  type WorkflowHandle,
+} from '@temporalio/client';
 import type { JobResult, JobSpec, JobStatus } from './types';
 import { jobWorkflowId, reservationWorkflowId, schedulerTaskQueue, schedulerWorkflowId } from './ids';
 import { validatePriority, validateSpec } from './validation';
@@ -63,7 +69,9 @@ async function operatorAction<T>(action: string, handle: WorkflowHandle, run: ()
         (r: { outcome?: string } | undefined) => r?.outcome ?? 'finished',
         () => 'finished',
       );
-      throw new OperatorActionRefusedError(`${action}: ${handle.workflowId.startsWith('job/') ? 'job' : 'workflow'} ${handle.workflowId.split('/').pop()} is already ${ended}`);
+      throw new OperatorActionRefusedError(
+        `${action}: ${handle.workflowId.startsWith('job/') ? 'job' : 'workflow'} ${handle.workflowId.split('/').pop()} is already ${ended}`,
+      );
     }
     throw err;
   }

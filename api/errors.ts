@@ -19,10 +19,7 @@ export function unknownJob(jobId: string): ApplicationFailure {
   return ApplicationFailure.nonRetryable(`job ${jobId} is not registered`, ErrorTypes.unknownJob);
 }
 export function staleEpoch(jobId: string, epoch: number, current: number): ApplicationFailure {
-  return ApplicationFailure.nonRetryable(
-    `job ${jobId}: epoch ${epoch} is stale (current epoch is ${current})`,
-    ErrorTypes.staleEpoch,
-  );
+  return ApplicationFailure.nonRetryable(`job ${jobId}: epoch ${epoch} is stale (current epoch is ${current})`, ErrorTypes.staleEpoch);
 }
 
 /** Whether `err` is a domain failure of this type (thrown directly, or as the cause of an activity failure). */

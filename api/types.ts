@@ -90,8 +90,17 @@ export type AllocateResult =
  * `phase`, and (for the states a row can hold) the `jobs.state` column.
  */
 export const JOB_STATES = [
-  'submitted', 'validating', 'admitting', 'waiting', 'placed', 'running', 'releasing',
-  'completed', 'cancelled', 'rejected', 'failed',
+  'submitted',
+  'validating',
+  'admitting',
+  'waiting',
+  'placed',
+  'running',
+  'releasing',
+  'completed',
+  'cancelled',
+  'rejected',
+  'failed',
 ] as const;
 export type JobState = (typeof JOB_STATES)[number];
 

@@ -41,8 +41,12 @@ export function validateSpec(input: unknown): string[] {
   if (!int(spec.durationMs) || spec.durationMs <= 0 || spec.durationMs > LIMITS.maxDurationMs)
     problems.push(`durationMs: ${show(spec.durationMs)} must be a positive integer of at most ${LIMITS.maxDurationMs}`);
 
-  if (spec.allowedRegions !== undefined &&
-    (!Array.isArray(spec.allowedRegions) || spec.allowedRegions.length === 0 || !spec.allowedRegions.every((r) => typeof r === 'string' && REGION.test(r))))
+  if (
+    spec.allowedRegions !== undefined &&
+    (!Array.isArray(spec.allowedRegions) ||
+      spec.allowedRegions.length === 0 ||
+      !spec.allowedRegions.every((r) => typeof r === 'string' && REGION.test(r)))
+  )
     problems.push(`allowedRegions: ${show(spec.allowedRegions)} must be a non-empty list of region names (lowercase letters, digits, '-')`);
   if (spec.checkpointable !== undefined && typeof spec.checkpointable !== 'boolean')
     problems.push(`checkpointable: ${show(spec.checkpointable)} must be true or false`);
@@ -52,7 +56,10 @@ export function validateSpec(input: unknown): string[] {
     problems.push(`maxAttempts: ${show(spec.maxAttempts)} must be an integer from 1 to ${LIMITS.maxAttempts}`);
   if (spec.minRuntimeMs !== undefined && (!int(spec.minRuntimeMs) || spec.minRuntimeMs < 0 || spec.minRuntimeMs > LIMITS.maxDurationMs))
     problems.push(`minRuntimeMs: ${show(spec.minRuntimeMs)} must be an integer from 0 to ${LIMITS.maxDurationMs}`);
-  if (spec.simulatedFailures !== undefined && (!int(spec.simulatedFailures) || spec.simulatedFailures < 0 || spec.simulatedFailures > LIMITS.maxAttempts))
+  if (
+    spec.simulatedFailures !== undefined &&
+    (!int(spec.simulatedFailures) || spec.simulatedFailures < 0 || spec.simulatedFailures > LIMITS.maxAttempts)
+  )
     problems.push(`simulatedFailures: ${show(spec.simulatedFailures)} must be an integer from 0 to ${LIMITS.maxAttempts}`);
 
   problems.push(...validateRequest(spec.request));
@@ -66,7 +73,11 @@ export function validateRequest(input: unknown): string[] {
   if (typeof r !== 'object' || r === null) {
     return ['request: must be an object'];
   }
-  if (!Array.isArray(r.acceleratorTypes) || r.acceleratorTypes.length === 0 || !r.acceleratorTypes.every((t) => typeof t === 'string' && t.length > 0))
+  if (
+    !Array.isArray(r.acceleratorTypes) ||
+    r.acceleratorTypes.length === 0 ||
+    !r.acceleratorTypes.every((t) => typeof t === 'string' && t.length > 0)
+  )
     problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must be a non-empty list of accelerator type names`);
   else if (new Set(r.acceleratorTypes).size !== r.acceleratorTypes.length)
     problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must not repeat a type`);
@@ -78,19 +89,34 @@ export function validateRequest(input: unknown): string[] {
     problems.push(`request.devicesPerWorker: ${show(r.devicesPerWorker)} must be an integer from 0 to ${LIMITS.maxDevicesPerWorker}`);
   else if (r.devicesPerWorker === 0) {
     if (!int(r.milliPerWorker) || r.milliPerWorker < 1 || r.milliPerWorker > 999)
-      problems.push(`request.milliPerWorker: ${show(r.milliPerWorker)} must be an integer from 1 to 999 when devicesPerWorker is 0 (a share of one device)`);
+      problems.push(
+        `request.milliPerWorker: ${show(r.milliPerWorker)} must be an integer from 1 to 999 when devicesPerWorker is 0 (a share of one device)`,
+      );
   } else if (r.milliPerWorker !== undefined)
     problems.push(`request.milliPerWorker: ${show(r.milliPerWorker)} is only allowed when devicesPerWorker is 0`);
-  if (r.cpuMilliPerWorker !== undefined && (!int(r.cpuMilliPerWorker) || r.cpuMilliPerWorker < 0 || r.cpuMilliPerWorker > LIMITS.maxCpuMilliPerWorker))
-    problems.push(`request.cpuMilliPerWorker: ${show(r.cpuMilliPerWorker)} must be an integer from 0 to ${LIMITS.maxCpuMilliPerWorker} (milli-cores)`);
-  if (r.memoryMibPerWorker !== undefined && (!int(r.memoryMibPerWorker) || r.memoryMibPerWorker < 0 || r.memoryMibPerWorker > LIMITS.maxMemoryMibPerWorker))
-    problems.push(`request.memoryMibPerWorker: ${show(r.memoryMibPerWorker)} must be an integer from 0 to ${LIMITS.maxMemoryMibPerWorker} (MiB)`);
+  if (
+    r.cpuMilliPerWorker !== undefined &&
+    (!int(r.cpuMilliPerWorker) || r.cpuMilliPerWorker < 0 || r.cpuMilliPerWorker > LIMITS.maxCpuMilliPerWorker)
+  )
+    problems.push(
+      `request.cpuMilliPerWorker: ${show(r.cpuMilliPerWorker)} must be an integer from 0 to ${LIMITS.maxCpuMilliPerWorker} (milli-cores)`,
+    );
+  if (
+    r.memoryMibPerWorker !== undefined &&
+    (!int(r.memoryMibPerWorker) || r.memoryMibPerWorker < 0 || r.memoryMibPerWorker > LIMITS.maxMemoryMibPerWorker)
+  )
+    problems.push(
+      `request.memoryMibPerWorker: ${show(r.memoryMibPerWorker)} must be an integer from 0 to ${LIMITS.maxMemoryMibPerWorker} (MiB)`,
+    );
   if (!TOPOLOGIES.includes(r.topology as never))
     problems.push(`request.topology: ${show(r.topology)} must be one of ${TOPOLOGIES.join(', ')}`);
   if (r.topology === 'node' && r.antiAffinity && int(r.workers) && r.workers > 1)
     problems.push('request.antiAffinity: cannot keep workers on distinct nodes with topology "node"');
   if (r.nodeLabels !== undefined) {
-    const ok = typeof r.nodeLabels === 'object' && r.nodeLabels !== null && !Array.isArray(r.nodeLabels) &&
+    const ok =
+      typeof r.nodeLabels === 'object' &&
+      r.nodeLabels !== null &&
+      !Array.isArray(r.nodeLabels) &&
       Object.values(r.nodeLabels).every((v) => typeof v === 'string');
     if (!ok) problems.push(`request.nodeLabels: ${show(r.nodeLabels)} must map label names to string values`);
   }
@@ -99,13 +125,21 @@ export function validateRequest(input: unknown): string[] {
 
 /** Problems with a reservation request on its own (no database needed). */
 export function validateReservation(r: {
-  id?: unknown; tenant?: unknown; acceleratorType?: unknown; devices?: unknown; startsAt?: unknown; endsAt?: unknown;
+  id?: unknown;
+  tenant?: unknown;
+  acceleratorType?: unknown;
+  devices?: unknown;
+  startsAt?: unknown;
+  endsAt?: unknown;
 }): string[] {
   const problems: string[] = [];
-  if (typeof r.id !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(r.id)) problems.push(`id: ${JSON.stringify(r.id)} must be 1-63 lowercase letters, digits, '.', '_' or '-'`);
+  if (typeof r.id !== 'string' || !/^[a-z0-9][a-z0-9._-]{0,62}$/.test(r.id))
+    problems.push(`id: ${JSON.stringify(r.id)} must be 1-63 lowercase letters, digits, '.', '_' or '-'`);
   if (typeof r.tenant !== 'string' || !r.tenant) problems.push(`tenant: ${JSON.stringify(r.tenant)} must be a tenant path`);
-  if (typeof r.acceleratorType !== 'string' || !r.acceleratorType) problems.push(`acceleratorType: ${JSON.stringify(r.acceleratorType)} must be an accelerator type name`);
-  if (typeof r.devices !== 'number' || !Number.isInteger(r.devices) || r.devices < 1) problems.push(`devices: ${JSON.stringify(r.devices)} must be a positive integer`);
+  if (typeof r.acceleratorType !== 'string' || !r.acceleratorType)
+    problems.push(`acceleratorType: ${JSON.stringify(r.acceleratorType)} must be an accelerator type name`);
+  if (typeof r.devices !== 'number' || !Number.isInteger(r.devices) || r.devices < 1)
+    problems.push(`devices: ${JSON.stringify(r.devices)} must be a positive integer`);
   const start = typeof r.startsAt === 'string' ? Date.parse(r.startsAt) : NaN;
   const end = typeof r.endsAt === 'string' ? Date.parse(r.endsAt) : NaN;
   if (Number.isNaN(start)) problems.push(`startsAt: ${JSON.stringify(r.startsAt)} must be an ISO timestamp`);

@@ -22,12 +22,20 @@ export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]
     SELECT n.id, d.i - 1 AS device_idx, n.free_milli[d.i] AS free,
            1000 - coalesce((SELECT sum(a.milli) FROM allocations a WHERE a.node_id = n.id AND a.device_idx = d.i - 1), 0)::int AS expected
     FROM nodes n CROSS JOIN LATERAL generate_subscripts(n.free_milli, 1) AS d(i)
-    WHERE n.free_milli[d.i] <> 1000 - coalesce((SELECT sum(a.milli) FROM allocations a WHERE a.node_id = n.id AND a.device_idx = d.i - 1), 0)`.execute(db);
+    WHERE n.free_milli[d.i] <> 1000 - coalesce((SELECT sum(a.milli) FROM allocations a WHERE a.node_id = n.id AND a.device_idx = d.i - 1), 0)`.execute(
+    db,
+  );
   for (const r of drift.rows)
     violations.push({ rule: 'free-capacity-drift', detail: `node ${r.id} device ${r.device_idx} free ${r.free}, expected ${r.expected}` });
   // 2b. A node's free host CPU and memory equal its totals minus what its allocations hold
   // (both NULL on a node that does not track them).
-  const hostDrift = await sql<{ id: number; free_cpu: number | null; expected_cpu: number | null; free_mem: number | null; expected_mem: number | null }>`
+  const hostDrift = await sql<{
+    id: number;
+    free_cpu: number | null;
+    expected_cpu: number | null;
+    free_mem: number | null;
+    expected_mem: number | null;
+  }>`
     SELECT n.id, n.free_cpu_milli AS free_cpu, n.cpu_milli - h.cpu AS expected_cpu, n.free_memory_mib AS free_mem, n.memory_mib - h.mem AS expected_mem
     FROM nodes n CROSS JOIN LATERAL (
       SELECT coalesce(sum(a.cpu_milli), 0)::int AS cpu, coalesce(sum(a.memory_mib), 0)::int AS mem FROM allocations a WHERE a.node_id = n.id) h
@@ -42,15 +50,23 @@ export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]
     SELECT DISTINCT a.job_id, a.epoch, j.state, j.epoch AS job_epoch FROM allocations a LEFT JOIN jobs j ON j.id = a.job_id
     WHERE j.id IS NULL OR j.state <> ALL (${LIVE_STATES}::text[]) OR j.epoch <> a.epoch`.execute(db);
   for (const r of orphans.rows)
-    violations.push({ rule: 'allocation-without-live-job', detail: `job ${r.job_id} epoch ${r.epoch} is ${r.state ?? 'unknown'} at epoch ${r.job_epoch ?? '-'}` });
+    violations.push({
+      rule: 'allocation-without-live-job',
+      detail: `job ${r.job_id} epoch ${r.epoch} is ${r.state ?? 'unknown'} at epoch ${r.job_epoch ?? '-'}`,
+    });
   // 4. Each quota rule's usage equals what the live charges on it add up to.
   const quotaDrift = await sql<{ tenant: string; accelerator_type: string; used: string; charged: string }>`
     SELECT q.tenant, q.accelerator_type, q.used_milli AS used,
            coalesce((SELECT sum(j.quota_milli) FROM jobs j WHERE (q.tenant || '|' || q.accelerator_type) = ANY(j.quota_charge)), 0) AS charged
     FROM quotas q
-    WHERE q.used_milli <> coalesce((SELECT sum(j.quota_milli) FROM jobs j WHERE (q.tenant || '|' || q.accelerator_type) = ANY(j.quota_charge)), 0)`.execute(db);
+    WHERE q.used_milli <> coalesce((SELECT sum(j.quota_milli) FROM jobs j WHERE (q.tenant || '|' || q.accelerator_type) = ANY(j.quota_charge)), 0)`.execute(
+    db,
+  );
   for (const r of quotaDrift.rows)
-    violations.push({ rule: 'quota-usage-drift', detail: `${r.tenant} ${r.accelerator_type} records ${r.used} milli, charges add up to ${r.charged}` });
+    violations.push({
+      rule: 'quota-usage-drift',
+      detail: `${r.tenant} ${r.accelerator_type} records ${r.used} milli, charges add up to ${r.charged}`,
+    });
   // 5. No quota node uses more than nominal + borrowing limit (nominal alone at the top of a tree).
   const overQuota = await sql<{ tenant: string; accelerator_type: string; used: string; cap: string }>`
     SELECT q.tenant, q.accelerator_type, q.used_milli AS used,
@@ -58,9 +74,14 @@ export async function checkInvariants(db: Kysely<Database>): Promise<Violation[]
                 THEN (q.nominal + q.borrowing_limit)::bigint * 1000 ELSE q.nominal::bigint * 1000 END AS cap
     FROM quotas q
     WHERE q.used_milli > CASE WHEN EXISTS (SELECT 1 FROM quotas p WHERE p.accelerator_type = q.accelerator_type AND q.tenant LIKE p.tenant || '/%')
-                              THEN (q.nominal::bigint + coalesce(q.borrowing_limit, 1000000000)) * 1000 ELSE q.nominal::bigint * 1000 END`.execute(db);
+                              THEN (q.nominal::bigint + coalesce(q.borrowing_limit, 1000000000)) * 1000 ELSE q.nominal::bigint * 1000 END`.execute(
+    db,
+  );
   for (const r of overQuota.rows)
-    violations.push({ rule: 'quota-exceeded', detail: `${r.tenant} ${r.accelerator_type} uses ${r.used} milli, limit ${r.cap ?? 'unbounded'}` });
+    violations.push({
+      rule: 'quota-exceeded',
+      detail: `${r.tenant} ${r.accelerator_type} uses ${r.used} milli, limit ${r.cap ?? 'unbounded'}`,
+    });
   // 6. Capacity is nominated only to a job still waiting for it.
   const dangling = await sql<{ preemptor: string; state: string | null }>`
     SELECT DISTINCT m.preemptor, j.state FROM nominations m LEFT JOIN jobs j ON j.id = m.preemptor

@@ -46,7 +46,6 @@ export interface NodesTable {
   free_memory_mib: ColumnType<number | null, never, never>;
 }
 
-
 export interface JobsTable {
   id: string;
   tenant: string;

@@ -38,16 +38,22 @@ export function admissionProblems(spec: JobSpec, region: string, rows: readonly 
     problems.push(`allowedRegions: this is region ${region}, not one of ${spec.allowedRegions.join(', ')}`);
   const tiers = nearest('allowed_tiers');
   if (tiers && !tiers.value.includes(spec.tier))
-    problems.push(`tier: ${spec.tier} is not allowed for ${spec.tenant} (policy of ${tiers.from} allows ${tiers.value.join(', ') || 'none'})`);
+    problems.push(
+      `tier: ${spec.tier} is not allowed for ${spec.tenant} (policy of ${tiers.from} allows ${tiers.value.join(', ') || 'none'})`,
+    );
   const types = nearest('allowed_types');
   if (types) {
     const refused = spec.request.acceleratorTypes.filter((t) => !types.value.includes(t));
     if (refused.length)
-      problems.push(`request.acceleratorTypes: ${refused.join(', ')} not allowed for ${spec.tenant} (policy of ${types.from} allows ${types.value.join(', ') || 'none'})`);
+      problems.push(
+        `request.acceleratorTypes: ${refused.join(', ')} not allowed for ${spec.tenant} (policy of ${types.from} allows ${types.value.join(', ') || 'none'})`,
+      );
   }
   const max = nearest('max_devices_per_job');
   const milli = requestMilli(spec.request);
   if (max && milli > max.value * 1000)
-    problems.push(`request: ${formatDevices(milli)} devices exceed the limit of ${max.value} per job for ${spec.tenant} (policy of ${max.from})`);
+    problems.push(
+      `request: ${formatDevices(milli)} devices exceed the limit of ${max.value} per job for ${spec.tenant} (policy of ${max.from})`,
+    );
   return problems;
 }

@@ -113,7 +113,7 @@ export function fragmentation(node: NodeFree, mix: MixShape[]): number {
 
 /** The node as it would be with one worker of `shape` placed on `fitted` devices. */
 function after(node: NodeFree, fitted: number[], shape: WorkerShape): NodeFree {
-  const milli = shape.devicesPerWorker > 0 ? WHOLE : shape.milliPerWorker ?? WHOLE;
+  const milli = shape.devicesPerWorker > 0 ? WHOLE : (shape.milliPerWorker ?? WHOLE);
   const freeMilli = [...node.freeMilli];
   for (const d of fitted) freeMilli[d] -= milli;
   return {
@@ -186,7 +186,7 @@ function placeWithin(
   // Working copies: what earlier workers of this gang took is gone for later ones.
   const current = new Map(nodes.map((n) => [n.id, { ...n, freeMilli: [...n.freeMilli] }]));
   const used = new Set<number>();
-  const milli = request.devicesPerWorker > 0 ? WHOLE : request.milliPerWorker ?? WHOLE;
+  const milli = request.devicesPerWorker > 0 ? WHOLE : (request.milliPerWorker ?? WHOLE);
   const workers: WorkerChoice[] = [];
   let total = 0;
   for (let w = 0; w < request.workers; w++) {
@@ -232,9 +232,7 @@ function scoredPlacement(
     if (list) list.push(node);
     else domains.set(key, [node]);
   }
-  const ordered = [...domains.values()].sort(
-    (a, b) => a.reduce((s, n) => s + freeTotal(n), 0) - b.reduce((s, n) => s + freeTotal(n), 0),
-  );
+  const ordered = [...domains.values()].sort((a, b) => a.reduce((s, n) => s + freeTotal(n), 0) - b.reduce((s, n) => s + freeTotal(n), 0));
   for (const nodes of ordered) {
     const placed = placeWithin(nodes, request, policy, ctx);
     if (placed) return placed;
@@ -264,8 +262,7 @@ export interface TypeCandidates {
 }
 
 export type TypeChoice =
-  | { ok: true; type: string; workers: WorkerChoice[] }
-  | { ok: false; reasons: Array<{ type: string; reason: string }> };
+  { ok: true; type: string; workers: WorkerChoice[] } | { ok: false; reasons: Array<{ type: string; reason: string }> };
 
 /**
  * Chooses the accelerator type and devices for `request` among candidates of several types, given

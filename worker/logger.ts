@@ -10,7 +10,6 @@ export function createLogger(region: string, level: string = process.env.LOG_LEV
   return pino({ level, base: { region } });
 }
 
-
 const LEVELS: Record<LogLevel, pino.Level> = { TRACE: 'trace', DEBUG: 'debug', INFO: 'info', WARN: 'warn', ERROR: 'error' };
 
 class PinoTemporalLogger implements TemporalLogger {
@@ -20,11 +19,21 @@ class PinoTemporalLogger implements TemporalLogger {
     const jobId = rest.jobId ?? jobIdOfWorkflowId(workflowId);
     this.sink[LEVELS[level]]({ ...rest, ...(workflowId ? { workflowId } : {}), ...(jobId ? { jobId } : {}) }, message);
   }
-  trace(m: string, meta?: LogMetadata): void { this.log('TRACE', m, meta); }
-  debug(m: string, meta?: LogMetadata): void { this.log('DEBUG', m, meta); }
-  info(m: string, meta?: LogMetadata): void { this.log('INFO', m, meta); }
-  warn(m: string, meta?: LogMetadata): void { this.log('WARN', m, meta); }
-  error(m: string, meta?: LogMetadata): void { this.log('ERROR', m, meta); }
+  trace(m: string, meta?: LogMetadata): void {
+    this.log('TRACE', m, meta);
+  }
+  debug(m: string, meta?: LogMetadata): void {
+    this.log('DEBUG', m, meta);
+  }
+  info(m: string, meta?: LogMetadata): void {
+    this.log('INFO', m, meta);
+  }
+  warn(m: string, meta?: LogMetadata): void {
+    this.log('WARN', m, meta);
+  }
+  error(m: string, meta?: LogMetadata): void {
+    this.log('ERROR', m, meta);
+  }
 }
 
 let installed = false;

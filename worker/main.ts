@@ -16,8 +16,14 @@ async function main(): Promise<void> {
   const clientConnection = await Connection.connect({ address: config.temporalAddress });
   const client = new Client({ connection: clientConnection, namespace: config.namespace });
   const worker = await createSchedulerWorker({
-    connection, client, namespace: config.namespace, taskQueue: config.taskQueue, db, region: config.region,
-    policy: config.policy, workflowBundlePath: process.env.WORKFLOW_BUNDLE,
+    connection,
+    client,
+    namespace: config.namespace,
+    taskQueue: config.taskQueue,
+    db,
+    region: config.region,
+    policy: config.policy,
+    workflowBundlePath: process.env.WORKFLOW_BUNDLE,
     identity: `${config.region}-worker-${process.pid}`,
   });
   log.info({ event: 'worker.start', taskQueue: config.taskQueue, namespace: config.namespace, pid: process.pid }, 'worker started');

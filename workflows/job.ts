@@ -17,7 +17,7 @@ import {
   upsertSearchAttributes,
 } from '@temporalio/workflow';
 import type { SchedulerActivities } from '../activities';
-import { TERMINAL_STATES, type JobState, type JobResult, type JobSpec, type JobStatus, type Placement } from '../api/types';
+import { TERMINAL_STATES, type JobState, type JobResult, type JobStatus, type Placement } from '../api/types';
 import { validatePriority, validateSpec } from '../api/validation';
 import { AcceleratorTypeKey, JobStateKey, WaitingReasonKey } from '../api/search-attributes';
 import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES as NON_RETRYABLE } from '../api/errors';
@@ -33,7 +33,6 @@ import {
   type JobWorkflowInput,
   type PlacedDelivery,
 } from '../api/messages';
-
 
 // Few, merged steps: each activity costs the server three events and a task dispatch. In the
 // common case a job makes one: admission and placement run as a local activity inside its first
@@ -73,8 +72,14 @@ type RunEnd =
 export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult> {
   const jobId = typeof spec?.jobId === 'string' ? spec.jobId : 'invalid';
   const status: JobStatus = {
-    jobId, phase: 'validating', epoch: 1, attempt: 0, tier: spec?.tier, priority: spec?.priority,
-    cancelRequested: false, checkpointMs: 0,
+    jobId,
+    phase: 'validating',
+    epoch: 1,
+    attempt: 0,
+    tier: spec?.tier,
+    priority: spec?.priority,
+    cancelRequested: false,
+    checkpointMs: 0,
   };
   /** Placements delivered by the scheduler, by epoch: one for the next epoch can arrive before the requeue that starts it returns. */
   const deliveries = new Map<number, PlacedDelivery>();
@@ -165,7 +170,8 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     if (d.epoch >= status.epoch) deliveries.set(d.epoch, d);
   });
   setHandler(waitingSignal, ({ epoch, reason }) => {
-    if (epoch === status.epoch && status.phase === 'waiting' && !deliveries.has(epoch) && reason !== status.waitingReason) enter('waiting', reason);
+    if (epoch === status.epoch && status.phase === 'waiting' && !deliveries.has(epoch) && reason !== status.waitingReason)
+      enter('waiting', reason);
   });
 
   const finish = async (result: JobResult): Promise<JobResult> => {
@@ -275,7 +281,10 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     for (;;) {
       const ready = status.cancelRequested ? undefined : deliveries.get(status.epoch);
       if (!ready && status.phase !== 'waiting')
-        enter('waiting', status.lastRequeue ? `requeued: ${status.lastRequeue}` : entry.waitingReason ?? 'queued: waiting for the next scheduling cycle');
+        enter(
+          'waiting',
+          status.lastRequeue ? `requeued: ${status.lastRequeue}` : (entry.waitingReason ?? 'queued: waiting for the next scheduling cycle'),
+        );
       const got = ready ? ready.placement : await waitForPlacement(deadline);
       deadline = undefined;
       if (got === 'cancelled') {
@@ -330,7 +339,7 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
   } finally {
     // Release always runs, even when the workflow itself is being cancelled.
     await CancellationScope.nonCancellable(async () => {
-            // Final state and release in one transaction: no cycle places it afterwards, and nothing
+      // Final state and release in one transaction: no cycle places it afterwards, and nothing
       // ever sees a finished job holding devices. A run that completed has done it already.
       if (!(finishedByRun && outcome === 'completed')) {
         enter('releasing');
@@ -339,5 +348,5 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
       enter(outcome, reason);
     });
   }
-  return finish({ jobId, outcome, reason, placement: outcome === 'completed' ? placement : status.placement ?? placement });
+  return finish({ jobId, outcome, reason, placement: outcome === 'completed' ? placement : (status.placement ?? placement) });
 }

@@ -6,7 +6,10 @@ import type { SchedulerActivities } from '../activities';
 import { reservationWorkflowId } from '../api/ids';
 import { cancelReservationSignal, reservationStatusQuery, type ReservationInfo, type ReservationRequest } from '../api/messages';
 
-const acts = proxyActivities<SchedulerActivities>({ startToCloseTimeout: '30s', retry: { initialInterval: '200ms', maximumInterval: '10s' } });
+const acts = proxyActivities<SchedulerActivities>({
+  startToCloseTimeout: '30s',
+  retry: { initialInterval: '200ms', maximumInterval: '10s' },
+});
 
 export async function ReservationWorkflow(r: ReservationRequest & { region: string }): Promise<ReservationInfo> {
   const info: ReservationInfo = { ...r, state: 'pending', workflowId: reservationWorkflowId(r.id) };

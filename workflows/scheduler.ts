@@ -3,16 +3,7 @@
 // timer runs a cycle anyway so aging and missed kicks are never stuck. Node cordon / uncordon /
 // drain are updates on it, so operators reach them from the Temporal CLI. It continues as new
 // before its history grows long.
-import {
-  allHandlersFinished,
-  condition,
-  continueAsNew,
-  log,
-  proxyActivities,
-  setHandler,
-  sleep,
-  workflowInfo,
-} from '@temporalio/workflow';
+import { allHandlersFinished, condition, continueAsNew, log, proxyActivities, setHandler, sleep, workflowInfo } from '@temporalio/workflow';
 import type { SchedulerActivities } from '../activities';
 import { NON_RETRYABLE_ERROR_TYPES } from '../api/errors';
 import { validateReservation } from '../api/validation';
@@ -27,7 +18,6 @@ import {
   type RegionSchedulerInput,
   type SchedulerStatus,
 } from '../api/messages';
-
 
 const acts = proxyActivities<SchedulerActivities>({
   startToCloseTimeout: '60s',
@@ -56,12 +46,14 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
   const nodeValidator = (node: string): void => {
     if (typeof node !== 'string' || !node.trim()) throw new Error(`node: ${JSON.stringify(node)} must be a node name`);
   };
-  const nodeAction = (state: 'cordoned' | 'ready' | 'draining') => async (node: string): Promise<NodeActionResult> => {
-    const result = await acts.setNodeState(node, state);
-    log.info('node action', { event: `scheduler.node-${state}`, node, requeued: result.requeued });
-    pending = true;
-    return result;
-  };
+  const nodeAction =
+    (state: 'cordoned' | 'ready' | 'draining') =>
+    async (node: string): Promise<NodeActionResult> => {
+      const result = await acts.setNodeState(node, state);
+      log.info('node action', { event: `scheduler.node-${state}`, node, requeued: result.requeued });
+      pending = true;
+      return result;
+    };
   setHandler(cordonUpdate, nodeAction('cordoned'), { validator: nodeValidator });
   setHandler(uncordonUpdate, nodeAction('ready'), { validator: nodeValidator });
   setHandler(drainUpdate, nodeAction('draining'), { validator: nodeValidator });
@@ -95,7 +87,11 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
     // A full batch may leave more to place; capacity freed by this cycle's refusals does not.
     if (r.more && r.placed > 0) pending = true;
     // Every kick is a history event too: start afresh well before the server's per-run limits.
-    if (runCycles >= (input.cyclesPerRun ?? CYCLES_PER_RUN) || kicks >= (input.kicksPerRun ?? KICKS_PER_RUN) || workflowInfo().continueAsNewSuggested) {
+    if (
+      runCycles >= (input.cyclesPerRun ?? CYCLES_PER_RUN) ||
+      kicks >= (input.kicksPerRun ?? KICKS_PER_RUN) ||
+      workflowInfo().continueAsNewSuggested
+    ) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles, placed: status.placed });
     }

@@ -34,17 +34,23 @@ export async function findCandidates(
       .innerJoinLateral(
         (eb) => {
           const fitting = <Q extends SelectQueryBuilder<Database & { t: { type: string } }, 'nodes' | 't', object>>(q: Q): Q => {
-            let f = q.whereRef('nodes.accelerator_type', '=', 't.type').where('nodes.state', '=', 'ready').where(`nodes.${fitColumn}`, '>=', min);
+            let f = q
+              .whereRef('nodes.accelerator_type', '=', 't.type')
+              .where('nodes.state', '=', 'ready')
+              .where(`nodes.${fitColumn}`, '>=', min);
             // NULL free amounts are untracked: room for anything.
             if (host.cpu > 0) f = f.where((w) => w.or([w('nodes.free_cpu_milli', 'is', null), w('nodes.free_cpu_milli', '>=', host.cpu)]));
-            if (host.memory > 0) f = f.where((w) => w.or([w('nodes.free_memory_mib', 'is', null), w('nodes.free_memory_mib', '>=', host.memory)]));
+            if (host.memory > 0)
+              f = f.where((w) => w.or([w('nodes.free_memory_mib', 'is', null), w('nodes.free_memory_mib', '>=', host.memory)]));
             if (request.nodeLabels && Object.keys(request.nodeLabels).length)
               f = f.where('nodes.labels', '@>', JSON.stringify(request.nodeLabels) as never);
             if (exclude.length) f = f.where(sql<boolean>`nodes.id <> ALL(${exclude}::int[])`);
             return f as Q;
           };
           let q = fitting(
-            eb.selectFrom('nodes').select(['id', 'name', 'pod', 'rack', 'accelerator_type', 'free_milli', 'free_cpu_milli', 'free_memory_mib']),
+            eb
+              .selectFrom('nodes')
+              .select(['id', 'name', 'pod', 'rack', 'accelerator_type', 'free_milli', 'free_cpu_milli', 'free_memory_mib']),
           );
           switch (policy) {
             case 'first-fit':
@@ -61,7 +67,11 @@ export async function findCandidates(
               q = q.where('nodes.id', 'in', (sub) =>
                 sub
                   .selectFrom((inner) =>
-                    fitting(inner.selectFrom('nodes').select('nodes.id')).orderBy(`nodes.${fitColumn}`).orderBy('nodes.id').limit(FGD_SAMPLE_WINDOW).as('w'),
+                    fitting(inner.selectFrom('nodes').select('nodes.id'))
+                      .orderBy(`nodes.${fitColumn}`)
+                      .orderBy('nodes.id')
+                      .limit(FGD_SAMPLE_WINDOW)
+                      .as('w'),
                   )
                   .select('w.id')
                   .orderBy((o) => o.fn('random', []))
@@ -84,8 +94,13 @@ export async function findCandidates(
   const out = new Map<string, CandidateNode[]>(types.map((t) => [t, []]));
   for (const r of rows)
     out.get(r.accelerator_type)!.push({
-      id: r.id, name: r.name, pod: r.pod, rack: r.rack, freeMilli: r.free_milli,
-      freeCpuMilli: r.free_cpu_milli ?? undefined, freeMemoryMib: r.free_memory_mib ?? undefined,
+      id: r.id,
+      name: r.name,
+      pod: r.pod,
+      rack: r.rack,
+      freeMilli: r.free_milli,
+      freeCpuMilli: r.free_cpu_milli ?? undefined,
+      freeMemoryMib: r.free_memory_mib ?? undefined,
     });
   return out;
 }

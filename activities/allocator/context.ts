@@ -89,7 +89,9 @@ export async function lockAndRead(trx: Trx, ids: string[]): Promise<PlacementCon
           'borrowingLimit', borrowing_limit, 'lendingLimit', lending_limit)) FROM quotas), '[]') AS rules,
         coalesce((SELECT json_agg(json_build_object('id', id, 'tenant', tenant, 'acceleratorType', accelerator_type, 'devices', devices,
           'endsAt', ends_at)) FROM reservations WHERE state = 'active'), '[]') AS reservations,
-        coalesce((SELECT json_agg(json_build_object('node_id', node_id, 'preemptor', preemptor)) FROM nominations), '[]') AS nominations`.execute(trx);
+        coalesce((SELECT json_agg(json_build_object('node_id', node_id, 'preemptor', preemptor)) FROM nominations), '[]') AS nominations`.execute(
+      trx,
+    );
     const row = r.rows[0];
     if (row.moved > 0 && attempt < 10) continue;
     if (row.moved > 0) throw new Error(`placement: jobs ${ids.join(', ')} kept changing under their lock (10 reads)`);

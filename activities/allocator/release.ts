@@ -23,7 +23,12 @@ export async function releaseJob(
   return withTransientRetry(async () => {
     for (let attempt = 1; ; attempt++) {
       // Prepared: lookups by key only, so its generic plan is as good as a custom one.
-      const r = await sql<{ found_epoch: number | null; moved: boolean | null; released: number; others_waiting: boolean | null }>`${sql.raw(PREPARED)}
+      const r = await sql<{
+        found_epoch: number | null;
+        moved: boolean | null;
+        released: number;
+        others_waiting: boolean | null;
+      }>`${sql.raw(PREPARED)}
         WITH seen AS (SELECT xmin::text AS v FROM jobs WHERE id = ${jobId}),
         locked AS (SELECT id, epoch, region, quota_charge, quota_milli, xmin::text AS v FROM jobs WHERE id = ${jobId} FOR UPDATE),
         ok AS (SELECT l.* FROM locked l, seen s WHERE l.v = s.v AND l.epoch <= ${epoch}),
@@ -46,11 +51,14 @@ export async function releaseJob(
                -- Asked by finish only (whose caller wakes the scheduler on it): a probe of the queue
                -- index costs a plain release for nothing.
                CASE WHEN ${final !== undefined} THEN
-                 EXISTS (SELECT 1 FROM jobs w, locked l WHERE w.region = l.region AND w.state = 'waiting' AND w.id <> l.id) END AS others_waiting`.execute(db);
+                 EXISTS (SELECT 1 FROM jobs w, locked l WHERE w.region = l.region AND w.state = 'waiting' AND w.id <> l.id) END AS others_waiting`.execute(
+        db,
+      );
       const row = r.rows[0];
       if (row.found_epoch === null) return { released: 0 };
       if (row.found_epoch > epoch) throw staleEpoch(jobId, epoch, row.found_epoch);
-      if (!row.moved) return row.others_waiting === null ? { released: row.released } : { released: row.released, othersWaiting: row.others_waiting };
+      if (!row.moved)
+        return row.others_waiting === null ? { released: row.released } : { released: row.released, othersWaiting: row.others_waiting };
       if (attempt >= 10) throw new Error(`release of job ${jobId}: its row kept changing under the release (10 attempts)`);
     }
   });

@@ -82,15 +82,33 @@ export class PlacementTransaction {
     const ids = [...new Set(inputs.map((i) => i.jobId))];
     const context = await lockAndRead(trx, ids);
     const jobs = new Map(context.jobs.map((j) => [j.id, j]));
-    const quota = await lockQuota(trx, context.rules, inputs.map((i) => ({ tenant: jobs.get(i.jobId)?.tenant, types: i.request.acceleratorTypes })));
-    return new PlacementTransaction(trx, settings, jobs, context.placements, quota, ReservationLedger.of(context.reservations), context.nominations);
+    const quota = await lockQuota(
+      trx,
+      context.rules,
+      inputs.map((i) => ({ tenant: jobs.get(i.jobId)?.tenant, types: i.request.acceleratorTypes })),
+    );
+    return new PlacementTransaction(
+      trx,
+      settings,
+      jobs,
+      context.placements,
+      quota,
+      ReservationLedger.of(context.reservations),
+      context.nominations,
+    );
   }
 
   /** Decides every input in order, then writes all the decisions in one statement. */
   async placeAll(inputs: readonly AllocateInput[], hooks: BatchHooks): Promise<ItemOutcome[]> {
     const out: ItemOutcome[] = [];
     for (const input of inputs) out.push(await this.decide(input, hooks));
-    await writePlacements(this.trx, { inserts: this.inserts, placed: this.placed, waiting: this.waiting, bumps: this.bumps, quota: this.quota });
+    await writePlacements(this.trx, {
+      inserts: this.inserts,
+      placed: this.placed,
+      waiting: this.waiting,
+      bumps: this.bumps,
+      quota: this.quota,
+    });
     return out;
   }
 
@@ -101,7 +119,8 @@ export class PlacementTransaction {
     const key = `${input.jobId}@${input.epoch}`;
     const had = this.existing.get(key);
     if (had) return { result: { placed: true, placement: had } };
-    if (!LIVE_FOR_PLACEMENT.has(job.state)) return { failure: badRequest(`job ${input.jobId} is ${job.state}; only a live job can be placed`) };
+    if (!LIVE_FOR_PLACEMENT.has(job.state))
+      return { failure: badRequest(`job ${input.jobId} is ${job.state}; only a live job can be placed`) };
     if (this.done.has(input.jobId)) return { failure: badRequest(`job ${input.jobId} appears twice in one batch`) };
     this.done.add(input.jobId);
     const held = hooks.admit?.(input);
@@ -125,8 +144,14 @@ export class PlacementTransaction {
       for (const w of result.placement.workers)
         w.deviceIdx.forEach((d, k) =>
           this.inserts.push({
-            job_id: input.jobId, epoch: input.epoch, node_id: w.nodeId, device_idx: d, milli: w.milli, worker_idx: w.workerIdx,
-            cpu_milli: k === 0 ? cpu : 0, memory_mib: k === 0 ? memory : 0,
+            job_id: input.jobId,
+            epoch: input.epoch,
+            node_id: w.nodeId,
+            device_idx: d,
+            milli: w.milli,
+            worker_idx: w.workerIdx,
+            cpu_milli: k === 0 ? cpu : 0,
+            memory_mib: k === 0 ? memory : 0,
           }),
         );
     } else this.waiting.push([input.jobId, result.reason]);
@@ -179,7 +204,14 @@ export class PlacementTransaction {
     const exhausted = (t: OpenType): boolean => covering(t).some((r) => r.exhausted);
     const fetchPages = async (types: OpenType[]): Promise<void> => {
       // Next page of each type's candidates, past the nodes this transaction already holds: one statement for all types.
-      const pages = await findCandidates(this.trx, types.map((t) => t.type), request, policy, this.settings.candidateLimit, [...this.nodes.keys()]);
+      const pages = await findCandidates(
+        this.trx,
+        types.map((t) => t.type),
+        request,
+        policy,
+        this.settings.candidateLimit,
+        [...this.nodes.keys()],
+      );
       for (const t of types) {
         const page = pages.get(t.type) ?? [];
         t.reads.push({ ...host, exhausted: page.length < pageSize });
@@ -195,7 +227,12 @@ export class PlacementTransaction {
       const unread = types.filter((t) => !covering(t).length);
       if (unread.length) await fetchPages(unread);
       const decide = () =>
-        chooseAmongTypes(types.map((t) => ({ type: t.type, candidates: usable(t.pool) })), request, policy, { mix: this.settings.mix.shapes() });
+        chooseAmongTypes(
+          types.map((t) => ({ type: t.type, candidates: usable(t.pool) })),
+          request,
+          policy,
+          { mix: this.settings.mix.shapes() },
+        );
       let choice = decide();
       for (let pages = 0; !choice.ok && pages < 8; pages++) {
         const more = types.filter((t) => !exhausted(t));
@@ -233,7 +270,10 @@ export class PlacementTransaction {
       if (choice?.ok) chosen = { type: opened.find((t) => t.type === choice.type)!, workers: choice.workers };
     }
     if (!chosen) {
-      const reason = request.acceleratorTypes.filter((t) => why.has(t)).map((t) => `${t}: ${why.get(t)}`).join('; ');
+      const reason = request.acceleratorTypes
+        .filter((t) => why.has(t))
+        .map((t) => `${t}: ${why.get(t)}`)
+        .join('; ');
       return { result: { placed: false, reason, blockedBy: capacityShort ? 'capacity' : reserved ? 'reserved' : 'quota' }, charge: [] };
     }
     const { type, pool, charge } = chosen.type;

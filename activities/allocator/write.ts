@@ -22,7 +22,10 @@ export async function writePlacements(
     quota: LockedQuota;
   },
 ): Promise<void> {
-  const jobs = new Map<string, { epoch: number | null; placed: boolean; charge: string | null; milli: number | null; reason: string | null }>();
+  const jobs = new Map<
+    string,
+    { epoch: number | null; placed: boolean; charge: string | null; milli: number | null; reason: string | null }
+  >();
   const job = (id: string) => {
     let j = jobs.get(id);
     if (!j) jobs.set(id, (j = { epoch: null, placed: false, charge: null, milli: null, reason: null }));

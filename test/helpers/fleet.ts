@@ -32,9 +32,15 @@ export async function seedFleet(db: Kysely<Database>, spec: FleetSpec): Promise<
     for (let k = 0; k < count; k++, i++) {
       const rack = Math.floor(i / perRack);
       rows.push({
-        cluster_id: cluster.id, name: `n${cluster.id}-${i}`, accelerator_type: type, device_count: devices,
-        rack: `r${rack}`, pod: `p${Math.floor(rack / perPod)}`, labels: JSON.stringify(spec.labels?.(i) ?? {}),
-        cpu_milli: spec.host?.(i).cpuMilli ?? null, memory_mib: spec.host?.(i).memoryMib ?? null,
+        cluster_id: cluster.id,
+        name: `n${cluster.id}-${i}`,
+        accelerator_type: type,
+        device_count: devices,
+        rack: `r${rack}`,
+        pod: `p${Math.floor(rack / perPod)}`,
+        labels: JSON.stringify(spec.labels?.(i) ?? {}),
+        cpu_milli: spec.host?.(i).cpuMilli ?? null,
+        memory_mib: spec.host?.(i).memoryMib ?? null,
       });
     }
   const inserted = await db.insertInto('nodes').values(rows).returning('id').execute();
@@ -45,7 +51,16 @@ export async function seedFleet(db: Kysely<Database>, spec: FleetSpec): Promise<
 export async function registerTestJob(db: Kysely<Database>, jobId: string, epoch = 1): Promise<void> {
   await db
     .insertInto('jobs')
-    .values({ id: jobId, tenant: 'acme', tier: 'standard', region: 'test', workflow_id: `job/acme/${jobId}`, spec: '{}', state: 'waiting', epoch })
+    .values({
+      id: jobId,
+      tenant: 'acme',
+      tier: 'standard',
+      region: 'test',
+      workflow_id: `job/acme/${jobId}`,
+      spec: '{}',
+      state: 'waiting',
+      epoch,
+    })
     .execute();
 }
 

@@ -2,9 +2,7 @@
 class SummaryReporter {
   onRunComplete(_contexts, results) {
     const failed = results.numFailedTests + results.numRuntimeErrorTestSuites;
-    process.stdout.write(
-      `\nTests: ${results.numPassedTests} passed, ${failed} failed, ${results.numPendingTests} skipped\n`,
-    );
+    process.stdout.write(`\nTests: ${results.numPassedTests} passed, ${failed} failed, ${results.numPendingTests} skipped\n`);
   }
 }
 module.exports = SummaryReporter;

@@ -46,7 +46,14 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
     taskQueue,
     async startWorker(db, cycle) {
       const worker = await createSchedulerWorker({
-        connection: env.nativeConnection, client: client.temporal, namespace: NAMESPACE, taskQueue, db, region: REGION, workflowBundlePath: WORKFLOW_BUNDLE, cycle,
+        connection: env.nativeConnection,
+        client: client.temporal,
+        namespace: NAMESPACE,
+        taskQueue,
+        db,
+        region: REGION,
+        workflowBundlePath: WORKFLOW_BUNDLE,
+        cycle,
       });
       const entry = { worker, done: worker.run() };
       workers.push(entry);
@@ -80,9 +87,13 @@ export async function eventually<T>(check: () => Promise<T | undefined>, what: s
 export function jobProbes(h: TemporalHarness) {
   const status = (s: JobSpec): Promise<JobStatus> => h.client.status(s.tenant, s.jobId);
   const until = (s: JobSpec, ok: (st: JobStatus) => boolean, what: string, timeoutMs?: number): Promise<JobStatus> =>
-    eventually(async () => {
-      const st = await status(s);
-      return ok(st) ? st : undefined;
-    }, `${s.jobId} ${what}`, timeoutMs);
+    eventually(
+      async () => {
+        const st = await status(s);
+        return ok(st) ? st : undefined;
+      },
+      `${s.jobId} ${what}`,
+      timeoutMs,
+    );
   return { status, until };
 }

@@ -11,12 +11,24 @@ let allocator: Allocator;
 
 beforeAll(async () => {
   t = await createTestDatabase('alloc');
-  await seedFleet(t.db, { nodes: [['A100', 8, 4], ['T4', 4, 2]], nodesPerRack: 2 });
+  await seedFleet(t.db, {
+    nodes: [
+      ['A100', 8, 4],
+      ['T4', 4, 2],
+    ],
+    nodesPerRack: 2,
+  });
   allocator = new Allocator(t.db);
 });
 afterAll(() => t.drop());
 
-const req = (o: Partial<ResourceRequest> = {}): ResourceRequest => ({ acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: 2, topology: 'any', ...o });
+const req = (o: Partial<ResourceRequest> = {}): ResourceRequest => ({
+  acceleratorTypes: ['A100'],
+  workers: 1,
+  devicesPerWorker: 2,
+  topology: 'any',
+  ...o,
+});
 const freeDevices = async (): Promise<number> =>
   Number((await sql<{ f: number }>`SELECT sum(free_whole)::int AS f FROM nodes`.execute(t.db)).rows[0].f);
 
@@ -39,7 +51,10 @@ describe('allocator on PostgreSQL', () => {
 
   test('finishing a job says whether another job waits in its region (the freed devices may be theirs), so only then is the scheduler woken', async () => {
     const job = (id: string, state: 'waiting' | 'cancelled' = 'waiting') =>
-      t.db.insertInto('jobs').values({ id, tenant: 'acme', tier: 'standard', region: 'quiet', workflow_id: `job/acme/${id}`, spec: '{}', state, epoch: 1 }).execute();
+      t.db
+        .insertInto('jobs')
+        .values({ id, tenant: 'acme', tier: 'standard', region: 'quiet', workflow_id: `job/acme/${id}`, spec: '{}', state, epoch: 1 })
+        .execute();
     await job('quiet-1');
     expect((await allocator.allocate({ jobId: 'quiet-1', epoch: 1, request: req() })).placed).toBe(true);
     expect(await allocator.finish('quiet-1', 1, 'completed', null)).toEqual({ released: 2, othersWaiting: false });
@@ -62,7 +77,9 @@ describe('allocator on PostgreSQL', () => {
 
   test('a stale epoch can neither allocate nor release', async () => {
     await registerTestJob(t.db, 'epoch-1', 2);
-    await expect(allocator.allocate({ jobId: 'epoch-1', epoch: 1, request: req() })).rejects.toThrow('epoch 1 is stale (current epoch is 2)');
+    await expect(allocator.allocate({ jobId: 'epoch-1', epoch: 1, request: req() })).rejects.toThrow(
+      'epoch 1 is stale (current epoch is 2)',
+    );
     const r = await allocator.allocate({ jobId: 'epoch-1', epoch: 2, request: req() });
     expect(r.placed).toBe(true);
     await expect(allocator.release('epoch-1', 1)).rejects.toThrow('epoch 1 is stale');
@@ -95,10 +112,22 @@ describe('allocator on PostgreSQL', () => {
   test('fractional shares pack onto one device before opening another', async () => {
     await registerTestJob(t.db, 'share-a');
     await registerTestJob(t.db, 'share-b');
-    const a = await allocator.allocate({ jobId: 'share-a', epoch: 1, request: req({ acceleratorTypes: ['T4'], devicesPerWorker: 0, milliPerWorker: 400 }) });
-    const b = await allocator.allocate({ jobId: 'share-b', epoch: 1, request: req({ acceleratorTypes: ['T4'], devicesPerWorker: 0, milliPerWorker: 500 }) });
+    const a = await allocator.allocate({
+      jobId: 'share-a',
+      epoch: 1,
+      request: req({ acceleratorTypes: ['T4'], devicesPerWorker: 0, milliPerWorker: 400 }),
+    });
+    const b = await allocator.allocate({
+      jobId: 'share-b',
+      epoch: 1,
+      request: req({ acceleratorTypes: ['T4'], devicesPerWorker: 0, milliPerWorker: 500 }),
+    });
     if (!a.placed || !b.placed) throw new Error('shares should fit');
-    expect(b.placement.workers[0]).toMatchObject({ nodeId: a.placement.workers[0].nodeId, deviceIdx: a.placement.workers[0].deviceIdx, milli: 500 });
+    expect(b.placement.workers[0]).toMatchObject({
+      nodeId: a.placement.workers[0].nodeId,
+      deviceIdx: a.placement.workers[0].deviceIdx,
+      milli: 500,
+    });
     await allocator.release('share-a', 1);
     await allocator.release('share-b', 1);
   });
@@ -106,13 +135,22 @@ describe('allocator on PostgreSQL', () => {
   test('PostgreSQL itself refuses a device held twice, whatever the code does', async () => {
     await registerTestJob(t.db, 'direct-1');
     const node = await t.db.selectFrom('nodes').select('id').where('accelerator_type', '=', 'T4').orderBy('id').executeTakeFirstOrThrow();
-    await t.db.insertInto('allocations').values({ job_id: 'direct-1', epoch: 1, node_id: node.id, device_idx: 3, milli: 1000, worker_idx: 0 }).execute();
+    await t.db
+      .insertInto('allocations')
+      .values({ job_id: 'direct-1', epoch: 1, node_id: node.id, device_idx: 3, milli: 1000, worker_idx: 0 })
+      .execute();
     await expect(
-      t.db.insertInto('allocations').values({ job_id: 'direct-1', epoch: 1, node_id: node.id, device_idx: 3, milli: 1, worker_idx: 1 }).execute(),
+      t.db
+        .insertInto('allocations')
+        .values({ job_id: 'direct-1', epoch: 1, node_id: node.id, device_idx: 3, milli: 1, worker_idx: 1 })
+        .execute(),
     ).rejects.toThrow(/check constraint|duplicate key/);
     await registerTestJob(t.db, 'direct-2');
     await expect(
-      t.db.insertInto('allocations').values({ job_id: 'direct-2', epoch: 1, node_id: node.id, device_idx: 3, milli: 1, worker_idx: 0 }).execute(),
+      t.db
+        .insertInto('allocations')
+        .values({ job_id: 'direct-2', epoch: 1, node_id: node.id, device_idx: 3, milli: 1, worker_idx: 0 })
+        .execute(),
     ).rejects.toThrow(/check constraint/);
     await t.db.deleteFrom('allocations').where('job_id', '=', 'direct-1').execute();
   });
@@ -120,8 +158,19 @@ describe('allocator on PostgreSQL', () => {
   test('capacity moves once per statement: many rows on one node, oversubscription within one statement, a device the node lacks', async () => {
     await registerTestJob(t.db, 'stmt-1');
     await registerTestJob(t.db, 'stmt-2');
-    const node = await t.db.selectFrom('nodes').select(['id', 'device_count']).where('accelerator_type', '=', 'A100').where('free_whole', '=', 8).orderBy('id').executeTakeFirstOrThrow();
-    const free = async () => (await t.db.selectFrom('nodes').select(['free_milli', 'free_whole', 'max_partial']).where('id', '=', node.id).executeTakeFirstOrThrow());
+    const node = await t.db
+      .selectFrom('nodes')
+      .select(['id', 'device_count'])
+      .where('accelerator_type', '=', 'A100')
+      .where('free_whole', '=', 8)
+      .orderBy('id')
+      .executeTakeFirstOrThrow();
+    const free = async () =>
+      await t.db
+        .selectFrom('nodes')
+        .select(['free_milli', 'free_whole', 'max_partial'])
+        .where('id', '=', node.id)
+        .executeTakeFirstOrThrow();
     // One statement: three whole devices and two shares of a fourth, for two jobs.
     await t.db
       .insertInto('allocations')
@@ -142,7 +191,10 @@ describe('allocator on PostgreSQL', () => {
     ).rejects.toThrow(/check constraint/);
     // A device index past the node's devices: refused with the node and device named.
     await expect(
-      t.db.insertInto('allocations').values({ job_id: 'stmt-3', epoch: 1, node_id: node.id, device_idx: node.device_count, milli: 1000, worker_idx: 0 }).execute(),
+      t.db
+        .insertInto('allocations')
+        .values({ job_id: 'stmt-3', epoch: 1, node_id: node.id, device_idx: node.device_count, milli: 1000, worker_idx: 0 })
+        .execute(),
     ).rejects.toThrow(`device ${node.device_count} does not exist on node ${node.id}`);
     expect(await free()).toEqual({ free_milli: [0, 0, 0, 1000, 1000, 250, 1000, 1000], free_whole: 4, max_partial: 250 });
     // One release statement gives back every device of the job, and only the job's.
@@ -168,18 +220,29 @@ describe('allocator on PostgreSQL', () => {
   // transaction, let the allocator's statement start and queue for the lock, and commit a
   // placement of that job meanwhile: the allocator must see it, not its stale snapshot.
   const racingPlacement = async (jobId: string, during: () => Promise<unknown>): Promise<unknown> => {
-    const node = await t.db.selectFrom('nodes').select(['id', 'free_milli']).where('accelerator_type', '=', 'A100').where('free_whole', '=', 8).orderBy('id').executeTakeFirstOrThrow();
+    const node = await t.db
+      .selectFrom('nodes')
+      .select(['id', 'free_milli'])
+      .where('accelerator_type', '=', 'A100')
+      .where('free_whole', '=', 8)
+      .orderBy('id')
+      .executeTakeFirstOrThrow();
     const { pending } = await t.db.transaction().execute(async (trx) => {
       await trx.selectFrom('jobs').select('id').where('id', '=', jobId).forUpdate().execute();
       const pending = during();
       pending.catch(() => undefined);
       // Give the allocator's statement time to start and wait on the row lock.
       for (let i = 0; i < 50; i++) {
-        const waiting = await sql<{ n: number }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`.execute(t.db);
+        const waiting = await sql<{
+          n: number;
+        }>`SELECT count(*)::int AS n FROM pg_stat_activity WHERE wait_event_type = 'Lock' AND datname = current_database()`.execute(t.db);
         if (waiting.rows[0].n > 0) break;
         await new Promise((r) => setTimeout(r, 20));
       }
-      await trx.insertInto('allocations').values([0, 1].map((d) => ({ job_id: jobId, epoch: 1, node_id: node.id, device_idx: d, milli: 1000, worker_idx: 0 }))).execute();
+      await trx
+        .insertInto('allocations')
+        .values([0, 1].map((d) => ({ job_id: jobId, epoch: 1, node_id: node.id, device_idx: d, milli: 1000, worker_idx: 0 })))
+        .execute();
       await trx.updateTable('jobs').set({ state: 'placed' }).where('id', '=', jobId).execute();
       return { pending }; // wrapped: the commit must not wait for the call queued behind it
     });
@@ -192,13 +255,18 @@ describe('allocator on PostgreSQL', () => {
     const released = await racingPlacement('race-release', () => allocator.finish('race-release', 1, 'cancelled', 'raced'));
     expect(released).toMatchObject({ released: 2 });
     expect(await freeDevices()).toBe(before);
-    expect((await t.db.selectFrom('jobs').select('state').where('id', '=', 'race-release').executeTakeFirstOrThrow()).state).toBe('cancelled');
+    expect((await t.db.selectFrom('jobs').select('state').where('id', '=', 'race-release').executeTakeFirstOrThrow()).state).toBe(
+      'cancelled',
+    );
   });
 
   test('an allocate queued behind a placement of its job returns that placement instead of placing again', async () => {
     await registerTestJob(t.db, 'race-place');
     const before = await freeDevices();
-    const result = (await racingPlacement('race-place', () => allocator.allocate({ jobId: 'race-place', epoch: 1, request: req() }))) as { placed: boolean; placement?: { workers: Array<{ deviceIdx: number[] }> } };
+    const result = (await racingPlacement('race-place', () => allocator.allocate({ jobId: 'race-place', epoch: 1, request: req() }))) as {
+      placed: boolean;
+      placement?: { workers: Array<{ deviceIdx: number[] }> };
+    };
     expect(result.placed).toBe(true);
     expect(result.placement?.workers.flatMap((w) => w.deviceIdx)).toEqual([0, 1]);
     expect(await freeDevices()).toBe(before - 2);
@@ -232,7 +300,12 @@ describe('batch placement', () => {
       { jobId: 'batch-c', epoch: 1, request: req({ devicesPerWorker: 1 }) },
       { jobId: 'batch-d', epoch: 1, request: req({ acceleratorTypes: ['nope'] }) },
     ]);
-    expect(results.map((r) => (r.error ? 'error' : r.result?.placed ? 'placed' : 'waiting'))).toEqual(['placed', 'placed', 'waiting', 'error']);
+    expect(results.map((r) => (r.error ? 'error' : r.result?.placed ? 'placed' : 'waiting'))).toEqual([
+      'placed',
+      'placed',
+      'waiting',
+      'error',
+    ]);
     expect(results[2].result).toEqual({ placed: false, blockedBy: 'capacity', reason: expect.stringContaining('no room for 1×1 of A100') });
     expect(results[3].error).toContain('unknown accelerator type "nope"');
     expect(await freeDevices()).toBe(before - 32);
@@ -268,14 +341,34 @@ describe('constraints through the SQL path', () => {
     await registerTestJob(t.db, 'rack-1');
     const r = await allocator.allocate({ jobId: 'rack-1', epoch: 1, request: l4({ workers: 2, devicesPerWorker: 4, topology: 'rack' }) });
     if (!r.placed) throw new Error(r.reason);
-    const racks = await t.db.selectFrom('nodes').select('rack').where('id', 'in', r.placement.workers.map((w) => w.nodeId)).execute();
+    const racks = await t.db
+      .selectFrom('nodes')
+      .select('rack')
+      .where(
+        'id',
+        'in',
+        r.placement.workers.map((w) => w.nodeId),
+      )
+      .execute();
     expect(new Set(racks.map((x) => x.rack)).size).toBe(1);
     // One device taken in each remaining rack leaves 7 free per rack: a 2×4 rack gang cannot fit.
     await registerTestJob(t.db, 'rack-2');
     await registerTestJob(t.db, 'rack-3');
-    const other = await t.db.selectFrom('nodes').select(['id', 'rack']).where('accelerator_type', '=', 'L4').where('rack', '<>', racks[0].rack).execute();
-    await t.db.insertInto('allocations').values({ job_id: 'rack-2', epoch: 1, node_id: other[0].id, device_idx: 0, milli: 1000, worker_idx: 0 }).execute();
-    const waits = await allocator.allocate({ jobId: 'rack-3', epoch: 1, request: l4({ workers: 2, devicesPerWorker: 4, topology: 'rack' }) });
+    const other = await t.db
+      .selectFrom('nodes')
+      .select(['id', 'rack'])
+      .where('accelerator_type', '=', 'L4')
+      .where('rack', '<>', racks[0].rack)
+      .execute();
+    await t.db
+      .insertInto('allocations')
+      .values({ job_id: 'rack-2', epoch: 1, node_id: other[0].id, device_idx: 0, milli: 1000, worker_idx: 0 })
+      .execute();
+    const waits = await allocator.allocate({
+      jobId: 'rack-3',
+      epoch: 1,
+      request: l4({ workers: 2, devicesPerWorker: 4, topology: 'rack' }),
+    });
     expect(waits).toEqual({ placed: false, blockedBy: 'capacity', reason: expect.stringContaining('in one rack') });
     await allocator.release('rack-1', 1);
     await allocator.release('rack-2', 1);
@@ -283,7 +376,11 @@ describe('constraints through the SQL path', () => {
 
   test('anti-affinity spreads a gang over distinct nodes', async () => {
     await registerTestJob(t.db, 'spread-1');
-    const r = await allocator.allocate({ jobId: 'spread-1', epoch: 1, request: l4({ workers: 3, devicesPerWorker: 1, antiAffinity: true }) });
+    const r = await allocator.allocate({
+      jobId: 'spread-1',
+      epoch: 1,
+      request: l4({ workers: 3, devicesPerWorker: 1, antiAffinity: true }),
+    });
     if (!r.placed) throw new Error(r.reason);
     expect(new Set(r.placement.workers.map((w) => w.nodeId)).size).toBe(3);
     await allocator.release('spread-1', 1);
@@ -297,7 +394,11 @@ test('a request only for types with no node in the region is refused, saying so'
     'no node of MI300 exists in this region',
   );
   await registerTestJob(t.db, 'nonode-2');
-  const r = await allocator.allocate({ jobId: 'nonode-2', epoch: 1, request: req({ acceleratorTypes: ['MI300', 'A100'], devicesPerWorker: 1 }) });
+  const r = await allocator.allocate({
+    jobId: 'nonode-2',
+    epoch: 1,
+    request: req({ acceleratorTypes: ['MI300', 'A100'], devicesPerWorker: 1 }),
+  });
   expect(r.placed && r.placement.acceleratorType).toBe('A100');
   await allocator.release('nonode-2', 1);
 });
@@ -329,12 +430,14 @@ describe('host CPU and memory through the SQL path', () => {
   const h100 = (o: Partial<ResourceRequest>) => req({ acceleratorTypes: ['H100'], devicesPerWorker: 1, ...o });
   const hostFree = async (): Promise<Record<number, { cpu: number | null; memory: number | null }>> =>
     Object.fromEntries(
-      (await t.db.selectFrom('nodes').select(['id', 'free_cpu_milli', 'free_memory_mib']).where('id', 'in', [small, large]).execute()).map((n) => [
-        n.id,
-        { cpu: n.free_cpu_milli, memory: n.free_memory_mib },
-      ]),
+      (await t.db.selectFrom('nodes').select(['id', 'free_cpu_milli', 'free_memory_mib']).where('id', 'in', [small, large]).execute()).map(
+        (n) => [n.id, { cpu: n.free_cpu_milli, memory: n.free_memory_mib }],
+      ),
     );
-  const untouched = (): Record<number, { cpu: number; memory: number }> => ({ [small]: { cpu: 16000, memory: 65536 }, [large]: { cpu: 64000, memory: 262144 } });
+  const untouched = (): Record<number, { cpu: number; memory: number }> => ({
+    [small]: { cpu: 16000, memory: 65536 },
+    [large]: { cpu: 64000, memory: 262144 },
+  });
 
   test.each(PLACEMENT_POLICIES)('%s does not place a task on a node without its CPU, and says so when no node has it', async (policy) => {
     await registerTestJob(t.db, `cpu-fit-${policy}`);
@@ -364,7 +467,11 @@ describe('host CPU and memory through the SQL path', () => {
     expect(await hostFree()).toEqual(untouched());
     expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', 'cpu-gang-big').execute()).toEqual([]);
     await registerTestJob(t.db, 'cpu-gang');
-    const gang = await allocator.allocate({ jobId: 'cpu-gang', epoch: 1, request: h100({ workers: 2, devicesPerWorker: 2, cpuMilliPerWorker: 24000, memoryMibPerWorker: 1024 }) });
+    const gang = await allocator.allocate({
+      jobId: 'cpu-gang',
+      epoch: 1,
+      request: h100({ workers: 2, devicesPerWorker: 2, cpuMilliPerWorker: 24000, memoryMibPerWorker: 1024 }),
+    });
     expect(gang.placed && gang.placement.workers.map((w) => w.nodeId)).toEqual([large, large]);
     // CPU and memory are held once per worker, however many devices the worker has.
     expect(await hostFree()).toEqual({ ...untouched(), [large]: { cpu: 16000, memory: 260096 } });
@@ -373,14 +480,22 @@ describe('host CPU and memory through the SQL path', () => {
 
   test('release and finish give host CPU and memory back', async () => {
     await registerTestJob(t.db, 'cpu-release');
-    const a = await allocator.allocate({ jobId: 'cpu-release', epoch: 1, request: h100({ devicesPerWorker: 4, cpuMilliPerWorker: 12000, memoryMibPerWorker: 32768 }) });
+    const a = await allocator.allocate({
+      jobId: 'cpu-release',
+      epoch: 1,
+      request: h100({ devicesPerWorker: 4, cpuMilliPerWorker: 12000, memoryMibPerWorker: 32768 }),
+    });
     if (!a.placed) throw new Error(a.reason);
     const at = a.placement.workers[0].nodeId;
     expect((await hostFree())[at]).toEqual({ cpu: untouched()[at].cpu - 12000, memory: untouched()[at].memory - 32768 });
     expect(await allocator.release('cpu-release', 1)).toMatchObject({ released: 4 });
     expect(await hostFree()).toEqual(untouched());
     await registerTestJob(t.db, 'cpu-finish');
-    const b = await allocator.allocate({ jobId: 'cpu-finish', epoch: 1, request: h100({ cpuMilliPerWorker: 8000, memoryMibPerWorker: 4096 }) });
+    const b = await allocator.allocate({
+      jobId: 'cpu-finish',
+      epoch: 1,
+      request: h100({ cpuMilliPerWorker: 8000, memoryMibPerWorker: 4096 }),
+    });
     expect(b.placed).toBe(true);
     expect(await hostFree()).not.toEqual(untouched());
     await allocator.finish('cpu-finish', 1, 'completed', null);
@@ -401,9 +516,21 @@ describe('host CPU and memory through the SQL path', () => {
   });
 
   test.each<[string, Partial<ResourceRequest>, string]>([
-    ['more CPU than any node has', { cpuMilliPerWorker: 64001 }, 'request.cpuMilliPerWorker: 1×1 of H100 with 64001m CPU each needs 64001m CPU on one node, but the largest node of H100 has 64000m'],
-    ['more memory than any node has', { memoryMibPerWorker: 262145 }, 'request.memoryMibPerWorker: 1×1 of H100 with 262145 MiB each needs 262145 MiB on one node, but the largest node of H100 has 262144 MiB'],
-    ['a one-node gang with more CPU than any node has', { workers: 2, cpuMilliPerWorker: 40000, topology: 'node' }, 'needs 80000m CPU on one node, but the largest node of H100 has 64000m'],
+    [
+      'more CPU than any node has',
+      { cpuMilliPerWorker: 64001 },
+      'request.cpuMilliPerWorker: 1×1 of H100 with 64001m CPU each needs 64001m CPU on one node, but the largest node of H100 has 64000m',
+    ],
+    [
+      'more memory than any node has',
+      { memoryMibPerWorker: 262145 },
+      'request.memoryMibPerWorker: 1×1 of H100 with 262145 MiB each needs 262145 MiB on one node, but the largest node of H100 has 262144 MiB',
+    ],
+    [
+      'a one-node gang with more CPU than any node has',
+      { workers: 2, cpuMilliPerWorker: 40000, topology: 'node' },
+      'needs 80000m CPU on one node, but the largest node of H100 has 64000m',
+    ],
   ])('a request with %s is refused, naming the largest node, and nothing is written', async (name, o, message) => {
     const id = `never-${name.replace(/\W+/g, '-')}`;
     await registerTestJob(t.db, id);
@@ -417,7 +544,11 @@ describe('host CPU and memory through the SQL path', () => {
   test('a request fits somewhere when one of its types has a node that does not track CPU', async () => {
     await registerTestJob(t.db, 'cpu-untracked');
     // A100 nodes track no host CPU: room for any.
-    const r = await allocator.allocate({ jobId: 'cpu-untracked', epoch: 1, request: h100({ acceleratorTypes: ['H100', 'A100'], cpuMilliPerWorker: 100000 }) });
+    const r = await allocator.allocate({
+      jobId: 'cpu-untracked',
+      epoch: 1,
+      request: h100({ acceleratorTypes: ['H100', 'A100'], cpuMilliPerWorker: 100000 }),
+    });
     expect(r.placed && r.placement.acceleratorType).toBe('A100');
     await allocator.release('cpu-untracked', 1);
   });
@@ -426,7 +557,9 @@ describe('host CPU and memory through the SQL path', () => {
     // 16 cores a task: the small node holds one, the large node four, though both have devices to spare.
     const ids = Array.from({ length: 12 }, (_, i) => `cpu-conc-${i}`);
     for (const id of ids) await registerTestJob(t.db, id);
-    const results = await Promise.all(ids.map((id) => allocator.allocate({ jobId: id, epoch: 1, request: h100({ cpuMilliPerWorker: 16000 }) })));
+    const results = await Promise.all(
+      ids.map((id) => allocator.allocate({ jobId: id, epoch: 1, request: h100({ cpuMilliPerWorker: 16000 }) })),
+    );
     const placed = results.filter((r) => r.placed).length;
     expect(placed).toBeGreaterThan(0);
     expect(placed).toBeLessThanOrEqual(5);
@@ -440,7 +573,10 @@ describe('host CPU and memory through the SQL path', () => {
   test('PostgreSQL itself refuses host CPU held beyond what the node has, whatever the code does', async () => {
     await registerTestJob(t.db, 'cpu-direct');
     await expect(
-      t.db.insertInto('allocations').values({ job_id: 'cpu-direct', epoch: 1, node_id: small, device_idx: 0, milli: 1000, worker_idx: 0, cpu_milli: 16001 }).execute(),
+      t.db
+        .insertInto('allocations')
+        .values({ job_id: 'cpu-direct', epoch: 1, node_id: small, device_idx: 0, milli: 1000, worker_idx: 0, cpu_milli: 16001 })
+        .execute(),
     ).rejects.toThrow(/check constraint/);
     expect(await hostFree()).toEqual(untouched());
   });
@@ -452,7 +588,12 @@ describe('host CPU and memory through the SQL path', () => {
     const at = r.placement.workers[0].nodeId;
     await sql`UPDATE nodes SET free_cpu_milli = free_cpu_milli + 4000 WHERE id = ${at}`.execute(t.db);
     const found = await checkInvariants(t.db);
-    expect(found).toEqual([{ rule: 'host-capacity-drift', detail: expect.stringContaining(`node ${at} free CPU ${untouched()[at].cpu} milli (expected ${untouched()[at].cpu - 4000})`) }]);
+    expect(found).toEqual([
+      {
+        rule: 'host-capacity-drift',
+        detail: expect.stringContaining(`node ${at} free CPU ${untouched()[at].cpu} milli (expected ${untouched()[at].cpu - 4000})`),
+      },
+    ]);
     await sql`UPDATE nodes SET free_cpu_milli = free_cpu_milli - 4000 WHERE id = ${at}`.execute(t.db);
     await allocator.release('cpu-plant', 1);
   });
@@ -464,7 +605,13 @@ describe('accelerator types without preference', () => {
   let x1 = 0;
   let x2 = 0;
   beforeAll(async () => {
-    [x1, x2] = await seedFleet(t.db, { nodes: [['X1', 4, 1], ['X2', 4, 1]], host: (i) => ({ cpuMilli: i === 0 ? 64000 : 8000 }) });
+    [x1, x2] = await seedFleet(t.db, {
+      nodes: [
+        ['X1', 4, 1],
+        ['X2', 4, 1],
+      ],
+      host: (i) => ({ cpuMilli: i === 0 ? 64000 : 8000 }),
+    });
     await registerTestJob(t.db, 'x2-filler');
     await t.db
       .insertInto('allocations')
@@ -495,7 +642,11 @@ describe('accelerator types without preference', () => {
     const r = await placeAs(`none-${policy}`, x({ typePreference: 'none', cpuMilliPerWorker: 6000 }), policy);
     expect(r.placed && r.placement).toMatchObject({ acceleratorType: type, workers: [{ nodeId: type === 'X1' ? x1 : x2 }] });
     // Listed the other way round, the choice is the same: the order is no preference.
-    const back = await placeAs(`none-back-${policy}`, x({ acceleratorTypes: ['X2', 'X1'], typePreference: 'none', cpuMilliPerWorker: 6000 }), policy);
+    const back = await placeAs(
+      `none-back-${policy}`,
+      x({ acceleratorTypes: ['X2', 'X1'], typePreference: 'none', cpuMilliPerWorker: 6000 }),
+      policy,
+    );
     expect(back.placed && back.placement.acceleratorType).toBe(type);
   });
 
@@ -513,27 +664,57 @@ describe('accelerator types without preference', () => {
     const r = await allocator.allocate({ jobId: 'none-quota', epoch: 1, request: x({ typePreference: 'none' }), policy: 'best-fit' });
     expect(r.placed && r.placement.acceleratorType).toBe('X1');
     const used = await t.db.selectFrom('quotas').select(['accelerator_type', 'used_milli']).orderBy('accelerator_type').execute();
-    expect(used.map((u) => [u.accelerator_type, Number(u.used_milli)])).toEqual([['X1', 1000], ['X2', 0]]);
+    expect(used.map((u) => [u.accelerator_type, Number(u.used_milli)])).toEqual([
+      ['X1', 1000],
+      ['X2', 0],
+    ]);
     await allocator.release('none-quota', 1);
     // Over quota on both: it waits for quota, naming each type.
     await setQuota(t.db, 'acme', 'X1', 0);
     await registerTestJob(t.db, 'none-quota-both');
-    const both = await allocator.allocate({ jobId: 'none-quota-both', epoch: 1, request: x({ typePreference: 'none' }), policy: 'best-fit' });
-    expect(both).toEqual({ placed: false, blockedBy: 'quota', reason: expect.stringMatching(/^X1: over quota: acme .*; X2: over quota: acme /) });
+    const both = await allocator.allocate({
+      jobId: 'none-quota-both',
+      epoch: 1,
+      request: x({ typePreference: 'none' }),
+      policy: 'best-fit',
+    });
+    expect(both).toEqual({
+      placed: false,
+      blockedBy: 'quota',
+      reason: expect.stringMatching(/^X1: over quota: acme .*; X2: over quota: acme /),
+    });
   });
 
   test("a reservation keeps its type from others' standard work, which goes to another acceptable type", async () => {
     const now = Date.now();
     await t.db
       .insertInto('reservations')
-      .values({ id: 'keep-x2', tenant: 'other', accelerator_type: 'X2', region: 'test', devices: 2, starts_at: new Date(now - 60_000), ends_at: new Date(now + 3_600_000), state: 'active' })
+      .values({
+        id: 'keep-x2',
+        tenant: 'other',
+        accelerator_type: 'X2',
+        region: 'test',
+        devices: 2,
+        starts_at: new Date(now - 60_000),
+        ends_at: new Date(now + 3_600_000),
+        state: 'active',
+      })
       .execute();
     await registerTestJob(t.db, 'none-reserved');
     const r = await allocator.allocate({ jobId: 'none-reserved', epoch: 1, request: x({ typePreference: 'none' }), policy: 'best-fit' });
     expect(r.placed && r.placement.acceleratorType).toBe('X1');
     await allocator.release('none-reserved', 1);
     await registerTestJob(t.db, 'none-reserved-only');
-    const only = await allocator.allocate({ jobId: 'none-reserved-only', epoch: 1, request: x({ acceleratorTypes: ['X2'], typePreference: 'none' }), policy: 'best-fit' });
-    expect(only).toEqual({ placed: false, blockedBy: 'reserved', reason: expect.stringContaining('X2: capacity reserved: 2 X2 reserved for other') });
+    const only = await allocator.allocate({
+      jobId: 'none-reserved-only',
+      epoch: 1,
+      request: x({ acceleratorTypes: ['X2'], typePreference: 'none' }),
+      policy: 'best-fit',
+    });
+    expect(only).toEqual({
+      placed: false,
+      blockedBy: 'reserved',
+      reason: expect.stringContaining('X2: capacity reserved: 2 X2 reserved for other'),
+    });
   });
 });

@@ -17,7 +17,12 @@ let allocator: Allocator;
 
 beforeAll(async () => {
   t = await createTestDatabase('prop');
-  await seedFleet(t.db, { nodes: [['A100', 8, 4], ['H100', 4, 2]] });
+  await seedFleet(t.db, {
+    nodes: [
+      ['A100', 8, 4],
+      ['H100', 4, 2],
+    ],
+  });
   await seedTenants(t.db, ['acme/a', 'acme/b', 'globex/x']);
   await setQuota(t.db, 'acme', 'A100', 24);
   await setQuota(t.db, 'acme/a', 'A100', 12, { borrowing: 6 });
@@ -38,8 +43,13 @@ type Op =
 
 const opArb: fc.Arbitrary<Op> = fc.oneof(
   fc.record({
-    op: fc.constant('submit' as const), tenant: fc.nat(2), tier: fc.nat(2), workers: fc.integer({ min: 1, max: 3 }),
-    devices: fc.integer({ min: 1, max: 8 }), share: fc.boolean(), h100: fc.boolean(),
+    op: fc.constant('submit' as const),
+    tenant: fc.nat(2),
+    tier: fc.nat(2),
+    workers: fc.integer({ min: 1, max: 3 }),
+    devices: fc.integer({ min: 1, max: 8 }),
+    share: fc.boolean(),
+    h100: fc.boolean(),
   }),
   fc.constant({ op: 'cycle' as const }),
   fc.record({ op: fc.constantFrom('cancel' as const, 'complete' as const, 'requeue' as const), pick: fc.nat(50) }),
@@ -52,7 +62,11 @@ test('random submit/cycle/cancel/complete/requeue sequences keep every invariant
     fc.asyncProperty(fc.array(opArb, { minLength: 5, maxLength: 30 }), async (ops) => {
       run++;
       // Each run starts from an empty fleet, even after an earlier run failed midway.
-      for (const j of await t.db.selectFrom('jobs').select(['id', 'epoch']).where('state', 'in', ['waiting', 'placed', 'running']).execute()) {
+      for (const j of await t.db
+        .selectFrom('jobs')
+        .select(['id', 'epoch'])
+        .where('state', 'in', ['waiting', 'placed', 'running'])
+        .execute()) {
         await allocator.finish(j.id, j.epoch, 'cancelled', null);
       }
       const live: string[] = [];
@@ -70,10 +84,25 @@ test('random submit/cycle/cancel/complete/requeue sequences keep every invariant
         if (o.op === 'submit') {
           const id = `p${run}-${n++}`;
           const spec: JobSpec = {
-            jobId: id, tenant: TENANTS[o.tenant], tier: TIERS[o.tier], priority: 0, durationMs: 60_000,
+            jobId: id,
+            tenant: TENANTS[o.tenant],
+            tier: TIERS[o.tier],
+            priority: 0,
+            durationMs: 60_000,
             request: o.share
-              ? { acceleratorTypes: o.h100 ? ['H100', 'A100'] : ['A100'], workers: o.workers, devicesPerWorker: 0, milliPerWorker: 250 * o.workers, topology: 'any' }
-              : { acceleratorTypes: o.h100 ? ['H100', 'A100'] : ['A100'], workers: o.workers, devicesPerWorker: Math.min(o.devices, 4), topology: 'any' },
+              ? {
+                  acceleratorTypes: o.h100 ? ['H100', 'A100'] : ['A100'],
+                  workers: o.workers,
+                  devicesPerWorker: 0,
+                  milliPerWorker: 250 * o.workers,
+                  topology: 'any',
+                }
+              : {
+                  acceleratorTypes: o.h100 ? ['H100', 'A100'] : ['A100'],
+                  workers: o.workers,
+                  devicesPerWorker: Math.min(o.devices, 4),
+                  topology: 'any',
+                },
           };
           await enqueueJob(t.db, spec, 'test', `job/${spec.tenant}/${id}`);
           live.push(id);

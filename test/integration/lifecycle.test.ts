@@ -22,8 +22,13 @@ afterAll(async () => {
 });
 
 const spec = (jobId: string, o: Partial<JobSpec> = {}): JobSpec => ({
-  jobId, tenant: 'acme/ml', tier: 'standard', priority: 5, durationMs: 300,
-  request: { acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: 4, topology: 'any' }, ...o,
+  jobId,
+  tenant: 'acme/ml',
+  tier: 'standard',
+  priority: 5,
+  durationMs: 300,
+  request: { acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: 4, topology: 'any' },
+  ...o,
 });
 const held = async (jobId: string): Promise<number> =>
   (await t.db.selectFrom('allocations').select('id').where('job_id', '=', jobId).execute()).length;
@@ -44,7 +49,13 @@ describe('job lifecycle on Temporal', () => {
     expect(await jobState('happy-1')).toBe('completed');
     const described = await h.client.temporal.workflow.getHandle('job/acme/ml/happy-1').describe();
     expect(described.typedSearchAttributes.getAll().map((p) => [p.key.name, p.value])).toEqual(
-      expect.arrayContaining([['JobState', 'completed'], ['Tenant', 'acme/ml'], ['Tier', 'standard'], ['JobId', 'happy-1'], ['AcceleratorType', 'A100']]),
+      expect.arrayContaining([
+        ['JobState', 'completed'],
+        ['Tenant', 'acme/ml'],
+        ['Tier', 'standard'],
+        ['JobId', 'happy-1'],
+        ['AcceleratorType', 'A100'],
+      ]),
     );
   });
 
@@ -56,7 +67,9 @@ describe('job lifecycle on Temporal', () => {
     // Admission and placement: a local activity's marker; the run: the only activity task.
     expect(count((e) => e.markerRecordedEventAttributes)).toBe(1);
     expect(count((e) => e.activityTaskScheduledEventAttributes?.activityType?.name)).toBe(1);
-    expect((events ?? []).find((e) => e.activityTaskScheduledEventAttributes)?.activityTaskScheduledEventAttributes?.activityType?.name).toBe('runJob');
+    expect(
+      (events ?? []).find((e) => e.activityTaskScheduledEventAttributes)?.activityTaskScheduledEventAttributes?.activityType?.name,
+    ).toBe('runJob');
     // The run was scheduled by the first workflow task: nothing waited for a scheduling cycle.
     const firstTaskDone = (events ?? []).findIndex((e) => e.workflowTaskCompletedEventAttributes);
     const runScheduled = (events ?? []).findIndex((e) => e.activityTaskScheduledEventAttributes);
@@ -68,7 +81,16 @@ describe('job lifecycle on Temporal', () => {
     // Another admission caught between recording its job and placing it.
     await t.db
       .insertInto('jobs')
-      .values({ id: 'mid-admission', tenant: 'acme/ml', tier: 'basic', region: 'test', workflow_id: 'elsewhere', spec: '{}', state: 'submitted', epoch: 1 })
+      .values({
+        id: 'mid-admission',
+        tenant: 'acme/ml',
+        tier: 'basic',
+        region: 'test',
+        workflow_id: 'elsewhere',
+        spec: '{}',
+        state: 'submitted',
+        epoch: 1,
+      })
       .execute();
     try {
       await h.client.submit(spec('after-mid'));
@@ -83,8 +105,13 @@ describe('job lifecycle on Temporal', () => {
   });
 
   test('a job that arrives while another waits joins the queue behind it', async () => {
-    await h.client.submit(spec('q-blocker', { durationMs: 60_000, request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 8, topology: 'any' } }));
-    await eventually(async () => ((await h.client.status('acme/ml', 'q-blocker')).phase === 'running' ? true : undefined), 'blocker running');
+    await h.client.submit(
+      spec('q-blocker', { durationMs: 60_000, request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 8, topology: 'any' } }),
+    );
+    await eventually(
+      async () => ((await h.client.status('acme/ml', 'q-blocker')).phase === 'running' ? true : undefined),
+      'blocker running',
+    );
     await h.client.submit(spec('q-first'));
     await eventually(async () => ((await h.client.status('acme/ml', 'q-first')).phase === 'waiting' ? true : undefined), 'first waiting');
     await h.client.submit(spec('q-second'));
@@ -96,7 +123,8 @@ describe('job lifecycle on Temporal', () => {
     expect(await jobState('q-second')).toBe('waiting');
     await h.client.cancel('acme/ml', 'q-blocker');
     for (const id of ['q-first', 'q-second']) expect((await h.client.result('acme/ml', id)).outcome).toBe('completed');
-    const placedAt = async (id: string) => (await t.db.selectFrom('jobs').select('placed_at').where('id', '=', id).executeTakeFirstOrThrow()).placed_at!.getTime();
+    const placedAt = async (id: string) =>
+      (await t.db.selectFrom('jobs').select('placed_at').where('id', '=', id).executeTakeFirstOrThrow()).placed_at!.getTime();
     expect(await placedAt('q-first')).toBeLessThanOrEqual(await placedAt('q-second'));
   });
 
@@ -112,7 +140,9 @@ describe('job lifecycle on Temporal', () => {
   });
 
   test('a job cancelled while waiting for capacity never holds devices', async () => {
-    await h.client.submit(spec('blocker', { durationMs: 60_000, request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 8, topology: 'any' } }));
+    await h.client.submit(
+      spec('blocker', { durationMs: 60_000, request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 8, topology: 'any' } }),
+    );
     await eventually(async () => ((await h.client.status('acme/ml', 'blocker')).phase === 'running' ? true : undefined), 'blocker running');
     await h.client.submit(spec('cancel-waiting'));
     const waiting = await eventually(async () => {
@@ -123,7 +153,8 @@ describe('job lifecycle on Temporal', () => {
     const ids: string[] = [];
     await eventually(async () => {
       ids.length = 0;
-      for await (const wf of h.client.temporal.workflow.list({ query: `JobState = "waiting" AND Tenant = "acme/ml"` })) ids.push(wf.workflowId);
+      for await (const wf of h.client.temporal.workflow.list({ query: `JobState = "waiting" AND Tenant = "acme/ml"` }))
+        ids.push(wf.workflowId);
       return ids.includes('job/acme/ml/cancel-waiting') ? true : undefined;
     }, 'the waiting job to be found by search attributes');
     await h.client.cancel('acme/ml', 'cancel-waiting');
@@ -143,11 +174,14 @@ describe('job lifecycle on Temporal', () => {
   test('an invalid spec that reaches the workflow is rejected durably, with nothing written', async () => {
     await h.client.submit(spec('bad-2', { tier: 'gold' as never }), { validate: false });
     const result = await h.client.result('acme/ml', 'bad-2');
-    expect(result).toMatchObject({ outcome: 'rejected', reason: expect.stringContaining('tier: "gold" must be one of premium, standard, basic') });
+    expect(result).toMatchObject({
+      outcome: 'rejected',
+      reason: expect.stringContaining('tier: "gold" must be one of premium, standard, basic'),
+    });
     expect(await jobState('bad-2')).toBeUndefined();
   });
 
-  test('a request for an unknown accelerator type is rejected with the allocator\'s reason and holds nothing', async () => {
+  test("a request for an unknown accelerator type is rejected with the allocator's reason and holds nothing", async () => {
     await h.client.submit(spec('bad-3', { request: { acceleratorTypes: ['H900'], workers: 1, devicesPerWorker: 1, topology: 'any' } }));
     const result = await h.client.result('acme/ml', 'bad-3');
     expect(result).toMatchObject({ outcome: 'rejected', reason: expect.stringContaining('unknown accelerator type "H900"') });

@@ -28,8 +28,13 @@ afterAll(async () => {
 const spec = (jobId: string, o: Partial<JobSpec> & { devices?: number; workers?: number } = {}): JobSpec => {
   const { devices = 8, workers = 1, ...rest } = o;
   return {
-    jobId, tenant: 'acme/ml', tier: 'basic', priority: 0, durationMs: 120_000,
-    request: { acceleratorTypes: ['A100'], workers, devicesPerWorker: devices, topology: 'any' }, ...rest,
+    jobId,
+    tenant: 'acme/ml',
+    tier: 'basic',
+    priority: 0,
+    durationMs: 120_000,
+    request: { acceleratorTypes: ['A100'], workers, devicesPerWorker: devices, topology: 'any' },
+    ...rest,
   };
 };
 const submitted: JobSpec[] = [];
@@ -42,7 +47,8 @@ const until = (s: JobSpec, ok: (st: JobStatus) => boolean, what: string, timeout
   jobProbes(h).until(s, ok, what, timeoutMs);
 const running = (s: JobSpec, epoch = 1) => until(s, (st) => st.phase === 'running' && st.epoch === epoch, `running at epoch ${epoch}`);
 const row = (jobId: string) => t.db.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirstOrThrow();
-const held = async (jobId: string): Promise<number> => (await t.db.selectFrom('allocations').select('id').where('job_id', '=', jobId).execute()).length;
+const held = async (jobId: string): Promise<number> =>
+  (await t.db.selectFrom('allocations').select('id').where('job_id', '=', jobId).execute()).length;
 
 afterEach(async () => {
   for (const s of submitted.splice(0)) {
@@ -93,7 +99,12 @@ test('premium work on a full cluster of basic jobs is placed after the grace per
   const resumed = await running(b2, 2);
   expect(resumed.checkpointMs).toBeGreaterThanOrEqual(1000);
   expect((await status(late)).phase).toBe('waiting');
-  const execs = await t.db.selectFrom('executions').select(['epoch', 'progress_ms', 'checkpoint_ms']).where('job_id', '=', 'pb-2').orderBy('epoch').execute();
+  const execs = await t.db
+    .selectFrom('executions')
+    .select(['epoch', 'progress_ms', 'checkpoint_ms'])
+    .where('job_id', '=', 'pb-2')
+    .orderBy('epoch')
+    .execute();
   expect(execs[1].checkpoint_ms).toBe(execs[0].checkpoint_ms);
 });
 
@@ -132,11 +143,17 @@ test('a team under its nominal reclaims capacity lent to a borrowing sibling', a
   const victim = await until(a2, (st) => st.epoch === 2, 'reclaimed');
   expect(victim.lastRequeue).toBe('preempted for rc-b');
   expect((await status(a1)).epoch).toBe(1);
-  expect(Number((await t.db.selectFrom('quotas').select('used_milli').where('tenant', '=', 'acme/a').executeTakeFirstOrThrow()).used_milli)).toBe(8000);
+  expect(
+    Number((await t.db.selectFrom('quotas').select('used_milli').where('tenant', '=', 'acme/a').executeTakeFirstOrThrow()).used_milli),
+  ).toBe(8000);
 });
 
 test('a gang is preempted whole', async () => {
-  const gang = spec('gg-gang', { devices: 4, workers: 2, request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 4, topology: 'any', antiAffinity: true } });
+  const gang = spec('gg-gang', {
+    devices: 4,
+    workers: 2,
+    request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 4, topology: 'any', antiAffinity: true },
+  });
   await submit(gang);
   await running(gang);
   const s1 = spec('gg-s1', { devices: 4 });
@@ -174,7 +191,14 @@ test('a preemptor cancelled during the grace period spares its victim', async ()
 
 test('a reservation opens and closes on time, lends idle capacity to basic work only, and refuses overbooking', async () => {
   const start = Date.now() + 1500;
-  const r1 = { id: 'res-1', tenant: 'acme/a', acceleratorType: 'A100', devices: 8, startsAt: new Date(start).toISOString(), endsAt: new Date(start + 9000).toISOString() };
+  const r1 = {
+    id: 'res-1',
+    tenant: 'acme/a',
+    acceleratorType: 'A100',
+    devices: 8,
+    startsAt: new Date(start).toISOString(),
+    endsAt: new Date(start + 9000).toISOString(),
+  };
   expect(await h.client.reserve(r1)).toMatchObject({ id: 'res-1', state: 'pending' });
   await expect(h.client.reserve({ ...r1, id: 'res-2', tenant: 'acme/b', devices: 12 })).rejects.toThrow(
     /reservation res-2: 12 A100 from .* would reserve 20 of the region's 16 A100 at .* \(overlaps res-1: 8\)/,

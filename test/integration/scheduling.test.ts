@@ -36,8 +36,13 @@ let seq = 0;
 const spec = (jobId: string, o: Partial<JobSpec> & { devices?: number; workers?: number } = {}): JobSpec => {
   const { devices = 8, workers = 1, ...rest } = o;
   return {
-    jobId, tenant: 'acme/ml', tier: 'standard', priority: 0, durationMs: 60_000,
-    request: { acceleratorTypes: ['A100'], workers, devicesPerWorker: devices, topology: 'any' }, ...rest,
+    jobId,
+    tenant: 'acme/ml',
+    tier: 'standard',
+    priority: 0,
+    durationMs: 60_000,
+    request: { acceleratorTypes: ['A100'], workers, devicesPerWorker: devices, topology: 'any' },
+    ...rest,
   };
 };
 const submitted: Array<[string, string]> = [];
@@ -49,10 +54,18 @@ const status = (s: JobSpec): Promise<JobStatus> => jobProbes(h).status(s);
 const until = (s: JobSpec, ok: (st: JobStatus) => boolean, what: string, timeoutMs?: number): Promise<JobStatus> =>
   jobProbes(h).until(s, ok, what, timeoutMs);
 const running = (s: JobSpec) => until(s, (st) => st.phase === 'running', 'running');
-const waitingWith = (s: JobSpec, text: string) => until(s, (st) => st.phase === 'waiting' && (st.waitingReason ?? '').includes(text), `waiting: ${text}`);
+const waitingWith = (s: JobSpec, text: string) =>
+  until(s, (st) => st.phase === 'waiting' && (st.waitingReason ?? '').includes(text), `waiting: ${text}`);
 const row = (jobId: string) => t.db.selectFrom('jobs').selectAll().where('id', '=', jobId).executeTakeFirst();
 const heldOn = async (jobId: string): Promise<string[]> =>
-  (await t.db.selectFrom('allocations as a').innerJoin('nodes as n', 'n.id', 'a.node_id').select('n.name').where('a.job_id', '=', jobId).execute()).map((r) => r.name);
+  (
+    await t.db
+      .selectFrom('allocations as a')
+      .innerJoin('nodes as n', 'n.id', 'a.node_id')
+      .select('n.name')
+      .where('a.job_id', '=', jobId)
+      .execute()
+  ).map((r) => r.name);
 
 /** Cancels whatever a test left running, then checks the inventory and quota invariants. */
 afterEach(async () => {
@@ -74,9 +87,18 @@ describe('admission', () => {
     const cases: Array<[JobSpec, string]> = [
       [spec(`adm-${++seq}`, { tenant: 'nobody/here' }), 'tenant: nobody/here is not a registered tenant'],
       [spec(`adm-${++seq}`, { tenant: 'dormant' }), 'tenant: dormant is not active'],
-      [spec(`adm-${++seq}`, { tenant: 'globex/x', tier: 'premium' }), 'tier: premium is not allowed for globex/x (policy of globex/x allows basic, standard)'],
-      [spec(`adm-${++seq}`, { tenant: 'globex/x', devices: 4, workers: 3 }), 'request: 12 devices exceed the limit of 8 per job for globex/x'],
-      [{ ...spec(`adm-${++seq}`, { tenant: 'globex/x' }), allowedRegions: ['eu-west'] }, 'allowedRegions: this is region test, not one of eu-west'],
+      [
+        spec(`adm-${++seq}`, { tenant: 'globex/x', tier: 'premium' }),
+        'tier: premium is not allowed for globex/x (policy of globex/x allows basic, standard)',
+      ],
+      [
+        spec(`adm-${++seq}`, { tenant: 'globex/x', devices: 4, workers: 3 }),
+        'request: 12 devices exceed the limit of 8 per job for globex/x',
+      ],
+      [
+        { ...spec(`adm-${++seq}`, { tenant: 'globex/x' }), allowedRegions: ['eu-west'] },
+        'allowedRegions: this is region test, not one of eu-west',
+      ],
     ];
     for (const [s, reason] of cases) {
       await h.client.submit(s);
@@ -93,8 +115,15 @@ describe('admission', () => {
     await seedTenants(t.db, ['acme/b'], { allowed_types: ['H100'] });
     const first = spec(`adm-${++seq}`, { tenant: 'acme/b', devices: 1, durationMs: 200 });
     await h.client.submit(first);
-    expect(await h.client.result('acme/b', first.jobId)).toMatchObject({ outcome: 'rejected', reason: expect.stringContaining('A100 not allowed for acme/b') });
-    await t.db.updateTable('tenants').set({ allowed_types: ['A100', 'H100'] }).where('path', '=', 'acme/b').execute();
+    expect(await h.client.result('acme/b', first.jobId)).toMatchObject({
+      outcome: 'rejected',
+      reason: expect.stringContaining('A100 not allowed for acme/b'),
+    });
+    await t.db
+      .updateTable('tenants')
+      .set({ allowed_types: ['A100', 'H100'] })
+      .where('path', '=', 'acme/b')
+      .execute();
     const second = spec(`adm-${++seq}`, { tenant: 'acme/b', devices: 1, durationMs: 200 });
     await h.client.submit(second);
     expect((await h.client.result('acme/b', second.jobId)).outcome).toBe('completed');
@@ -129,7 +158,9 @@ describe('hierarchical quota', () => {
     await submit(b1);
     await running(b1);
     const described = await h.client.temporal.workflow.getHandle('job/acme/a/qa-3').describe();
-    expect(described.typedSearchAttributes.getAll().find((p) => p.key.name === 'WaitingReason')?.value).toContain('borrowing limit 4 reached');
+    expect(described.typedSearchAttributes.getAll().find((p) => p.key.name === 'WaitingReason')?.value).toContain(
+      'borrowing limit 4 reached',
+    );
     // When a1 finishes, a3 fits within acme/a's own nominal.
     await h.client.cancel('acme/a', 'qa-1');
     await running(a3);
@@ -183,7 +214,9 @@ describe('queue order', () => {
     await submit(long);
     await submit(short);
     const held = await waitingWith(long, 'held for higher-ranked job bf-head');
-    expect(held.waitingReason).toMatch(/needs 8 A100, expected to start by \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\); this job's 600s would delay it/);
+    expect(held.waitingReason).toMatch(
+      /needs 8 A100, expected to start by \d{4}-\d\d-\d\dT\d\d:\d\d:\d\dZ\); this job's 600s would delay it/,
+    );
     await until(short, (st) => st.phase === 'running' || st.phase === 'completed', 'backfilled');
     expect((await status(head)).phase).toBe('waiting');
   });
@@ -203,7 +236,9 @@ describe('operator control', () => {
     const handle = h.client.temporal.workflow.getHandle('job/acme/ml/pri-second');
     const refused = handle.executeUpdate(setPriorityUpdate, { args: [5000] });
     await expect(refused).rejects.toThrow(WorkflowUpdateFailedError);
-    await expect(refused).rejects.toMatchObject({ cause: { message: expect.stringContaining('priority: 5000 must be an integer from 0 to 1000') } });
+    await expect(refused).rejects.toMatchObject({
+      cause: { message: expect.stringContaining('priority: 5000 must be an integer from 0 to 1000') },
+    });
     expect((await row('pri-second'))?.priority).toBe(0);
     expect((await status(second)).priority).toBe(0);
     const after = await h.client.setPriority('acme/ml', 'pri-second', 700);
@@ -214,7 +249,7 @@ describe('operator control', () => {
     expect((await status(first)).phase).toBe('waiting');
   });
 
-  test('each action is accepted or refused according to the job\'s state', async () => {
+  test("each action is accepted or refused according to the job's state", async () => {
     const blocker = spec('st-blocker', { devices: 8, workers: 2 });
     await submit(blocker);
     await running(blocker);
@@ -222,11 +257,14 @@ describe('operator control', () => {
     await submit(waiting);
     await waitingWith(waiting, 'no room');
     // Waiting: requeue refused, priority accepted.
-    await expect(h.client.requeue('acme/ml', 'st-waiting')).rejects.toThrow('requeue: job st-waiting is waiting; only a placed or running job can be requeued');
+    await expect(h.client.requeue('acme/ml', 'st-waiting')).rejects.toThrow(
+      'requeue: job st-waiting is waiting; only a placed or running job can be requeued',
+    );
     await expect(h.client.setPriority('acme/ml', 'st-waiting', 10)).resolves.toMatchObject({ priority: 10 });
     // Running: bad update arguments refused before anything changes.
-    await expect(h.client.temporal.workflow.getHandle('job/acme/ml/st-blocker').executeUpdate(requeueUpdate, { args: [42 as never] }))
-      .rejects.toMatchObject({ cause: { message: 'requeue: reason 42 must be a string' } });
+    await expect(
+      h.client.temporal.workflow.getHandle('job/acme/ml/st-blocker').executeUpdate(requeueUpdate, { args: [42 as never] }),
+    ).rejects.toMatchObject({ cause: { message: 'requeue: reason 42 must be a string' } });
     expect((await status(blocker)).epoch).toBe(1);
     // Finished: every action refused, the result unchanged.
     await h.client.cancel('acme/ml', 'st-blocker');
@@ -242,7 +280,10 @@ describe('operator control', () => {
     await submit(s);
     await running(s);
     // `running` means the run was asked for; wait until the executor has it, then let it progress.
-    await eventually(async () => (await t.db.selectFrom('executions').select('epoch').where('job_id', '=', 'rq-1').executeTakeFirst()) ?? undefined, 'rq-1 launched');
+    await eventually(
+      async () => (await t.db.selectFrom('executions').select('epoch').where('job_id', '=', 'rq-1').executeTakeFirst()) ?? undefined,
+      'rq-1 launched',
+    );
     const before = await row('rq-1');
     await new Promise((r) => setTimeout(r, 1500));
     await h.client.requeue('acme/ml', 'rq-1', 'operator wants it moved');
@@ -252,7 +293,12 @@ describe('operator control', () => {
     const after = await row('rq-1');
     expect(after?.enqueued_at.getTime()).toBe(before?.enqueued_at.getTime());
     expect(after?.epoch).toBe(2);
-    const execs = await t.db.selectFrom('executions').select(['epoch', 'state', 'checkpoint_ms']).where('job_id', '=', 'rq-1').orderBy('epoch').execute();
+    const execs = await t.db
+      .selectFrom('executions')
+      .select(['epoch', 'state', 'checkpoint_ms'])
+      .where('job_id', '=', 'rq-1')
+      .orderBy('epoch')
+      .execute();
     expect(execs[0]).toMatchObject({ epoch: 1, state: 'stopped' });
     expect(execs[1].checkpoint_ms).toBeGreaterThan(1000);
     expect((await h.client.result('acme/ml', 'rq-1')).outcome).toBe('completed');
@@ -281,7 +327,7 @@ describe('operator control', () => {
     await expect(h.client.cordon('no-such-node')).rejects.toThrow('node "no-such-node" does not exist');
   });
 
-  test('a failed attempt is retried under the job\'s retry policy, then given up', async () => {
+  test("a failed attempt is retried under the job's retry policy, then given up", async () => {
     const retried = spec('fail-once', { devices: 1, durationMs: 600, maxAttempts: 2, simulatedFailures: 1 });
     const gaveUp = spec('fail-twice', { devices: 1, durationMs: 600, maxAttempts: 2, simulatedFailures: 2 });
     await submit(retried);
@@ -289,7 +335,8 @@ describe('operator control', () => {
     expect(await h.client.result('acme/ml', 'fail-once')).toMatchObject({ outcome: 'completed' });
     expect((await status(retried)).attempt).toBe(2);
     expect(await h.client.result('acme/ml', 'fail-twice')).toMatchObject({
-      outcome: 'failed', reason: 'attempt 2 of 2 failed: simulated failure at 300 ms',
+      outcome: 'failed',
+      reason: 'attempt 2 of 2 failed: simulated failure at 300 ms',
     });
     expect((await row('fail-twice'))?.state).toBe('failed');
   });
@@ -301,7 +348,8 @@ describe('operator control', () => {
     const s = spec('mw-1', { devices: 8, maxWaitMs: 1500 });
     await submit(s);
     expect(await h.client.result('acme/ml', 'mw-1')).toMatchObject({
-      outcome: 'failed', reason: expect.stringContaining('not placed within maxWaitMs 1500: A100: no room'),
+      outcome: 'failed',
+      reason: expect.stringContaining('not placed within maxWaitMs 1500: A100: no room'),
     });
   });
 
@@ -315,11 +363,23 @@ describe('operator control', () => {
     const cli = (...args: string[]) => run(requireTemporalBinary(), [...args, '--address', h.address, '--namespace', NAMESPACE]);
     await cli('workflow', 'update', 'execute', '--workflow-id', 'job/acme/ml/cli-1', '--name', 'setPriority', '--input', '250');
     expect((await row('cli-1'))?.priority).toBe(250);
-    await expect(cli('workflow', 'update', 'execute', '--workflow-id', 'job/acme/ml/cli-1', '--name', 'requeue', '--input', '"why not"')).rejects.toThrow(
-      /only a placed or running job can be requeued/,
+    await expect(
+      cli('workflow', 'update', 'execute', '--workflow-id', 'job/acme/ml/cli-1', '--name', 'requeue', '--input', '"why not"'),
+    ).rejects.toThrow(/only a placed or running job can be requeued/);
+    await cli(
+      'workflow',
+      'update',
+      'execute',
+      '--workflow-id',
+      'scheduler/test',
+      '--name',
+      'cordon',
+      '--input',
+      JSON.stringify(nodeNames[0]),
     );
-    await cli('workflow', 'update', 'execute', '--workflow-id', 'scheduler/test', '--name', 'cordon', '--input', JSON.stringify(nodeNames[0]));
-    expect((await t.db.selectFrom('nodes').select('state').where('name', '=', nodeNames[0]).executeTakeFirstOrThrow()).state).toBe('cordoned');
+    expect((await t.db.selectFrom('nodes').select('state').where('name', '=', nodeNames[0]).executeTakeFirstOrThrow()).state).toBe(
+      'cordoned',
+    );
     await cli('workflow', 'update', 'execute', '--workflow-id', 'job/acme/ml/cli-1', '--name', 'cancel', '--input', '"on-call"');
     expect((await h.client.result('acme/ml', 'cli-1')).outcome).toBe('cancelled');
   });
@@ -332,7 +392,9 @@ test('the region scheduler continues as new and keeps scheduling across runs', a
     if (err.name !== 'WorkflowNotFoundError') throw err; // not started yet when this test runs alone
   });
   await h.client.temporal.workflow.start('RegionSchedulerWorkflow', {
-    workflowId: 'scheduler/test', taskQueue: `${h.taskQueue}-scheduler`, args: [{ region: 'test', cyclesPerRun: 2, kicksPerRun: 3 }],
+    workflowId: 'scheduler/test',
+    taskQueue: `${h.taskQueue}-scheduler`,
+    args: [{ region: 'test', cyclesPerRun: 2, kicksPerRun: 3 }],
   });
   const firstRun = (await handle.describe()).runId;
   // Each job takes the whole fleet, so all but the first wait for the scheduler, which places

@@ -31,8 +31,13 @@ function startWorkerProcess(): { child: ChildProcess; output: () => string } {
   const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'worker', 'main.ts')], {
     cwd: root,
     env: {
-      ...process.env, TEMPORAL_ADDRESS: h.address, TEMPORAL_NAMESPACE: NAMESPACE, TASK_QUEUE: h.taskQueue,
-      DATABASE_URL: t.url, REGION, WORKFLOW_BUNDLE,
+      ...process.env,
+      TEMPORAL_ADDRESS: h.address,
+      TEMPORAL_NAMESPACE: NAMESPACE,
+      TASK_QUEUE: h.taskQueue,
+      DATABASE_URL: t.url,
+      REGION,
+      WORKFLOW_BUNDLE,
     },
     stdio: ['ignore', 'pipe', 'pipe'],
   });
@@ -46,11 +51,19 @@ function startWorkerProcess(): { child: ChildProcess; output: () => string } {
 test('a job whose worker is killed with SIGKILL is finished by another worker and nothing leaks', async () => {
   const first = startWorkerProcess();
   const spec: JobSpec = {
-    jobId: 'survivor', tenant: 'acme/ml', tier: 'standard', priority: 1, durationMs: 6000,
+    jobId: 'survivor',
+    tenant: 'acme/ml',
+    tier: 'standard',
+    priority: 1,
+    durationMs: 6000,
     request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 4, topology: 'node' },
   };
   await h.client.submit(spec);
-  await eventually(async () => ((await h.client.status('acme/ml', 'survivor').catch(() => undefined))?.phase === 'running' ? true : undefined), 'job running', 60_000);
+  await eventually(
+    async () => ((await h.client.status('acme/ml', 'survivor').catch(() => undefined))?.phase === 'running' ? true : undefined),
+    'job running',
+    60_000,
+  );
   // Let the executor heartbeat progress at least once before the kill.
   await new Promise((r) => setTimeout(r, 2500));
   first.child.kill('SIGKILL');

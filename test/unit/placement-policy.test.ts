@@ -1,12 +1,28 @@
-import { RecentMix, chooseAmongTypes, choosePlacement, fitWorker, fragmentFor, type CandidateNode, type WorkerShape } from '../../scheduling/placement';
+import {
+  RecentMix,
+  chooseAmongTypes,
+  choosePlacement,
+  fitWorker,
+  fragmentFor,
+  type CandidateNode,
+  type WorkerShape,
+} from '../../scheduling/placement';
 import { PLACEMENT_POLICIES } from '../../api/types';
 import type { ResourceRequest } from '../../api/types';
 
 const node = (id: number, freeMilli: number[], rack = 'r0', pod = 'p0'): CandidateNode => ({ id, name: `n${id}`, rack, pod, freeMilli });
 /** A node tracking host CPU and memory. */
-const host = (id: number, freeMilli: number[], freeCpuMilli: number, freeMemoryMib = 1 << 20): CandidateNode => ({ ...node(id, freeMilli), freeCpuMilli, freeMemoryMib });
-const whole = (workers: number, devicesPerWorker: number, topology: ResourceRequest['topology'] = 'any', extra: Partial<ResourceRequest> = {}): ResourceRequest =>
-  ({ acceleratorTypes: ['A100'], workers, devicesPerWorker, topology, ...extra });
+const host = (id: number, freeMilli: number[], freeCpuMilli: number, freeMemoryMib = 1 << 20): CandidateNode => ({
+  ...node(id, freeMilli),
+  freeCpuMilli,
+  freeMemoryMib,
+});
+const whole = (
+  workers: number,
+  devicesPerWorker: number,
+  topology: ResourceRequest['topology'] = 'any',
+  extra: Partial<ResourceRequest> = {},
+): ResourceRequest => ({ acceleratorTypes: ['A100'], workers, devicesPerWorker, topology, ...extra });
 
 describe('placement policy', () => {
   test('whole devices only use fully free devices', () => {
@@ -98,11 +114,31 @@ describe('fragmentation measure', () => {
   });
 
   test.each<[string, { freeMilli: number[]; freeCpuMilli?: number; freeMemoryMib?: number }, WorkerShape, number]>([
-    ['free devices behind exhausted CPU are all fragment', { freeMilli: [1000, 1000, 0], freeCpuMilli: 4000 }, { devicesPerWorker: 1, cpuMilliPerWorker: 8000 }, 2000],
-    ['free devices behind exhausted memory are all fragment', { freeMilli: [1000, 600], freeMemoryMib: 1024 }, { devicesPerWorker: 0, milliPerWorker: 500, memoryMibPerWorker: 2048 }, 1600],
-    ['with CPU to spare only too-small devices are fragment', { freeMilli: [1000, 300], freeCpuMilli: 16000 }, { devicesPerWorker: 0, milliPerWorker: 500, cpuMilliPerWorker: 8000 }, 300],
+    [
+      'free devices behind exhausted CPU are all fragment',
+      { freeMilli: [1000, 1000, 0], freeCpuMilli: 4000 },
+      { devicesPerWorker: 1, cpuMilliPerWorker: 8000 },
+      2000,
+    ],
+    [
+      'free devices behind exhausted memory are all fragment',
+      { freeMilli: [1000, 600], freeMemoryMib: 1024 },
+      { devicesPerWorker: 0, milliPerWorker: 500, memoryMibPerWorker: 2048 },
+      1600,
+    ],
+    [
+      'with CPU to spare only too-small devices are fragment',
+      { freeMilli: [1000, 300], freeCpuMilli: 16000 },
+      { devicesPerWorker: 0, milliPerWorker: 500, cpuMilliPerWorker: 8000 },
+      300,
+    ],
     ['a task asking no CPU is not blocked by exhausted CPU', { freeMilli: [1000, 1000], freeCpuMilli: 0 }, { devicesPerWorker: 2 }, 0],
-    ['a node that does not track CPU never strands devices for it', { freeMilli: [1000, 1000] }, { devicesPerWorker: 1, cpuMilliPerWorker: 1_000_000 }, 0],
+    [
+      'a node that does not track CPU never strands devices for it',
+      { freeMilli: [1000, 1000] },
+      { devicesPerWorker: 1, cpuMilliPerWorker: 1_000_000 },
+      0,
+    ],
   ])('%s', (_name, free, shape, expected) => {
     expect(fragmentFor(free, shape)).toBe(expected);
   });
@@ -142,9 +178,17 @@ describe('fragmentation measure', () => {
 
   test('fgd avoids breaking a whole device when a partly used one takes the share', () => {
     const nodes = [node(1, [1000, 1000, 1000, 1000]), node(2, [1000, 1000, 1000, 600])];
-    const r = choosePlacement(nodes, { acceleratorTypes: ['T4'], workers: 1, devicesPerWorker: 0, milliPerWorker: 500, topology: 'any' }, 'fgd', {
-      mix: [{ devicesPerWorker: 1, weight: 0.5 }, { devicesPerWorker: 0, milliPerWorker: 500, weight: 0.5 }],
-    });
+    const r = choosePlacement(
+      nodes,
+      { acceleratorTypes: ['T4'], workers: 1, devicesPerWorker: 0, milliPerWorker: 500, topology: 'any' },
+      'fgd',
+      {
+        mix: [
+          { devicesPerWorker: 1, weight: 0.5 },
+          { devicesPerWorker: 0, milliPerWorker: 500, weight: 0.5 },
+        ],
+      },
+    );
     expect(r).toEqual({ ok: true, workers: [{ workerIdx: 0, nodeId: 2, deviceIdx: [3], milli: 500 }] });
   });
 
@@ -152,7 +196,9 @@ describe('fragmentation measure', () => {
     const mix = new RecentMix(4);
     for (const d of [1, 1, 8, 2, 2]) mix.add({ devicesPerWorker: d });
     expect(mix.shapes().sort((a, b) => a.devicesPerWorker - b.devicesPerWorker)).toEqual([
-      { devicesPerWorker: 1, weight: 0.25 }, { devicesPerWorker: 2, weight: 0.5 }, { devicesPerWorker: 8, weight: 0.25 },
+      { devicesPerWorker: 1, weight: 0.25 },
+      { devicesPerWorker: 2, weight: 0.5 },
+      { devicesPerWorker: 8, weight: 0.25 },
     ]);
   });
 
@@ -192,7 +238,11 @@ describe('choosing among accelerator types', () => {
   });
 
   test('with typePreference none best-fit takes the fullest node of any type', () => {
-    expect(chooseAmongTypes(groups(), oneGpu('none'), 'best-fit')).toEqual({ ok: true, type: 'B', workers: [{ workerIdx: 0, nodeId: 2, deviceIdx: [0], milli: 1000 }] });
+    expect(chooseAmongTypes(groups(), oneGpu('none'), 'best-fit')).toEqual({
+      ok: true,
+      type: 'B',
+      workers: [{ workerIdx: 0, nodeId: 2, deviceIdx: [0], milli: 1000 }],
+    });
   });
 
   test('with typePreference none fgd weighs the types by the fragmentation a placement adds', () => {

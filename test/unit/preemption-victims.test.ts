@@ -7,7 +7,13 @@ import type { ResourceRequest, Tier } from '../../api/types';
 
 const FULL = [0, 0, 0, 0, 0, 0, 0, 0];
 const EMPTY = [1000, 1000, 1000, 1000, 1000, 1000, 1000, 1000];
-const node = (id: number, freeMilli: number[] = FULL, rack = 'r0', pod = 'p0'): CandidateNode => ({ id, name: `n${id}`, rack, pod, freeMilli: [...freeMilli] });
+const node = (id: number, freeMilli: number[] = FULL, rack = 'r0', pod = 'p0'): CandidateNode => ({
+  id,
+  name: `n${id}`,
+  rack,
+  pod,
+  freeMilli: [...freeMilli],
+});
 /** Whole devices `devices` of node `nodeId`. */
 const on = (nodeId: number, devices: number[]): RunningJob['holds'] => devices.map((deviceIdx) => ({ nodeId, deviceIdx, milli: 1000 }));
 const ALL8 = [0, 1, 2, 3, 4, 5, 6, 7];
@@ -26,7 +32,12 @@ const job = (jobId: string, holds: RunningJob['holds'], over: Partial<RunningJob
   holds,
   ...over,
 });
-const request = (workers: number, devicesPerWorker: number, topology: ResourceRequest['topology'] = 'node', extra: Partial<ResourceRequest> = {}): ResourceRequest => ({
+const request = (
+  workers: number,
+  devicesPerWorker: number,
+  topology: ResourceRequest['topology'] = 'node',
+  extra: Partial<ResourceRequest> = {},
+): ResourceRequest => ({
   acceleratorTypes: ['H100'],
   workers,
   devicesPerWorker,
@@ -44,22 +55,53 @@ const preemptor = (req: ResourceRequest, over: Partial<Preemptor> = {}): Preempt
 });
 
 describe('who may be preempted', () => {
-  const p = (tier: Tier, withinNominal = false, preemptedBy: string[] = []): Preemptor => preemptor(request(1, 8), { tier, withinNominal, preemptedBy });
+  const p = (tier: Tier, withinNominal = false, preemptedBy: string[] = []): Preemptor =>
+    preemptor(request(1, 8), { tier, withinNominal, preemptedBy });
   const v = (tier: Tier, borrowing: boolean, jobId = 'v'): RunningJob => job(jobId, on(1, ALL8), { tier, borrowing });
 
   test.each<[string, Preemptor, RunningJob, RegExp | null]>([
-    ['a premium job is never preempted, even by premium work', p('premium', true), v('premium', true), /^premium job v is never preempted$/],
-    ['a premium job is never preempted by a within-nominal preemptor', p('standard', true), v('premium', false), /^premium job v is never preempted$/],
+    [
+      'a premium job is never preempted, even by premium work',
+      p('premium', true),
+      v('premium', true),
+      /^premium job v is never preempted$/,
+    ],
+    [
+      'a premium job is never preempted by a within-nominal preemptor',
+      p('standard', true),
+      v('premium', false),
+      /^premium job v is never preempted$/,
+    ],
     ['a job within its nominal quota is preempted for premium work', p('premium'), v('standard', false), null],
-    ['a job within its nominal quota is not preempted for standard work', p('standard', true), v('basic', false), /^v is within its nominal quota; only premium work preempts it$/],
+    [
+      'a job within its nominal quota is not preempted for standard work',
+      p('standard', true),
+      v('basic', false),
+      /^v is within its nominal quota; only premium work preempts it$/,
+    ],
     ['a borrower is preempted by a higher tier', p('standard'), v('basic', true), null],
     ['a borrower is preempted by premium work', p('premium'), v('standard', true), null],
-    ['a borrower is not preempted by its own tier outside nominal quota', p('standard'), v('standard', true), /v \(standard\) is borrowing, but p \(standard\) is neither of a higher tier nor within its nominal quota/],
-    ['a borrower is not preempted by a lower tier outside nominal quota', p('basic'), v('standard', true), /neither of a higher tier nor within its nominal quota/],
+    [
+      'a borrower is not preempted by its own tier outside nominal quota',
+      p('standard'),
+      v('standard', true),
+      /v \(standard\) is borrowing, but p \(standard\) is neither of a higher tier nor within its nominal quota/,
+    ],
+    [
+      'a borrower is not preempted by a lower tier outside nominal quota',
+      p('basic'),
+      v('standard', true),
+      /neither of a higher tier nor within its nominal quota/,
+    ],
     ['a same-tier preemptor within nominal quota reclaims from a borrower', p('standard', true), v('standard', true), null],
     ['a lower-tier preemptor within nominal quota reclaims from a borrower', p('basic', true), v('standard', true), null],
     ['a job never preempts itself', p('premium'), v('basic', true, 'p'), /^p cannot preempt itself$/],
-    ['a job does not preempt the job it was preempted for', p('premium', true, ['v']), v('basic', true), /^p was preempted for v and may not preempt it back$/],
+    [
+      'a job does not preempt the job it was preempted for',
+      p('premium', true, ['v']),
+      v('basic', true),
+      /^p was preempted for v and may not preempt it back$/,
+    ],
   ])('%s', (_name, pre, victim, refusal) => {
     const r = mayPreempt(pre, victim);
     if (refusal === null) expect(r).toEqual({ ok: true });
@@ -86,24 +128,39 @@ describe('who may be preempted', () => {
 describe('which victims are preferred', () => {
   test('a preemptor that already fits preempts nothing', () => {
     const r = chooseVictims(preemptor(request(1, 8)), [node(1), node(2, EMPTY)], [job('a', on(1, ALL8))]);
-    expect(r).toEqual({ ok: true, victims: [], workers: [{ workerIdx: 0, nodeId: 2, deviceIdx: ALL8, milli: 1000 }], reason: 'p fits without preempting anything' });
+    expect(r).toEqual({
+      ok: true,
+      victims: [],
+      workers: [{ workerIdx: 0, nodeId: 2, deviceIdx: ALL8, milli: 1000 }],
+      reason: 'p fits without preempting anything',
+    });
   });
 
   test('basic work goes before standard work even when it loses more', () => {
-    const running = [job('s', on(1, ALL8), { tier: 'standard', workLostMs: 1_000 }), job('b', on(2, ALL8), { tier: 'basic', workLostMs: 3_600_000 })];
+    const running = [
+      job('s', on(1, ALL8), { tier: 'standard', workLostMs: 1_000 }),
+      job('b', on(2, ALL8), { tier: 'basic', workLostMs: 3_600_000 }),
+    ];
     const r = chooseVictims(preemptor(request(1, 8)), [node(1), node(2)], running);
     expect(r.ok && r.victims).toEqual(['b']);
     expect(r.ok && r.workers.map((w) => w.nodeId)).toEqual([2]);
   });
 
   test('a borrower goes before a job within its quota even when it loses more', () => {
-    const running = [job('q', on(1, ALL8), { tier: 'standard', borrowing: false, workLostMs: 1_000 }), job('x', on(2, ALL8), { tier: 'standard', borrowing: true, workLostMs: 600_000 })];
+    const running = [
+      job('q', on(1, ALL8), { tier: 'standard', borrowing: false, workLostMs: 1_000 }),
+      job('x', on(2, ALL8), { tier: 'standard', borrowing: true, workLostMs: 600_000 }),
+    ];
     const r = chooseVictims(preemptor(request(1, 8)), [node(1), node(2)], running);
     expect(r.ok && r.victims).toEqual(['x']);
   });
 
   test('among equals, the job losing least work goes first', () => {
-    const running = [job('a', on(1, ALL8), { workLostMs: 120_000 }), job('b', on(2, ALL8), { workLostMs: 30_000 }), job('c', on(3, ALL8), { workLostMs: 90_000 })];
+    const running = [
+      job('a', on(1, ALL8), { workLostMs: 120_000 }),
+      job('b', on(2, ALL8), { workLostMs: 30_000 }),
+      job('c', on(3, ALL8), { workLostMs: 90_000 }),
+    ];
     const r = chooseVictims(preemptor(request(1, 8)), [node(1), node(2), node(3)], running);
     expect(r.ok && r.victims).toEqual(['b']);
   });
@@ -111,9 +168,20 @@ describe('which victims are preferred', () => {
   test('stopping a victim frees its host CPU too: the victim whose node then has the cores is chosen', () => {
     // Node 1: 4 devices free but its 32 cores all held by 'a' (on its other devices). Node 2: full,
     // 'b' holds all devices and 8 cores, and 20 cores are free. The preemptor needs 4 devices and 24 cores.
-    const nodes = [{ ...node(1, [1000, 1000, 1000, 1000, 0, 0, 0, 0]), freeCpuMilli: 0 }, { ...node(2), freeCpuMilli: 20000 }];
-    const a = job('a', on(1, HIGH).map((h, k) => ({ ...h, cpuMilli: k === 0 ? 32000 : 0 })), { workLostMs: 1_000 });
-    const b = job('b', on(2, ALL8).map((h, k) => ({ ...h, cpuMilli: k === 0 ? 8000 : 0 })), { workLostMs: 600_000 });
+    const nodes = [
+      { ...node(1, [1000, 1000, 1000, 1000, 0, 0, 0, 0]), freeCpuMilli: 0 },
+      { ...node(2), freeCpuMilli: 20000 },
+    ];
+    const a = job(
+      'a',
+      on(1, HIGH).map((h, k) => ({ ...h, cpuMilli: k === 0 ? 32000 : 0 })),
+      { workLostMs: 1_000 },
+    );
+    const b = job(
+      'b',
+      on(2, ALL8).map((h, k) => ({ ...h, cpuMilli: k === 0 ? 8000 : 0 })),
+      { workLostMs: 600_000 },
+    );
     const r = chooseVictims(preemptor(request(1, 4, 'node', { cpuMilliPerWorker: 24000 })), nodes, [a, b]);
     // 'a' loses less work, and freeing it gives node 1 its cores back: that is enough.
     expect(r.ok && r.victims).toEqual(['a']);
@@ -134,14 +202,21 @@ describe('which victims are preferred', () => {
   test('a victim taken on the way that turns out unnecessary is pruned', () => {
     // `a` is preferred and taken first, but only `c`'s node can hold the 8 devices.
     const nodes = [node(1, [1000, 1000, 0, 0, 0, 0, 0, 0]), node(2)];
-    const running = [job('a', on(1, [2, 3]), { workLostMs: 1_000 }), job('x', on(1, HIGH), { tier: 'premium' }), job('c', on(2, ALL8), { workLostMs: 900_000 })];
+    const running = [
+      job('a', on(1, [2, 3]), { workLostMs: 1_000 }),
+      job('x', on(1, HIGH), { tier: 'premium' }),
+      job('c', on(2, ALL8), { workLostMs: 900_000 }),
+    ];
     const r = chooseVictims(preemptor(request(1, 8)), nodes, running);
     expect(r.ok && r.victims).toEqual(['c']);
   });
 
   test('the reason counts the victims by kind and the work they lose', () => {
     // 4 devices × 15 s + 4 devices × 7.5 s = 1.5 device-minutes.
-    const running = [job('a', on(1, HIGH), { borrowing: false, workLostMs: 15_000 }), job('b', on(1, LOW), { tier: 'standard', workLostMs: 7_500 })];
+    const running = [
+      job('a', on(1, HIGH), { borrowing: false, workLostMs: 15_000 }),
+      job('b', on(1, LOW), { tier: 'standard', workLostMs: 7_500 }),
+    ];
     const r = chooseVictims(preemptor(request(1, 8)), [node(1)], running);
     expect(r).toEqual({
       ok: true,
@@ -163,10 +238,16 @@ describe('minimum runtime', () => {
   });
 
   test('a job that has not run its minimum is preempted when nothing else makes room', () => {
-    const running = [job('young', on(1, ALL8), { ranMs: 60_000, minRuntimeMs: 600_000 }), job('old', on(2, LOW), { tier: 'standard' }), job('x', on(2, HIGH), { tier: 'premium' })];
+    const running = [
+      job('young', on(1, ALL8), { ranMs: 60_000, minRuntimeMs: 600_000 }),
+      job('old', on(2, LOW), { tier: 'standard' }),
+      job('x', on(2, HIGH), { tier: 'premium' }),
+    ];
     const r = chooseVictims(preemptor(request(1, 8)), [node(1), node(2)], running);
     expect(r.ok && r.victims).toEqual(['young']);
-    expect(r.ok && r.reason).toBe('preempting 1 job (young) for p: 1 basic borrower, 1 before its minimum runtime, 8 device-minutes of work lost');
+    expect(r.ok && r.reason).toBe(
+      'preempting 1 job (young) for p: 1 basic borrower, 1 before its minimum runtime, 8 device-minutes of work lost',
+    );
   });
 
   test('in the second search, settled jobs are still used before young ones', () => {
@@ -245,7 +326,12 @@ describe('gangs and topology', () => {
 
   test('no rack can be emptied: the reason says what would not fit', () => {
     const nodes = [node(1, FULL, 'r0'), node(2, FULL, 'r0'), node(3, FULL, 'r1'), node(4, FULL, 'r1')];
-    const running = [job('a', on(1, ALL8)), job('x', on(2, ALL8), { tier: 'premium' }), job('b', on(3, ALL8)), job('y', on(4, ALL8), { tier: 'premium' })];
+    const running = [
+      job('a', on(1, ALL8)),
+      job('x', on(2, ALL8), { tier: 'premium' }),
+      job('b', on(3, ALL8)),
+      job('y', on(4, ALL8), { tier: 'premium' }),
+    ];
     const r = chooseVictims(preemptor(request(2, 8, 'rack')), nodes, running);
     expect(r).toEqual({ ok: false, reason: 'even preempting all 2 eligible jobs leaves no room for 2×8 of H100 in one rack' });
   });
@@ -307,7 +393,10 @@ describe('any decision, on random small fleets', () => {
     borrowing: fc.boolean(),
     workLostMs: fc.integer({ min: 0, max: 5 }).map((m) => m * 60_000),
     young: fc.boolean(),
-    holds: fc.array(fc.record({ node: fc.nat(3), device: fc.nat(DEVICES - 1), milli: fc.constantFrom(250, 500, 1000, 1000) }), { minLength: 1, maxLength: 6 }),
+    holds: fc.array(fc.record({ node: fc.nat(3), device: fc.nat(DEVICES - 1), milli: fc.constantFrom(250, 500, 1000, 1000) }), {
+      minLength: 1,
+      maxLength: 6,
+    }),
   });
   type JobShape = typeof jobShape extends fc.Arbitrary<infer T> ? T : never;
   const fleet: fc.Arbitrary<Fleet> = fc
@@ -332,7 +421,13 @@ describe('any decision, on random small fleets', () => {
     .map(({ nodeCount, jobs, fillers, background, p }) => {
       // Holds are carved out of each device's capacity, so free + held never exceeds a device.
       const used = Array.from({ length: nodeCount }, (_, n) => background.slice(n * DEVICES, (n + 1) * DEVICES));
-      const attrs = (j: JobShape) => ({ tier: j.tier, borrowing: j.borrowing, workLostMs: j.workLostMs, ranMs: 100, minRuntimeMs: j.young ? 1_000 : 0 });
+      const attrs = (j: JobShape) => ({
+        tier: j.tier,
+        borrowing: j.borrowing,
+        workLostMs: j.workLostMs,
+        ranMs: 100,
+        minRuntimeMs: j.young ? 1_000 : 0,
+      });
       const running: RunningJob[] = jobs.map((j, i) => {
         const holds: RunningJob['holds'] = [];
         for (const h of j.holds) {
@@ -351,7 +446,13 @@ describe('any decision, on random small fleets', () => {
         used[n] = used[n].map(() => 1000);
         if (holds.length) running.push(job(`f${n}`, holds, attrs(j)));
       });
-      const nodes = used.map((u, n) => node(n + 1, u.map((x) => 1000 - x), `r${n % 2}`));
+      const nodes = used.map((u, n) =>
+        node(
+          n + 1,
+          u.map((x) => 1000 - x),
+          `r${n % 2}`,
+        ),
+      );
       const req = request(p.workers, p.devicesPerWorker, p.topology, {
         antiAffinity: p.antiAffinity,
         ...(p.devicesPerWorker === 0 ? { milliPerWorker: p.milliPerWorker } : {}),
@@ -380,10 +481,21 @@ describe('any decision, on random small fleets', () => {
         const placed = fitsWith(f, victims);
         expect(placed.ok).toBe(true);
         expect(placed.ok && placed.workers).toEqual(r.workers);
-        for (const v of victims) expect(fitsWith(f, victims.filter((x) => x !== v)).ok).toBe(false);
+        for (const v of victims)
+          expect(
+            fitsWith(
+              f,
+              victims.filter((x) => x !== v),
+            ).ok,
+          ).toBe(false);
         // A job short of its minimum runtime is only taken when the settled ones cannot make room.
         if (victims.some((v) => v.ranMs < v.minRuntimeMs)) {
-          expect(fitsWith(f, eligible.filter((v) => v.ranMs >= v.minRuntimeMs)).ok).toBe(false);
+          expect(
+            fitsWith(
+              f,
+              eligible.filter((v) => v.ranMs >= v.minRuntimeMs),
+            ).ok,
+          ).toBe(false);
         }
       }),
       { numRuns: 400 },

@@ -1,13 +1,6 @@
 // Queue order and the backfill gate: who goes first, and who may slip past a blocked job.
 import fc from 'fast-check';
-import {
-  BackfillGate,
-  DEFAULT_QUEUE_CONFIG,
-  effectivePriority,
-  rankQueue,
-  type Holding,
-  type QueuedJob,
-} from '../../scheduling/queue';
+import { BackfillGate, DEFAULT_QUEUE_CONFIG, effectivePriority, rankQueue, type Holding, type QueuedJob } from '../../scheduling/queue';
 import { TIERS } from '../../api/types';
 
 const NOW = 1_700_000_000_000;
@@ -26,7 +19,11 @@ const job = (jobId: string, extra: Partial<QueuedJob> = {}): QueuedJob => ({
 });
 
 const ids = (jobs: readonly QueuedJob[]): string[] => jobs.map((j) => j.jobId);
-const hold = (acceleratorType: string, milli: number, endsInMs: number): Holding => ({ acceleratorType, milli, expectedEnd: NOW + endsInMs });
+const hold = (acceleratorType: string, milli: number, endsInMs: number): Holding => ({
+  acceleratorType,
+  milli,
+  expectedEnd: NOW + endsInMs,
+});
 
 describe('queue ranking', () => {
   test('a fresh premium job outranks a standard job of any priority, and standard outranks basic', () => {
@@ -113,7 +110,14 @@ describe('backfill gate', () => {
   });
 
   test('the shadow time is the earliest across the job’s accelerator types', () => {
-    const gate = new BackfillGate(NOW, new Map([['H100', 2000], ['A100', 0]]), [hold('H100', 3000, 30_000), hold('A100', 8000, 20_000)]);
+    const gate = new BackfillGate(
+      NOW,
+      new Map([
+        ['H100', 2000],
+        ['A100', 0],
+      ]),
+      [hold('H100', 3000, 30_000), hold('A100', 8000, 20_000)],
+    );
     gate.block(job('either', { milli: 5000, acceleratorTypes: ['H100', 'A100'] }));
     expect(gate.shadowOf('either')).toBe(NOW + 20_000);
   });
@@ -146,7 +150,9 @@ describe('backfill gate', () => {
     const gate = new BackfillGate(NOW, new Map([['T4', 0]]), [hold('T4', 1000, 5_000)]);
     gate.block(job('share', { acceleratorTypes: ['T4'], milli: 250 }));
     const r = gate.admits(job('long', { acceleratorTypes: ['T4'], durationMs: 9_000 }));
-    expect(r.ok === false && r.reason).toBe(`held for higher-ranked job share (needs 0.25 T4, expected to start by ${iso(NOW + 5_000)}); this job's 9s would delay it`);
+    expect(r.ok === false && r.reason).toBe(
+      `held for higher-ranked job share (needs 0.25 T4, expected to start by ${iso(NOW + 5_000)}); this job's 9s would delay it`,
+    );
   });
 
   test('a job that cannot fit even when everything ends reserves nothing', () => {
@@ -169,11 +175,14 @@ describe('backfill gate', () => {
   });
 
   test('a backfill job must finish before every blocked job it shares a type with', () => {
-    const gate = new BackfillGate(NOW, new Map([['H100', 0], ['A100', 0]]), [
-      hold('H100', 2000, 30_000),
-      hold('H100', 6000, 100_000),
-      hold('A100', 4000, 50_000),
-    ]);
+    const gate = new BackfillGate(
+      NOW,
+      new Map([
+        ['H100', 0],
+        ['A100', 0],
+      ]),
+      [hold('H100', 2000, 30_000), hold('H100', 6000, 100_000), hold('A100', 4000, 50_000)],
+    );
     gate.block(job('j-1', { milli: 8000 })); // H100 at 100 s
     gate.block(job('j-2', { milli: 2000 })); // H100 at 30 s
     gate.block(job('j-3', { milli: 4000, acceleratorTypes: ['A100'] })); // A100 at 50 s

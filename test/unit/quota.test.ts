@@ -12,12 +12,21 @@ import {
   type QuotaRule,
 } from '../../scheduling/quota';
 
-const rule = (tenant: string, nominal: number, extra: Partial<QuotaRule> = {}): QuotaRule =>
-  ({ tenant, acceleratorType: 'H100', nominal, borrowingLimit: null, lendingLimit: null, ...extra });
+const rule = (tenant: string, nominal: number, extra: Partial<QuotaRule> = {}): QuotaRule => ({
+  tenant,
+  acceleratorType: 'H100',
+  nominal,
+  borrowingLimit: null,
+  lendingLimit: null,
+  ...extra,
+});
 
 /** acme 16 split into teams a 8 and b 8, unless overridden. */
-const acme = (org: Partial<QuotaRule> = {}, a: Partial<QuotaRule> = {}, b: Partial<QuotaRule> = {}): QuotaRule[] =>
-  [rule('acme', 16, org), rule('acme/a', 8, a), rule('acme/b', 8, b)];
+const acme = (org: Partial<QuotaRule> = {}, a: Partial<QuotaRule> = {}, b: Partial<QuotaRule> = {}): QuotaRule[] => [
+  rule('acme', 16, org),
+  rule('acme/a', 8, a),
+  rule('acme/b', 8, b),
+];
 
 /** Checks and, when admitted, charges; returns the decision. */
 function admit(rules: QuotaRule[], usage: Map<string, number>, tenant: string, milli: number, type = 'H100') {
@@ -42,25 +51,36 @@ describe('quota admission', () => {
     const usage = new Map<string, number>();
     expect(admit(acme(), usage, 'acme/a', 12000).ok).toBe(true);
     expect(admit(acme(), usage, 'acme/a', 4000).ok).toBe(true);
-    expect(reasonOf(admit(acme(), usage, 'acme/a', 1000))).toBe('over quota: acme/a would borrow 1 H100 but cohort acme has 0 idle to lend');
+    expect(reasonOf(admit(acme(), usage, 'acme/a', 1000))).toBe(
+      'over quota: acme/a would borrow 1 H100 but cohort acme has 0 idle to lend',
+    );
   });
 
   test('borrowing stops at the borrowing limit, and the reason says so with the usage before the request', () => {
     const rules = [rule('acme', 128), rule('acme/a', 64, { borrowingLimit: 16 }), rule('acme/b', 64)];
-    const usage = new Map([[quotaKey('acme/a', 'H100'), 64000], [quotaKey('acme', 'H100'), 64000]]);
-    expect(reasonOf(checkQuota(rules, usage, 'acme/a', 'H100', 17000))).toBe('over quota: acme/a uses 64 of nominal 64 H100, borrowing limit 16 reached');
+    const usage = new Map([
+      [quotaKey('acme/a', 'H100'), 64000],
+      [quotaKey('acme', 'H100'), 64000],
+    ]);
+    expect(reasonOf(checkQuota(rules, usage, 'acme/a', 'H100', 17000))).toBe(
+      'over quota: acme/a uses 64 of nominal 64 H100, borrowing limit 16 reached',
+    );
     expect(checkQuota(rules, usage, 'acme/a', 'H100', 16000).ok).toBe(true);
   });
 
   test('a node with no ruled ancestor cannot go above its nominal', () => {
     const rules = [rule('acme', 100)];
     const usage = new Map([[quotaKey('acme', 'H100'), 100000]]);
-    expect(reasonOf(checkQuota(rules, usage, 'acme', 'H100', 1000))).toBe('over quota: acme uses 100 of nominal 100 H100 and has no cohort to borrow from');
+    expect(reasonOf(checkQuota(rules, usage, 'acme', 'H100', 1000))).toBe(
+      'over quota: acme uses 100 of nominal 100 H100 and has no cohort to borrow from',
+    );
   });
 
   test("a sibling's lending limit caps what can be borrowed from it", () => {
     const rules = acme({}, {}, { lendingLimit: 2 });
-    expect(reasonOf(checkQuota(rules, new Map(), 'acme/a', 'H100', 11000))).toBe('over quota: acme/a would borrow 11 H100 but cohort acme has 10 idle to lend');
+    expect(reasonOf(checkQuota(rules, new Map(), 'acme/a', 'H100', 11000))).toBe(
+      'over quota: acme/a would borrow 11 H100 but cohort acme has 10 idle to lend',
+    );
     const usage = new Map<string, number>();
     expect(admit(rules, usage, 'acme/a', 10000).ok).toBe(true);
     expect(reasonOf(admit(rules, usage, 'acme/a', 1000))).toBe('over quota: acme/a would borrow 1 H100 but cohort acme has 0 idle to lend');
@@ -70,8 +90,13 @@ describe('quota admission', () => {
     const rules = acme({ nominal: 100 }, {}, { lendingLimit: 20 });
     // Pool: a 8 + b min(20, 8) + acme's unassigned 84 = 100, not 112.
     expect(checkQuota(rules, new Map(), 'acme/a', 'H100', 100000).ok).toBe(true);
-    const usage = new Map([[quotaKey('acme/b', 'H100'), 8000], [quotaKey('acme', 'H100'), 8000]]);
-    expect(reasonOf(checkQuota(rules, usage, 'acme/a', 'H100', 93000))).toBe('over quota: acme/a would borrow 93 H100 but cohort acme has 92 idle to lend');
+    const usage = new Map([
+      [quotaKey('acme/b', 'H100'), 8000],
+      [quotaKey('acme', 'H100'), 8000],
+    ]);
+    expect(reasonOf(checkQuota(rules, usage, 'acme/a', 'H100', 93000))).toBe(
+      'over quota: acme/a would borrow 93 H100 but cohort acme has 92 idle to lend',
+    );
   });
 
   test('usage within the part a team never lends is protected from borrowers', () => {
@@ -107,7 +132,9 @@ describe('quota admission', () => {
     const usage = new Map<string, number>();
     expect(admit(rules, usage, 'acme/a', 8000).ok).toBe(true);
     expect(admit(rules, usage, 'acme/b', 2000).ok).toBe(true);
-    expect(reasonOf(admit(rules, usage, 'acme/b', 1000))).toBe('over quota: acme uses 10 of nominal 10 H100 and has no cohort to borrow from');
+    expect(reasonOf(admit(rules, usage, 'acme/b', 1000))).toBe(
+      'over quota: acme uses 10 of nominal 10 H100 and has no cohort to borrow from',
+    );
   });
 
   test('a project borrows within its team, and the team limit binds usage from anywhere in its subtree', () => {
@@ -122,11 +149,17 @@ describe('quota admission', () => {
     expect(admit(rules, usage, 'acme/a/p1', 4000)).toEqual({ ok: true, charge: ['acme/a/p1|H100', 'acme/a|H100', 'acme|H100'] });
     // Team a's cohort holds p1 4 + p2 2 + a's unassigned 2 = 8.
     expect(admit(rules, usage, 'acme/a/p1', 4000).ok).toBe(true);
-    expect(reasonOf(admit(rules, usage, 'acme/a/p2', 1000))).toBe('over quota: acme/a/p2 would borrow 1 H100 but cohort acme/a has 0 idle to lend');
+    expect(reasonOf(admit(rules, usage, 'acme/a/p2', 1000))).toBe(
+      'over quota: acme/a/p2 would borrow 1 H100 but cohort acme/a has 0 idle to lend',
+    );
     // A tenant without its own rule is charged to its ruled ancestors only.
     expect(admit(rules, usage, 'acme/a/p9', 2000)).toEqual({ ok: true, charge: ['acme/a|H100', 'acme|H100'] });
-    expect(reasonOf(admit(rules, usage, 'acme/a/p9', 1000))).toBe('over quota: acme/a uses 10 of nominal 8 H100, borrowing limit 2 reached');
-    expect([used(usage, 'acme/a/p1'), used(usage, 'acme/a/p2'), used(usage, 'acme/a'), used(usage, 'acme')]).toEqual([8000, 0, 10000, 10000]);
+    expect(reasonOf(admit(rules, usage, 'acme/a/p9', 1000))).toBe(
+      'over quota: acme/a uses 10 of nominal 8 H100, borrowing limit 2 reached',
+    );
+    expect([used(usage, 'acme/a/p1'), used(usage, 'acme/a/p2'), used(usage, 'acme/a'), used(usage, 'acme')]).toEqual([
+      8000, 0, 10000, 10000,
+    ]);
     expect(admit(rules, usage, 'acme/b', 6000).ok).toBe(true);
     expect(admit(rules, usage, 'acme/b', 1000).ok).toBe(false); // the org is full
   });
@@ -189,9 +222,17 @@ describe('quota admission', () => {
   });
 
   test('releasing more than was charged is refused and changes nothing', () => {
-    const usage = new Map([['acme/a|H100', 1000], ['acme|H100', 3000]]);
+    const usage = new Map([
+      ['acme/a|H100', 1000],
+      ['acme|H100', 3000],
+    ]);
     expect(() => applyCharge(usage, ['acme/a|H100', 'acme|H100'], -2000)).toThrow(/acme\/a\|H100 would make its usage negative/);
-    expect(usage).toEqual(new Map([['acme/a|H100', 1000], ['acme|H100', 3000]]));
+    expect(usage).toEqual(
+      new Map([
+        ['acme/a|H100', 1000],
+        ['acme|H100', 3000],
+      ]),
+    );
   });
 
   test('fractional requests count as fractions of a device', () => {
@@ -204,7 +245,9 @@ describe('quota admission', () => {
     const usage2 = new Map<string, number>();
     const pair = acme({ nominal: 2 }, { nominal: 1 }, { nominal: 1 });
     expect(admit(pair, usage2, 'acme/a', 500).ok).toBe(true);
-    expect(reasonOf(admit(pair, usage2, 'acme/a', 1501))).toBe('over quota: acme/a would borrow 1.501 H100 but cohort acme has 1.5 idle to lend');
+    expect(reasonOf(admit(pair, usage2, 'acme/a', 1501))).toBe(
+      'over quota: acme/a would borrow 1.501 H100 but cohort acme has 1.5 idle to lend',
+    );
   });
 
   test('a request must be a positive whole number of milli-devices', () => {
@@ -214,8 +257,12 @@ describe('quota admission', () => {
   });
 
   test('malformed rules and tenant paths are rejected with the field and value', () => {
-    expect(() => checkQuota([...acme(), rule('acme/a', 4)], new Map(), 'acme/a', 'H100', 1)).toThrow('duplicate quota rule for tenant acme/a and type H100');
-    expect(() => checkQuota([rule('acme', -1)], new Map(), 'acme', 'H100', 1)).toThrow('quota rule acme|H100: nominal must be a whole number of devices ≥ 0, got -1');
+    expect(() => checkQuota([...acme(), rule('acme/a', 4)], new Map(), 'acme/a', 'H100', 1)).toThrow(
+      'duplicate quota rule for tenant acme/a and type H100',
+    );
+    expect(() => checkQuota([rule('acme', -1)], new Map(), 'acme', 'H100', 1)).toThrow(
+      'quota rule acme|H100: nominal must be a whole number of devices ≥ 0, got -1',
+    );
     expect(() => checkQuota(acme(), new Map(), 'acme//a', 'H100', 1)).toThrow(/no empty segments, got "acme\/\/a"/);
     expect(() => validateQuotaRules([rule('acme', 1, { lendingLimit: 0.5 })])).toThrow(/lendingLimit must be a whole number/);
     expect(() => validateQuotaRules(acme())).not.toThrow();
@@ -223,7 +270,9 @@ describe('quota admission', () => {
 
   test('describeUsage and usageLimitMilli show the limits', () => {
     expect(describeUsage(rule('acme/a', 64, { borrowingLimit: 16 }), 64000)).toBe('acme/a uses 64 of nominal 64 H100 (borrowing limit 16)');
-    expect(describeUsage(rule('acme/a', 8, { lendingLimit: 2 }), 2500)).toBe('acme/a uses 2.5 of nominal 8 H100 (no borrowing limit, lending limit 2)');
+    expect(describeUsage(rule('acme/a', 8, { lendingLimit: 2 }), 2500)).toBe(
+      'acme/a uses 2.5 of nominal 8 H100 (no borrowing limit, lending limit 2)',
+    );
     expect(usageLimitMilli(rule('acme/a', 64, { borrowingLimit: 16 }))).toBe(80000);
     expect(usageLimitMilli(rule('acme/a', 64))).toBe(Infinity);
   });
@@ -246,14 +295,16 @@ function violations(rules: readonly QuotaRule[], usage: ReadonlyMap<string, numb
       return undefined;
     };
     for (const r of ruled.values()) {
-      const limit = parentOf(r.tenant) === undefined ? r.nominal * 1000 : r.borrowingLimit === null ? Infinity : (r.nominal + r.borrowingLimit) * 1000;
+      const limit =
+        parentOf(r.tenant) === undefined ? r.nominal * 1000 : r.borrowingLimit === null ? Infinity : (r.nominal + r.borrowingLimit) * 1000;
       if (u(r.tenant) > limit) out.push(`${r.tenant}|${type} uses ${u(r.tenant)} > ${limit}`);
     }
     for (const p of ruled.values()) {
       const members = [...ruled.values()].filter((m) => parentOf(m.tenant) === p.tenant);
       if (members.length === 0) continue;
       const lend = (m: QuotaRule): number => Math.min(m.nominal, m.lendingLimit ?? m.nominal) * 1000;
-      const pool = members.reduce((s, m) => s + lend(m), 0) + Math.max(0, p.nominal * 1000 - members.reduce((s, m) => s + m.nominal * 1000, 0));
+      const pool =
+        members.reduce((s, m) => s + lend(m), 0) + Math.max(0, p.nominal * 1000 - members.reduce((s, m) => s + m.nominal * 1000, 0));
       const use = members.reduce((s, m) => s + Math.max(0, u(m.tenant) - (m.nominal * 1000 - lend(m))), 0);
       if (use > pool) out.push(`cohort ${p.tenant}|${type} uses ${use} > pool ${pool}`);
     }
@@ -266,7 +317,10 @@ function expectedUsage(rules: readonly QuotaRule[], live: readonly { tenant: str
   const m = new Map<string, number>();
   for (const r of rules) {
     const inSubtree = live.filter((a) => a.type === r.acceleratorType && (a.tenant === r.tenant || a.tenant.startsWith(`${r.tenant}/`)));
-    m.set(quotaKey(r.tenant, r.acceleratorType), inSubtree.reduce((s, a) => s + a.milli, 0));
+    m.set(
+      quotaKey(r.tenant, r.acceleratorType),
+      inSubtree.reduce((s, a) => s + a.milli, 0),
+    );
   }
   return m;
 }
@@ -289,7 +343,15 @@ const rulesArb: fc.Arbitrary<QuotaRule[]> = fc
 
 type Op = { kind: 'admit'; tenant: string; type: string; milli: number } | { kind: 'release'; pick: number };
 const opArb: fc.Arbitrary<Op> = fc.oneof(
-  { weight: 3, arbitrary: fc.record({ kind: fc.constant('admit' as const), tenant: fc.constantFrom(...TENANTS), type: fc.constantFrom(...TYPES), milli: fc.integer({ min: 1, max: 6000 }) }) },
+  {
+    weight: 3,
+    arbitrary: fc.record({
+      kind: fc.constant('admit' as const),
+      tenant: fc.constantFrom(...TENANTS),
+      type: fc.constantFrom(...TYPES),
+      milli: fc.integer({ min: 1, max: 6000 }),
+    }),
+  },
   { weight: 1, arbitrary: fc.record({ kind: fc.constant('release' as const), pick: fc.nat() }) },
 );
 

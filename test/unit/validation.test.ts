@@ -2,7 +2,11 @@ import { validateSpec } from '../../api/validation';
 import type { JobSpec } from '../../api/types';
 
 const good: JobSpec = {
-  jobId: 'train-1', tenant: 'acme/vision/detector', tier: 'standard', priority: 10, durationMs: 1000,
+  jobId: 'train-1',
+  tenant: 'acme/vision/detector',
+  tier: 'standard',
+  priority: 10,
+  durationMs: 1000,
   request: { acceleratorTypes: ['A100'], workers: 2, devicesPerWorker: 4, topology: 'rack' },
 };
 
@@ -19,17 +23,61 @@ describe('job spec validation', () => {
     ['unknown tier', { ...good, tier: 'gold' }, 'tier: "gold" must be one of premium, standard, basic'],
     ['negative priority', { ...good, priority: -1 }, 'priority: -1 must be an integer from 0 to 1000'],
     ['zero workers', { ...good, request: { ...good.request, workers: 0 } }, 'request.workers: 0 must be an integer from 1'],
-    ['negative devices', { ...good, request: { ...good.request, devicesPerWorker: -2 } }, 'request.devicesPerWorker: -2 must be an integer from 0'],
-    ['share without size', { ...good, request: { ...good.request, devicesPerWorker: 0 } }, 'request.milliPerWorker: undefined must be an integer from 1 to 999'],
-    ['share with whole devices', { ...good, request: { ...good.request, milliPerWorker: 500 } }, 'request.milliPerWorker: 500 is only allowed when devicesPerWorker is 0'],
-    ['no accelerator types', { ...good, request: { ...good.request, acceleratorTypes: [] } }, 'request.acceleratorTypes: [] must be a non-empty list'],
-    ['fractional CPU', { ...good, request: { ...good.request, cpuMilliPerWorker: 1.5 } }, 'request.cpuMilliPerWorker: 1.5 must be an integer from 0 to 10000000 (milli-cores)'],
-    ['negative CPU', { ...good, request: { ...good.request, cpuMilliPerWorker: -1000 } }, 'request.cpuMilliPerWorker: -1000 must be an integer from 0'],
-    ['CPU as a string', { ...good, request: { ...good.request, cpuMilliPerWorker: '4000' } }, 'request.cpuMilliPerWorker: "4000" must be an integer'],
-    ['negative memory', { ...good, request: { ...good.request, memoryMibPerWorker: -1 } }, 'request.memoryMibPerWorker: -1 must be an integer from 0 to 1073741824 (MiB)'],
-    ['fractional memory', { ...good, request: { ...good.request, memoryMibPerWorker: 0.5 } }, 'request.memoryMibPerWorker: 0.5 must be an integer'],
-    ['unknown type preference', { ...good, request: { ...good.request, typePreference: 'cheapest' } }, 'request.typePreference: "cheapest" must be one of ordered, none'],
-    ['bad topology', { ...good, request: { ...good.request, topology: 'zone' } }, 'request.topology: "zone" must be one of any, node, rack, pod'],
+    [
+      'negative devices',
+      { ...good, request: { ...good.request, devicesPerWorker: -2 } },
+      'request.devicesPerWorker: -2 must be an integer from 0',
+    ],
+    [
+      'share without size',
+      { ...good, request: { ...good.request, devicesPerWorker: 0 } },
+      'request.milliPerWorker: undefined must be an integer from 1 to 999',
+    ],
+    [
+      'share with whole devices',
+      { ...good, request: { ...good.request, milliPerWorker: 500 } },
+      'request.milliPerWorker: 500 is only allowed when devicesPerWorker is 0',
+    ],
+    [
+      'no accelerator types',
+      { ...good, request: { ...good.request, acceleratorTypes: [] } },
+      'request.acceleratorTypes: [] must be a non-empty list',
+    ],
+    [
+      'fractional CPU',
+      { ...good, request: { ...good.request, cpuMilliPerWorker: 1.5 } },
+      'request.cpuMilliPerWorker: 1.5 must be an integer from 0 to 10000000 (milli-cores)',
+    ],
+    [
+      'negative CPU',
+      { ...good, request: { ...good.request, cpuMilliPerWorker: -1000 } },
+      'request.cpuMilliPerWorker: -1000 must be an integer from 0',
+    ],
+    [
+      'CPU as a string',
+      { ...good, request: { ...good.request, cpuMilliPerWorker: '4000' } },
+      'request.cpuMilliPerWorker: "4000" must be an integer',
+    ],
+    [
+      'negative memory',
+      { ...good, request: { ...good.request, memoryMibPerWorker: -1 } },
+      'request.memoryMibPerWorker: -1 must be an integer from 0 to 1073741824 (MiB)',
+    ],
+    [
+      'fractional memory',
+      { ...good, request: { ...good.request, memoryMibPerWorker: 0.5 } },
+      'request.memoryMibPerWorker: 0.5 must be an integer',
+    ],
+    [
+      'unknown type preference',
+      { ...good, request: { ...good.request, typePreference: 'cheapest' } },
+      'request.typePreference: "cheapest" must be one of ordered, none',
+    ],
+    [
+      'bad topology',
+      { ...good, request: { ...good.request, topology: 'zone' } },
+      'request.topology: "zone" must be one of any, node, rack, pod',
+    ],
     ['zero duration', { ...good, durationMs: 0 }, 'durationMs: 0 must be a positive integer'],
     ['bad tenant path', { ...good, tenant: 'Acme//x' }, 'tenant: "Acme//x" must be a path org[/team[/project]]'],
     ['uppercase job id', { ...good, jobId: 'Train' }, 'jobId: "Train" must be 1-63 lowercase letters'],
