@@ -1,15 +1,20 @@
 // `npm run bench:allocator`: placements/s and latency of the real PostgreSQL allocator on fleets
 // of 1k, 10k and 100k devices, with 1, 4 and 16 concurrent clients, single and batched, while
 // releases keep the fleet about 70% full. Also prints the candidate query's plan at 100k.
-import { sql } from 'kysely';
+// Settings: BENCH_FLEETS (devices, comma-separated), BENCH_CLIENTS (comma-separated), BENCH_SECONDS (per cell).
+import { sql, type Kysely } from 'kysely';
 import { Pool } from 'pg';
 import { Allocator, FGD_SAMPLE_WINDOW } from '../activities/allocator';
 import type { ResourceRequest } from '../api/types';
-import { BENCH_TYPES, freshBenchDatabase, percentile, randomRequest, registerJobs, requestDevices, seedSyntheticFleet, seeded } from './fleet';
+import type { Database } from '../db/schema';
+import { envNumber, envNumbers } from './env';
+import { BENCH_TYPES, randomRequest, registerJobs, requestDevices, seedSyntheticFleet, seeded } from './fleet';
+import { freshBenchDatabase, runBench, say } from './harness';
+import { quantiles } from './stats';
 
-const FLEETS = (process.env.BENCH_FLEETS ?? '1000,10000,100000').split(',').map(Number);
-const CLIENTS = (process.env.BENCH_CLIENTS ?? '1,4,16').split(',').map(Number);
-const SECONDS = Number(process.env.BENCH_SECONDS ?? 4);
+const FLEETS = envNumbers('BENCH_FLEETS', [1000, 10000, 100000], { integer: true, min: 8 });
+const CLIENTS = envNumbers('BENCH_CLIENTS', [1, 4, 16], { integer: true, min: 1 });
+const SECONDS = envNumber('BENCH_SECONDS', 4, { above: 0 });
 const BATCH = 32;
 const FILL = 0.7;
 
@@ -24,9 +29,28 @@ interface Cell {
   meanMsPerPlacement: number;
 }
 
+/** A cell's row from what its clients did in `elapsed` seconds (latencies in ms, one per call). */
+function measured(at: Pick<Cell, 'devices' | 'clients' | 'mode'>, placements: number, elapsed: number, latencies: number[]): Cell {
+  const { p50, p99 } = quantiles(latencies);
+  return {
+    ...at,
+    placements,
+    perSecond: placements / elapsed,
+    p50,
+    p99,
+    meanMsPerPlacement: (elapsed * 1000 * at.clients) / Math.max(1, placements),
+  };
+}
+
 let jobSeq = 0;
 
-async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof freshBenchDatabase>>['db'], devices: number, clients: number, mode: 'single' | 'batch'): Promise<Cell> {
+async function runCell(
+  allocator: Allocator,
+  db: Kysely<Database>,
+  devices: number,
+  clients: number,
+  mode: 'single' | 'batch',
+): Promise<Cell> {
   let held = 0; // devices held, as all clients see it
   const live: Array<{ id: string; devices: number }> = [];
   const rng = seeded(devices + clients * 7 + (mode === 'batch' ? 1 : 0));
@@ -44,7 +68,10 @@ async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof fresh
     const reqs = Array.from({ length: 64 }, () => randomRequest(rng));
     const items = reqs.map((request) => ({ jobId: take(), epoch: 1, request }));
     const res = await allocator.allocateBatch(items);
-    if (!res.some((r) => r.result?.placed)) throw new Error(`fill stalled at ${held} of ${devices} devices: ${res[0].error ?? (res[0].result?.placed === false ? res[0].result.reason : '')}`);
+    if (!res.some((r) => r.result?.placed))
+      throw new Error(
+        `fill stalled at ${held} of ${devices} devices: ${res[0].error ?? (res[0].result?.placed === false ? res[0].result.reason : '')}`,
+      );
     res.forEach((r, i) => {
       if (r.result?.placed) {
         held += requestDevices(reqs[i]);
@@ -68,7 +95,8 @@ async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof fresh
         const reqs: ResourceRequest[] = Array.from({ length: mode === 'batch' ? BATCH : 1 }, () => randomRequest(rng));
         const items = reqs.map((request) => ({ jobId: take(), epoch: 1, request }));
         const t0 = process.hrtime.bigint();
-        const results = mode === 'batch' ? (await allocator.allocateBatch(items)).map((r) => r.result) : [await allocator.allocate(items[0])];
+        const results =
+          mode === 'batch' ? (await allocator.allocateBatch(items)).map((r) => r.result) : [await allocator.allocate(items[0])];
         latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
         results.forEach((r, i) => {
           if (r?.placed) {
@@ -81,16 +109,11 @@ async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof fresh
     }),
   );
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
-  latencies.sort((a, b) => a - b);
   // Release everything so the next cell starts from the same empty fleet.
   await sql`DELETE FROM allocations`.execute(db);
   await sql`DELETE FROM jobs`.execute(db);
   await sql`VACUUM ANALYZE nodes`.execute(db);
-  return {
-    devices, clients, mode, placements, perSecond: placements / elapsed,
-    p50: percentile(latencies, 50), p99: percentile(latencies, 99),
-    meanMsPerPlacement: (elapsed * 1000 * clients) / Math.max(1, placements),
-  };
+  return measured({ devices, clients, mode }, placements, elapsed, latencies);
 }
 
 /**
@@ -100,7 +123,7 @@ async function runCell(allocator: Allocator, db: Awaited<ReturnType<typeof fresh
  * commits; the release deletes it in one autocommitted statement. Named prepared statements, no
  * quota, reservations or policy. Placements/s here bound what the full allocator can reach.
  */
-async function floorCell(url: string, db: Awaited<ReturnType<typeof freshBenchDatabase>>['db'], devices: number, clients: number): Promise<Cell> {
+async function floorCell(url: string, db: Kysely<Database>, devices: number, clients: number): Promise<Cell> {
   const ids = Array.from({ length: clients }, (_, c) => `floor${clients}-${c}`);
   await registerJobs(db, ids);
   const pool = new Pool({ connectionString: url, max: clients });
@@ -129,7 +152,11 @@ async function floorCell(url: string, db: Awaited<ReturnType<typeof freshBenchDa
             text: 'INSERT INTO allocations (job_id, epoch, node_id, device_idx, milli, worker_idx) VALUES ($1, 1, $2, $3, 1000, 0)',
             values: [job, n.id, n.free_milli.indexOf(1000)],
           });
-          await client.query({ name: 'floor-placed', text: "UPDATE jobs SET state = 'placed', updated_at = now() WHERE id = $1", values: [job] });
+          await client.query({
+            name: 'floor-placed',
+            text: "UPDATE jobs SET state = 'placed', updated_at = now() WHERE id = $1",
+            values: [job],
+          });
           await client.query('COMMIT');
           latencies.push(Number(process.hrtime.bigint() - t0) / 1e6);
           placements++;
@@ -146,16 +173,12 @@ async function floorCell(url: string, db: Awaited<ReturnType<typeof freshBenchDa
   );
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   await pool.end();
-  latencies.sort((a, b) => a - b);
-  return {
-    devices, clients, mode: 'floor', placements, perSecond: placements / elapsed,
-    p50: percentile(latencies, 50), p99: percentile(latencies, 99),
-    meanMsPerPlacement: (elapsed * 1000 * clients) / Math.max(1, placements),
-  };
+  return measured({ devices, clients, mode: 'floor' }, placements, elapsed, latencies);
 }
 
-async function main(): Promise<void> {
-  const { url, db } = await freshBenchDatabase('sched_bench_alloc', 20);
+runBench(async ({ cleanup }) => {
+  // Left in place after the run, with the largest fleet in it; the next run drops it first.
+  const { url, db } = await freshBenchDatabase(cleanup, 'sched_bench_alloc', 20, { keep: true });
   const cells: Cell[] = [];
   let plan = '';
   let fgdPlan = '';
@@ -166,13 +189,13 @@ async function main(): Promise<void> {
       for (const clients of CLIENTS) {
         const c = await runCell(allocator, db, devices, clients, mode);
         cells.push(c);
-        process.stderr.write(`  ${devices} devices, ${clients} clients, ${mode}: ${c.perSecond.toFixed(0)} placements/s\n`);
+        say(`  ${devices} devices, ${clients} clients, ${mode}: ${c.perSecond.toFixed(0)} placements/s`);
       }
     if (devices === Math.max(...FLEETS)) {
       for (const clients of CLIENTS) {
         const c = await floorCell(url, db, devices, clients);
         cells.push(c);
-        process.stderr.write(`  ${devices} devices, ${clients} clients, floor: ${c.perSecond.toFixed(0)} placements/s\n`);
+        say(`  ${devices} devices, ${clients} clients, floor: ${c.perSecond.toFixed(0)} placements/s`);
       }
       const rows = await sql<{ 'QUERY PLAN': string }>`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
         SELECT id, free_milli FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
@@ -189,14 +212,18 @@ async function main(): Promise<void> {
     }
   }
   console.log('\nallocator: real PostgreSQL, best-fit, fleet kept ~70% full by releases; batch = 32 requests per transaction');
-  console.log('floor: the least a placement and its release do in PostgreSQL here (lock job, lock one node, insert one allocation, mark placed, commit; release in one statement; prepared)');
+  console.log(
+    'floor: the least a placement and its release do in PostgreSQL here (lock job, lock one node, insert one allocation, mark placed, commit; release in one statement; prepared)',
+  );
   console.log('devices  clients  mode    placements  placements/s  p50 ms  p99 ms  (p50/p99 per call: one request, or one batch)');
   for (const c of cells)
     console.log(
       `${String(c.devices).padStart(7)}  ${String(c.clients).padStart(7)}  ${c.mode.padEnd(6)}  ${String(c.placements).padStart(10)}  ${c.perSecond.toFixed(0).padStart(12)}  ${c.p50.toFixed(2).padStart(6)}  ${c.p99.toFixed(2).padStart(6)}`,
     );
   console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices (best-fit):\n${plan}`);
-  console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices (fgd, the default: a random ${FGD_SAMPLE_WINDOW}-node window sample):\n${fgdPlan}`);
+  console.log(
+    `\ncandidate query plan at ${Math.max(...FLEETS)} devices (fgd, the default: a random ${FGD_SAMPLE_WINDOW}-node window sample):\n${fgdPlan}`,
+  );
   const cell = (d: number, c: number, m: Cell['mode']) => cells.find((x) => x.devices === d && x.clients === c && x.mode === m);
   const big = Math.max(...FLEETS);
   const small = Math.min(...FLEETS);
@@ -207,10 +234,4 @@ async function main(): Promise<void> {
   console.log(
     `summary: at ${big} devices best single ${bestSingle.toFixed(0)} placements/s (floor ${bestFloor.toFixed(0)}), best batched ${bestBatch.toFixed(0)} placements/s, p99 single with 4 clients ${cell(big, 4, 'single')?.p99.toFixed(2)} ms (floor ${cell(big, 4, 'floor')?.p99.toFixed(2)} ms); per-placement cost ratio ${big}:${small} = ${ratio.toFixed(2)}`,
   );
-  await db.destroy();
-}
-
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
 });

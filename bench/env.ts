@@ -68,7 +68,8 @@ export function envNumbers(name: string, fallback: number[], rule: NumberRule & 
   const value = raw(name);
   if (value === undefined) return fallback;
   const list = items(name, value).map((item) => parse(name, value, item, rule));
-  if (rule.distinct && new Set(list).size !== list.length) throw new SettingError(`${name}=${JSON.stringify(value)}: repeats a value; each may appear once`);
+  if (rule.distinct && new Set(list).size !== list.length)
+    throw new SettingError(`${name}=${JSON.stringify(value)}: repeats a value; each may appear once`);
   return list;
 }
 
@@ -78,7 +79,8 @@ export function envChoices<T extends string>(name: string, fallback: readonly T[
   if (value === undefined) return [...fallback];
   return items(name, value).map((item) => {
     const known = allowed.find((a) => a === item);
-    if (known === undefined) throw new SettingError(`${name}=${JSON.stringify(value)}: ${JSON.stringify(item)} must be one of ${allowed.join(', ')}`);
+    if (known === undefined)
+      throw new SettingError(`${name}=${JSON.stringify(value)}: ${JSON.stringify(item)} must be one of ${allowed.join(', ')}`);
     return known;
   });
 }

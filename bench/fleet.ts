@@ -1,44 +1,65 @@
-// Synthetic fleets for the benchmarks: 8 devices per node, three accelerator types, racks of 16.
+// Synthetic fleets and workloads for the benchmarks: 8 devices per node, three accelerator types,
+// racks of 16; job rows for the allocator, mixed requests, and a seeded generator.
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import type { ResourceRequest } from '../api/types';
-import { dropDatabase, ensureDatabase, migrateToLatest, openDatabase } from '../db/connection';
 
 export const BENCH_TYPES = ['H100', 'A100', 'L4'];
 
-export async function freshBenchDatabase(name: string, pool: number): Promise<{ url: string; db: Kysely<Database> }> {
-  const u = new URL(process.env.BENCH_DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/postgres');
-  u.pathname = `/${name}`;
-  const url = u.toString();
-  await dropDatabase(url);
-  await ensureDatabase(url);
-  const db = openDatabase(url, pool);
-  await migrateToLatest(db);
-  return { url, db };
+/** The region the synthetic fleet's cluster is in, and its jobs. */
+export const BENCH_REGION = 'bench';
+
+/** Empties the inventory and everything placed on it. */
+export async function clearFleet(db: Kysely<Database>): Promise<void> {
+  await sql`TRUNCATE allocations, jobs, nodes, clusters, accelerator_types RESTART IDENTITY CASCADE`.execute(db);
 }
 
 export async function seedSyntheticFleet(db: Kysely<Database>, devices: number): Promise<void> {
-  await sql`TRUNCATE allocations, jobs, nodes, clusters, accelerator_types RESTART IDENTITY CASCADE`.execute(db);
-  await db.insertInto('accelerator_types').values(BENCH_TYPES.map((name) => ({ name, family: 'gpu' as const, model: name, memory_mib: 81920 }))).execute();
-  const cluster = await db.insertInto('clusters').values({ region: 'bench', provider: 'sim', name: 'bench' }).returning('id').executeTakeFirstOrThrow();
+  await clearFleet(db);
+  await db
+    .insertInto('accelerator_types')
+    .values(BENCH_TYPES.map((name) => ({ name, family: 'gpu' as const, model: name, memory_mib: 81920 })))
+    .execute();
+  const cluster = await db
+    .insertInto('clusters')
+    .values({ region: BENCH_REGION, provider: 'sim', name: 'bench' })
+    .returning('id')
+    .executeTakeFirstOrThrow();
   const nodes = devices / 8;
   for (let i = 0; i < nodes; i += 2000) {
     const rows = [];
     for (let k = i; k < Math.min(nodes, i + 2000); k++)
       rows.push({
-        cluster_id: cluster.id, name: `b${k}`, accelerator_type: BENCH_TYPES[k % BENCH_TYPES.length], device_count: 8,
-        rack: `r${Math.floor(k / 16)}`, pod: `p${Math.floor(k / 256)}`, labels: '{}',
+        cluster_id: cluster.id,
+        name: `b${k}`,
+        accelerator_type: BENCH_TYPES[k % BENCH_TYPES.length],
+        device_count: 8,
+        rack: `r${Math.floor(k / 16)}`,
+        pod: `p${Math.floor(k / 256)}`,
+        labels: '{}',
       });
     await db.insertInto('nodes').values(rows).execute();
   }
   await sql`ANALYZE nodes`.execute(db);
 }
 
+/** Job rows for the allocator alone to place (no workflow behind them), waiting, epoch 1. */
 export async function registerJobs(db: Kysely<Database>, ids: string[]): Promise<void> {
   for (let i = 0; i < ids.length; i += 5000)
     await db
       .insertInto('jobs')
-      .values(ids.slice(i, i + 5000).map((id) => ({ id, tenant: 'bench', tier: 'basic', region: 'bench', workflow_id: id, spec: '{}', state: 'waiting' as const, epoch: 1 })))
+      .values(
+        ids.slice(i, i + 5000).map((id) => ({
+          id,
+          tenant: 'bench',
+          tier: 'basic',
+          region: BENCH_REGION,
+          workflow_id: id,
+          spec: '{}',
+          state: 'waiting' as const,
+          epoch: 1,
+        })),
+      )
       .execute();
 }
 
@@ -56,11 +77,6 @@ export function randomRequest(rng: () => number): ResourceRequest {
 
 export function requestDevices(r: ResourceRequest): number {
   return r.devicesPerWorker > 0 ? r.devicesPerWorker * r.workers : ((r.milliPerWorker ?? 1000) / 1000) * r.workers;
-}
-
-export function percentile(sorted: number[], p: number): number {
-  if (!sorted.length) return NaN;
-  return sorted[Math.min(sorted.length - 1, Math.floor((p / 100) * sorted.length))];
 }
 
 /** Deterministic generator so runs are comparable. */

@@ -14,57 +14,35 @@ import { setMaxListeners } from 'node:events';
 import os from 'node:os';
 import { performance } from 'node:perf_hooks';
 import { sql, type Kysely } from 'kysely';
-import { Client, Connection, ServiceError, WorkflowNotFoundError } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { SchedulerClient } from '../api/client';
+import { ServiceError, WorkflowNotFoundError, type Client } from '@temporalio/client';
+import type { SchedulerClient } from '../api/client';
 import { TIERS, type JobResult, type JobSpec } from '../api/types';
 import { jobWorkflowId, schedulerWorkflowId } from '../api/ids';
 import type { SchedulerStatus } from '../api/messages';
 import type { JobShapeWorkflow, NoopWorkflow } from './workflows/shape';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from '../api/search-attributes';
-import { createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
 import { checkInvariants, type Violation } from '../db/invariants';
-import { dropDatabase } from '../db/connection';
 import type { Database } from '../db/schema';
-import { BENCH_TYPES, freshBenchDatabase, percentile, seedSyntheticFleet, seeded } from './fleet';
-import { benchBundle, benchServer, type Cleanup } from './temporal';
-import { createBenchActivities } from './activities';
+import { envNumber, envNumbers } from './env';
+import { BENCH_REGION, BENCH_TYPES, seedSyntheticFleet, seeded } from './fleet';
+import { Cleanup, freshBenchDatabase, runBench, say, seedTenants, sleep } from './harness';
+import { ascending, fmt, mean, percentile, quantiles } from './stats';
+import { benchBundle, benchServer, eventMs, serveBenchRegion } from './temporal';
 
-function envNumber(name: string, fallback: number): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v <= 0) throw new Error(`${name}: ${JSON.stringify(raw)} must be a positive number`);
-  return v;
-}
-
-function envRates(): number[] {
-  const raw = process.env.LIFECYCLE_RATES ?? '20,50,100';
-  const rates = raw.split(',').map((s) => Number(s.trim()));
-  if (!rates.length || rates.some((r) => !Number.isFinite(r) || r <= 0))
-    throw new Error(`LIFECYCLE_RATES: ${JSON.stringify(raw)} must be a comma-separated list of positive jobs/s`);
-  // Job ids are named after the rate, so a repeated rate would resubmit the same jobs.
-  if (new Set(rates).size !== rates.length) throw new Error(`LIFECYCLE_RATES: ${JSON.stringify(raw)} repeats a rate; each may appear once`);
-  return rates;
-}
-
-const RATES = envRates();
-const SECONDS = envNumber('LIFECYCLE_SECONDS', 60);
-const CEILING_SECONDS = envNumber('LIFECYCLE_CEILING_SECONDS', 20);
-const CEILING_CONCURRENCY = Math.round(envNumber('LIFECYCLE_CEILING_CONCURRENCY', 64));
+// Job ids are named after the rate, so a repeated rate would resubmit the same jobs.
+const RATES = envNumbers('LIFECYCLE_RATES', [20, 50, 100], { above: 0, distinct: true });
+const SECONDS = envNumber('LIFECYCLE_SECONDS', 60, { above: 0 });
+const CEILING_SECONDS = envNumber('LIFECYCLE_CEILING_SECONDS', 20, { above: 0 });
+const CEILING_CONCURRENCY = envNumber('LIFECYCLE_CEILING_CONCURRENCY', 64, { integer: true, min: 1 });
 /** Seconds of JobShapeWorkflow per rate (the job's commands with none of its work). */
-const SHAPE_SECONDS = envNumber('LIFECYCLE_SHAPE_SECONDS', 30);
-const RUN_MS = Math.round(envNumber('LIFECYCLE_RUN_MS', 1000));
+const SHAPE_SECONDS = envNumber('LIFECYCLE_SHAPE_SECONDS', 30, { above: 0 });
+const RUN_MS = envNumber('LIFECYCLE_RUN_MS', 1000, { integer: true, min: 1 });
 /** Enough devices that a 1-device job never waits for capacity at 100 jobs/s (a multiple of 8). */
-const DEVICES = Math.ceil(envNumber('LIFECYCLE_DEVICES', 2000) / 8) * 8;
+const DEVICES = Math.ceil(envNumber('LIFECYCLE_DEVICES', 2000, { integer: true, min: 1 }) / 8) * 8;
 /** After submissions stop, how long to wait for the last jobs to finish. */
-const DRAIN_SECONDS = envNumber('LIFECYCLE_DRAIN_SECONDS', 120);
+const DRAIN_SECONDS = envNumber('LIFECYCLE_DRAIN_SECONDS', 120, { above: 0 });
 
-const NAMESPACE = 'sched-bench';
 const TASK_QUEUE = 'lifecycle-bench';
-/** The region seedSyntheticFleet puts its cluster in. */
-const REGION = 'bench';
-const ORG = 'bench';
 const TENANT = 'bench/load';
 const PROGRESS_EVERY_MS = 10_000;
 const PLACED_TARGET_MS = 1000;
@@ -78,8 +56,6 @@ const wall = (): number => performance.timeOrigin + performance.now();
 let outstanding = 0;
 /** Result polls the server failed (and the bench repeated): a sign of an overloaded server. */
 let resultPollErrors = 0;
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const say = (msg: string): void => void process.stderr.write(`${msg}\n`);
 
 interface Ceiling {
   perSecond: number;
@@ -100,7 +76,10 @@ interface HistoryShape {
 }
 
 async function historyShape(temporal: Client, workflowId: string): Promise<HistoryShape | undefined> {
-  const history = await temporal.workflow.getHandle(workflowId).fetchHistory().catch(() => undefined);
+  const history = await temporal.workflow
+    .getHandle(workflowId)
+    .fetchHistory()
+    .catch(() => undefined);
   const events = history?.events ?? [];
   if (!events.length) return undefined;
   const count = (has: (e: (typeof events)[number]) => unknown): number => events.filter((e) => has(e)).length;
@@ -138,21 +117,28 @@ interface SchedulerTrace {
   runSignals: number;
 }
 
-const timestampMs = (ts: { seconds?: { toNumber(): number } | null; nanos?: number | null } | null | undefined): number =>
-  ts ? (ts.seconds?.toNumber() ?? 0) * 1000 + (ts.nanos ?? 0) / 1e6 : NaN;
-
 /** Reads the scheduler's current run (an earlier run of the phase, before a continue-as-new, is not seen). */
 async function schedulerTrace(client: SchedulerClient, from: number, to: number): Promise<SchedulerTrace | undefined> {
-  const history = await client.temporal.workflow.getHandle(schedulerWorkflowId(REGION)).fetchHistory().catch(() => undefined);
+  const history = await client.temporal.workflow
+    .getHandle(schedulerWorkflowId(BENCH_REGION))
+    .fetchHistory()
+    .catch(() => undefined);
   if (!history?.events?.length) return undefined;
   const scheduledAt = new Map<string, number>();
   const taskWaits: number[] = [];
   const trace: SchedulerTrace = {
-    kicks: 0, cycles: 0, taskWaitP50: NaN, taskWaitMax: NaN, taskTimeouts: 0, cycleWaitMax: NaN, taskFailures: 0,
-    runEvents: history.events.length, runSignals: 0,
+    kicks: 0,
+    cycles: 0,
+    taskWaitP50: NaN,
+    taskWaitMax: NaN,
+    taskTimeouts: 0,
+    cycleWaitMax: NaN,
+    taskFailures: 0,
+    runEvents: history.events.length,
+    runSignals: 0,
   };
   for (const e of history.events) {
-    const at = timestampMs(e.eventTime);
+    const at = eventMs(e);
     if (e.workflowTaskScheduledEventAttributes || e.activityTaskScheduledEventAttributes) scheduledAt.set(String(e.eventId), at);
     if (e.workflowExecutionSignaledEventAttributes) trace.runSignals++;
     if (at < from || at > to) continue;
@@ -163,11 +149,15 @@ async function schedulerTrace(client: SchedulerClient, from: number, to: number)
     const wft = e.workflowTaskStartedEventAttributes;
     if (wft) taskWaits.push(at - (scheduledAt.get(String(wft.scheduledEventId)) ?? NaN));
     const act = e.activityTaskStartedEventAttributes;
-    if (act) trace.cycleWaitMax = Math.max(Number.isFinite(trace.cycleWaitMax) ? trace.cycleWaitMax : 0, at - (scheduledAt.get(String(act.scheduledEventId)) ?? NaN));
+    if (act)
+      trace.cycleWaitMax = Math.max(
+        Number.isFinite(trace.cycleWaitMax) ? trace.cycleWaitMax : 0,
+        at - (scheduledAt.get(String(act.scheduledEventId)) ?? NaN),
+      );
   }
-  const waits = sorted(taskWaits.filter(Number.isFinite));
-  trace.taskWaitP50 = percentile(waits, 50);
-  trace.taskWaitMax = waits.length ? waits[waits.length - 1] : NaN;
+  const waits = quantiles(taskWaits.filter(Number.isFinite));
+  trace.taskWaitP50 = waits.p50;
+  trace.taskWaitMax = waits.max;
   return trace;
 }
 
@@ -233,17 +223,11 @@ interface Quantile {
 }
 
 function quantile(values: Quantile[], p: number): Quantile {
-  if (!values.length) return { ms: NaN, censored: false };
-  const s = [...values].sort((a, b) => a.ms - b.ms);
-  const at = s[Math.min(s.length - 1, Math.floor((p / 100) * s.length))];
-  return { ms: at.ms, censored: values.some((v) => v.censored && v.ms <= at.ms) };
+  const ms = percentile(ascending(values.map((v) => v.ms)), p);
+  return { ms, censored: values.some((v) => v.censored && v.ms <= ms) };
 }
 
 const fmtQ = (q: Quantile): string => `${q.censored ? '>' : ''}${fmt(q.ms)}`;
-
-const mean = (xs: number[]): number => (xs.length ? xs.reduce((a, b) => a + b, 0) / xs.length : NaN);
-const sorted = (xs: number[]): number[] => [...xs].sort((a, b) => a - b);
-const fmt = (v: number, digits = 0): string => (Number.isFinite(v) ? v.toFixed(digits) : '-');
 
 /** The scheduler's status, or undefined when it does not answer within 5 s (or does not exist yet). */
 async function schedulerStatus(client: SchedulerClient): Promise<SchedulerStatus | undefined> {
@@ -273,8 +257,8 @@ async function measureCeiling(temporal: Client, stop: AbortSignal): Promise<Ceil
     }),
   );
   const elapsed = (wall() - started) / 1000;
-  const s = sorted(latencies);
-  return { perSecond: latencies.length / elapsed, completed: latencies.length, p50: percentile(s, 50), p99: percentile(s, 99) };
+  const q = quantiles(latencies);
+  return { perSecond: latencies.length / elapsed, completed: latencies.length, p50: q.p50, p99: q.p99 };
 }
 
 /**
@@ -283,7 +267,7 @@ async function measureCeiling(temporal: Client, stop: AbortSignal): Promise<Ceil
  */
 async function openLoop(total: number, t0: number, interval: number, stop: AbortSignal, fire: (i: number) => void): Promise<number> {
   let lagMax = 0;
-  for (let i = 0; i < total && !stop.aborted; ) {
+  for (let i = 0; i < total && !stop.aborted;) {
     const now = wall();
     while (i < total && t0 + i * interval <= now) {
       lagMax = Math.max(lagMax, now - (t0 + i * interval));
@@ -331,7 +315,7 @@ async function runShapePhase(rate: number, temporal: Client, stop: AbortSignal):
             { key: JobIdKey, value: workflowId },
             { key: TenantKey, value: TENANT },
             { key: TierKey, value: 'standard' },
-            { key: RegionKey, value: REGION },
+            { key: RegionKey, value: BENCH_REGION },
             { key: JobStateKey, value: 'submitted' },
             { key: AcceleratorTypeKey, value: 'A100' },
           ],
@@ -351,17 +335,17 @@ async function runShapePhase(rate: number, temporal: Client, stop: AbortSignal):
   const submissionsEnd = wall();
   await Promise.race([Promise.all(settled), sleep(DRAIN_SECONDS * 1000), aborted(stop)]);
   const lastFinish = Math.max(...done.map((d) => d.at));
-  const p = sorted(placed);
-  const f = sorted(done.map((d) => d.latency));
+  const p = quantiles(placed);
+  const f = quantiles(done.map((d) => d.latency));
   return {
     rate,
     offered: total,
     finished: done.length,
     sustained: done.filter((d) => d.at <= windowEnd).length / SHAPE_SECONDS,
-    placedP50: percentile(p, 50),
-    placedP99: percentile(p, 99),
-    finishedP50: percentile(f, 50),
-    finishedP99: percentile(f, 99),
+    placedP50: p.p50,
+    placedP99: p.p99,
+    finishedP50: f.p50,
+    finishedP99: f.p99,
     keptUp: done.length === total && lastFinish - submissionsEnd <= RUN_MS + KEPT_UP_SLACK_MS,
     history: done.length ? await historyShape(temporal, `shape/${rate}/0`) : undefined,
   };
@@ -378,8 +362,8 @@ function jobSpec(rate: number, i: number, rng: () => number): JobSpec {
   };
 }
 
-/** How the bench reaches the system: submissions, results (abortable at shutdown), the database. */
-interface Harness {
+/** How a measurement reaches the system: submissions, results (abortable at shutdown), the database. */
+interface System {
   client: SchedulerClient;
   result(tenant: string, jobId: string): Promise<JobResult>;
   db: Kysely<Database>;
@@ -400,13 +384,16 @@ async function releasePending(client: SchedulerClient, violations: Violation[]):
   for (const v of violations) {
     const jobId = v.rule === 'allocation-without-live-job' ? /^job (\S+) epoch/.exec(v.detail)?.[1] : undefined;
     if (!jobId) continue;
-    const d = await client.temporal.workflow.getHandle(jobWorkflowId(TENANT, jobId)).describe().catch(() => undefined);
+    const d = await client.temporal.workflow
+      .getHandle(jobWorkflowId(TENANT, jobId))
+      .describe()
+      .catch(() => undefined);
     if (d?.status.name === 'RUNNING') pending++;
   }
   return pending;
 }
 
-async function runPhase(rate: number, { client, result, db, stop }: Harness): Promise<Phase> {
+async function runPhase(rate: number, { client, result, db, stop }: System): Promise<Phase> {
   const rng = seeded(rate);
   const total = Math.round(rate * SECONDS);
   const interval = 1000 / rate;
@@ -442,7 +429,10 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
             job.reason = r.reason;
           },
           (err: unknown) => {
-            job.error = err instanceof Error ? `${err.name}: ${err.message}${err.cause instanceof Error ? ` (${err.cause.message})` : ''}` : String(err);
+            job.error =
+              err instanceof Error
+                ? `${err.name}: ${err.message}${err.cause instanceof Error ? ` (${err.cause.message})` : ''}`
+                : String(err);
           },
         )
         .finally(() => {
@@ -452,7 +442,9 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
   };
 
   const placedSoFar = async (): Promise<number> => {
-    const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM jobs WHERE id LIKE ${`${prefix}%`} AND placed_at IS NOT NULL`.execute(db);
+    const r = await sql<{ n: number }>`SELECT count(*)::int AS n FROM jobs WHERE id LIKE ${`${prefix}%`} AND placed_at IS NOT NULL`.execute(
+      db,
+    );
     return r.rows[0].n;
   };
   const progress = async (label: string): Promise<void> => {
@@ -500,7 +492,12 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
   const rows = await sql<{ id: string; created_ms: string | null; placed_ms: string | null }>`
     SELECT id, extract(epoch FROM created_at) * 1000 AS created_ms, extract(epoch FROM placed_at) * 1000 AS placed_ms
     FROM jobs WHERE id LIKE ${`${prefix}%`}`.execute(db);
-  const byId = new Map(rows.rows.map((r) => [r.id, { created: r.created_ms === null ? NaN : Number(r.created_ms), placed: r.placed_ms === null ? NaN : Number(r.placed_ms) }]));
+  const byId = new Map(
+    rows.rows.map((r) => [
+      r.id,
+      { created: r.created_ms === null ? NaN : Number(r.created_ms), placed: r.placed_ms === null ? NaN : Number(r.placed_ms) },
+    ]),
+  );
 
   const submitted = jobs.filter((j) => j.submitEnd !== undefined);
   const finished = jobs.filter((j) => j.finishedAt !== undefined);
@@ -511,7 +508,9 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
   const queueWait: number[] = [];
   const placedToFinished: number[] = [];
   for (const j of submitted) {
-    finishedLat.push(j.finishedAt !== undefined ? { ms: j.finishedAt - j.submitStart, censored: false } : { ms: phaseEnd - j.submitStart, censored: true });
+    finishedLat.push(
+      j.finishedAt !== undefined ? { ms: j.finishedAt - j.submitStart, censored: false } : { ms: phaseEnd - j.submitStart, censored: true },
+    );
     const row = byId.get(j.id);
     if (!row || !Number.isFinite(row.placed)) placedLat.push({ ms: phaseEnd - j.submitStart, censored: true });
     if (!row) continue;
@@ -531,13 +530,13 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
   // Each phase has its own server: no scheduler workflow there means it never ran a cycle, and
   // every job placed was placed on admission.
   const schedulerRan = await client.temporal.workflow
-    .getHandle(schedulerWorkflowId(REGION))
+    .getHandle(schedulerWorkflowId(BENCH_REGION))
     .describe()
     .then(
       () => true,
       (err: unknown) => (err instanceof WorkflowNotFoundError ? false : undefined),
     );
-  const cycles = before && after ? after.cycles - before.cycles : schedulerRan === false ? 0 : trace?.cycles ?? NaN;
+  const cycles = before && after ? after.cycles - before.cycles : schedulerRan === false ? 0 : (trace?.cycles ?? NaN);
   const samples = [...cycleSamples.values()];
   const violations = await checkInvariants(db);
   const inFlight = await releasePending(client, violations);
@@ -560,7 +559,7 @@ async function runPhase(rate: number, { client, result, db, stop }: Harness): Pr
     placedP99: quantile(placedLat, 99),
     finishedP50: quantile(finishedLat, 50),
     finishedP99: quantile(finishedLat, 99),
-    submitCallP50: percentile(sorted(submitted.map((j) => j.submitEnd! - j.submitStart)), 50),
+    submitCallP50: quantiles(submitted.map((j) => j.submitEnd! - j.submitStart)).p50,
     timerLagMax,
     toEnqueuedMean: mean(toEnqueued),
     queueWaitMean: mean(queueWait),
@@ -597,7 +596,9 @@ function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: P
     `ceiling: NoopWorkflow start+result with ${CEILING_CONCURRENCY} in flight for ${CEILING_SECONDS} s: ${fmt(ceiling.perSecond, 1)} workflows/s ` +
       `(${ceiling.completed} completed, p50 ${fmt(ceiling.p50)} ms, p99 ${fmt(ceiling.p99)} ms)`,
   );
-  console.log('\n rate  offered  submitted  finished  sustained/s  placed p50  placed p99  finished p50  finished p99  ceiling ratio   (ms from the submit call; >: lower bound, jobs still unplaced/unfinished)');
+  console.log(
+    '\n rate  offered  submitted  finished  sustained/s  placed p50  placed p99  finished p50  finished p99  ceiling ratio   (ms from the submit call; >: lower bound, jobs still unplaced/unfinished)',
+  );
   for (const p of phases)
     console.log(
       `${String(p.rate).padStart(5)}  ${String(p.offered).padStart(7)}  ${String(p.submitted).padStart(9)}  ${String(p.finished).padStart(8)}  ` +
@@ -614,9 +615,15 @@ function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: P
         `${fmt(p.placedP50).padStart(10)}  ${fmt(p.placedP99).padStart(10)}  ${fmt(p.finishedP50).padStart(12)}  ${fmt(p.finishedP99).padStart(12)}  ` +
         `${`${fmt((100 * p.sustained) / ceiling.perSecond, 1)}%`.padStart(13)}  ${(p.keptUp ? 'yes' : 'NO').padStart(7)}`,
     );
-  console.log('\nwhere the time goes (means in ms): submit = client start call; →enq = submit start → jobs.created_at (workflow start, admit, enqueue);');
-  console.log('wait = created_at → placed_at (queue + cycle); on adm. = jobs placed on admission (the rest by a cycle); run = placed_at → result (launch, run, watch, release); DB = pg_stat_database, all backends;');
-  console.log(`drain = last finish − last submission; kept up = all finished and drain ≤ run ${RUN_MS} ms + ${KEPT_UP_SLACK_MS} ms; finish/s = finished ÷ (first submit → last finish)`);
+  console.log(
+    '\nwhere the time goes (means in ms): submit = client start call; →enq = submit start → jobs.created_at (workflow start, admit, enqueue);',
+  );
+  console.log(
+    'wait = created_at → placed_at (queue + cycle); on adm. = jobs placed on admission (the rest by a cycle); run = placed_at → result (launch, run, watch, release); DB = pg_stat_database, all backends;',
+  );
+  console.log(
+    `drain = last finish − last submission; kept up = all finished and drain ≤ run ${RUN_MS} ms + ${KEPT_UP_SLACK_MS} ms; finish/s = finished ÷ (first submit → last finish)`,
+  );
   console.log(
     ' rate  submit p50   →enq   wait    run  cycles  on adm.  cycle ms  peak held  DB busy ms/s  DB xact/s  timer lag max  drain s  finish/s  kept up  not completed  unfinished  backlog at start  violations',
   );
@@ -629,14 +636,16 @@ function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: P
     );
   console.log('\nregion scheduler, from its workflow history over each phase (ms): task wait = its workflow tasks scheduled → started;');
   console.log('timeouts = its tasks not started within the sticky timeout; cycle wait = its scheduleCycle activity scheduled → started');
-  console.log('task failures = its workflow tasks that failed; run events/signals = its current run so far (the server caps signals per execution)');
+  console.log(
+    'task failures = its workflow tasks that failed; run events/signals = its current run so far (the server caps signals per execution)',
+  );
   console.log(' rate  kicks  cycles  task wait p50  task wait max  task timeouts  cycle wait max  task failures  run events  run signals');
   for (const p of phases) {
     const t = p.scheduler;
     console.log(
       t
         ? `${String(p.rate).padStart(5)}  ${String(t.kicks).padStart(5)}  ${String(t.cycles).padStart(6)}  ${fmt(t.taskWaitP50).padStart(13)}  ${fmt(t.taskWaitMax).padStart(13)}  ${String(t.taskTimeouts).padStart(13)}  ${fmt(t.cycleWaitMax).padStart(14)}  ` +
-          `${String(t.taskFailures).padStart(13)}  ${String(t.runEvents).padStart(10)}  ${String(t.runSignals).padStart(11)}`
+            `${String(t.taskFailures).padStart(13)}  ${String(t.runEvents).padStart(10)}  ${String(t.runSignals).padStart(11)}`
         : `${String(p.rate).padStart(5)}  ${p.cycles === 0 ? 'the region scheduler never ran: every job was placed on admission' : 'scheduler history not available'}`,
     );
   }
@@ -677,56 +686,26 @@ function summaryLine(ceiling: Ceiling, phases: Phase[], shapes: ShapePhase[]): s
   return `summary: ${placed}; ${ratio}; ${shape}; ${violations} invariant violations${pending ? ` (${pending} of them jobs still finishing, release pending)` : ''}`;
 }
 
-/** Whether the bench has begun closing Temporal connections (a phase's, or all at the end). */
-let closing = false;
-
 /**
  * Runs `body` against a fresh in-memory dev server with its own worker and connections, then
  * tears them all down. A worker that stops by itself aborts the bench and fails the phase.
  */
-async function onFreshServer<T>(what: string, db: Kysely<Database>, bundlePath: string, stop: AbortController, body: (h: Harness) => Promise<T>): Promise<T> {
-  const cleanup: Cleanup = [];
-  let workerError: unknown;
+async function onFreshServer<T>(
+  what: string,
+  db: Kysely<Database>,
+  bundlePath: string,
+  stop: AbortController,
+  body: (s: System) => Promise<T>,
+): Promise<T> {
+  const cleanup = new Cleanup(`cleanup after ${what}`);
   try {
-    const server = await benchServer(NAMESPACE, cleanup);
-    // Separate connections for the worker, the activities' signals and the bench's submissions,
-    // so that none queues behind another's calls. Cleanup runs in reverse: the bench's result
-    // polls are cancelled and its connection closed first, while the server still answers.
-    const nativeConnection = await NativeConnection.connect({ address: server.address });
-    cleanup.push(['close the worker connection', () => nativeConnection.close()]);
-    const activityConnection = await Connection.connect({ address: server.address });
-    cleanup.push(['close the activity connection', () => activityConnection.close()]);
-    const submitConnection = await Connection.connect({ address: server.address });
-    cleanup.push(['close the submit connection', () => submitConnection.close()]);
+    const server = await benchServer(cleanup);
+    const region = await serveBenchRegion({ server, bundlePath, db, taskQueue: TASK_QUEUE, onWorkerError: () => stop.abort() }, cleanup);
+    const { client } = region;
     // One abort signal per job's result poll: the SDK adds a listener per call and keeps it.
+    // Cancelled first at cleanup, while the submit connection is open and the server answers.
     const polls = new Set<AbortController>();
-    cleanup.push(['cancel the result polls', async () => polls.forEach((c) => c.abort())]);
-    const client = new SchedulerClient({ connection: submitConnection, namespace: NAMESPACE, taskQueue: TASK_QUEUE, region: REGION });
-
-    const worker: SchedulerWorker = await createSchedulerWorker({
-      connection: nativeConnection, namespace: NAMESPACE, taskQueue: TASK_QUEUE, db, region: REGION, workflowBundlePath: bundlePath,
-      client: new Client({ connection: activityConnection, namespace: NAMESPACE }), extraActivities: createBenchActivities(),
-    });
-    let shuttingDown = false;
-    const running = worker.run().then(
-      () => {
-        if (!shuttingDown) workerError = new Error('the worker stopped by itself');
-      },
-      (err: unknown) => {
-        workerError = err;
-      },
-    );
-    void running.then(() => {
-      if (workerError) stop.abort();
-    });
-    cleanup.push([
-      'shut the worker down',
-      async () => {
-        shuttingDown = true;
-        if (worker.getState() === 'RUNNING') worker.shutdown();
-        await running;
-      },
-    ]);
+    cleanup.add('cancel the result polls', () => polls.forEach((c) => c.abort()));
     const out = await body({
       client,
       db,
@@ -738,7 +717,7 @@ async function onFreshServer<T>(what: string, db: Kysely<Database>, bundlePath: 
         try {
           for (;;) {
             try {
-              return await submitConnection.withAbortSignal(poll.signal, () => client.result(tenant, jobId));
+              return await client.temporal.connection.withAbortSignal(poll.signal, () => client.result(tenant, jobId));
             } catch (err) {
               // An overloaded server times out the long poll (DEADLINE_EXCEEDED); the job is still
               // running, so poll again. A failed job, or the bench stopping, ends the wait.
@@ -752,56 +731,33 @@ async function onFreshServer<T>(what: string, db: Kysely<Database>, bundlePath: 
         }
       },
     });
-    if (workerError) throw new Error(`${what}: the worker stopped during the phase`, { cause: workerError });
+    if (region.workerError) throw new Error(`${what}: the worker stopped during the phase`, { cause: region.workerError });
     return out;
   } finally {
-    // Reverse order of setup: worker, result polls, connections, server.
-    closing = true;
-    for (const [step, undo] of cleanup.reverse())
-      await undo().catch((err: unknown) => say(`cleanup after ${what}: could not ${step}: ${err instanceof Error ? err.message : String(err)}`));
+    await cleanup.run();
   }
 }
 
-async function main(): Promise<void> {
-  // The SDK logs every job phase at INFO; the bench keeps warnings and errors only, on stderr with
-  // the native core's (forwarded), so stdout holds the tables alone. No shutdown signals: Ctrl-C
-  // is the bench's to handle, so the worker keeps serving until cleanup.
-  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [], telemetryOptions: { logging: { forward: {} } } });
-  const stop = new AbortController();
-  process.on('SIGINT', () => {
-    if (stop.signal.aborted) process.exit(130);
-    stop.abort();
-    say('stopping: no more submissions; printing what was measured, then cleaning up (Ctrl-C again to quit at once)');
-  });
-
-  // grpc-js throws from a timer when a call retried by the Temporal client's retry interceptor
-  // finds its channel closed: harmless once the bench has closed connections, fatal otherwise.
-  process.on('uncaughtException', (err) => {
-    if (closing && err.message === 'Channel has been shut down') return;
-    console.error(err);
-    process.exit(1);
-  });
-
-  const cleanup: Array<[string, () => Promise<unknown>]> = [];
-  try {
+// Ctrl-C stops submissions and prints what was measured (a second one quits at once).
+runBench(
+  async ({ cleanup, stop }) => {
     say(`• database and fleet: ${DEVICES} devices`);
-    const { url, db } = await freshBenchDatabase('sched_bench_lifecycle', 20);
-    cleanup.push(['drop the bench database', () => dropDatabase(url)], ['close the database pool', () => db.destroy()]);
+    const { db } = await freshBenchDatabase(cleanup, 'sched_bench_lifecycle', 20);
     await seedSyntheticFleet(db, DEVICES);
-    // Admission needs registered tenants: the org, then the team.
-    await db.insertInto('tenants').values([{ path: ORG, parent: null }, { path: TENANT, parent: ORG }]).execute();
+    // Admission needs registered tenants.
+    await seedTenants(db, [TENANT]);
 
     say('• workflow bundle');
     const bundlePath = await benchBundle('lifecycle', cleanup);
     // Every measurement on its own fresh dev server: the in-memory server slows as it holds more
     // histories (a 50/s phase after 5100 other workflows ran at 32 jobs/s, first at 42), so
     // phases are compared on equal terms whatever their order.
-    const fresh = <T>(what: string, body: (h: Harness) => Promise<T>): Promise<T> => onFreshServer(what, db, bundlePath, stop, body);
+    const fresh = <T>(what: string, body: (s: System) => Promise<T>): Promise<T> => onFreshServer(what, db, bundlePath, stop, body);
 
     say(`• ceiling: NoopWorkflow, ${CEILING_CONCURRENCY} in flight, ${CEILING_SECONDS} s`);
-    const { ceiling, noop } = await fresh('ceiling', async (h) => {
-      const c = await measureCeiling(h.client.temporal, stop.signal);
-      return { ceiling: c, noop: await historyShape(h.client.temporal, 'noop/0/0') };
+    const { ceiling, noop } = await fresh('ceiling', async (sys) => {
+      const c = await measureCeiling(sys.client.temporal, stop.signal);
+      return { ceiling: c, noop: await historyShape(sys.client.temporal, 'noop/0/0') };
     });
     say(`  ${fmt(ceiling.perSecond, 1)} workflows/s`);
 
@@ -809,7 +765,7 @@ async function main(): Promise<void> {
     for (const rate of RATES) {
       if (stop.signal.aborted) break;
       say(`• lifecycle at ${rate} jobs/s for ${SECONDS} s`);
-      const p = await fresh(`lifecycle at ${rate}/s`, (h) => runPhase(rate, h));
+      const p = await fresh(`lifecycle at ${rate}/s`, (sys) => runPhase(rate, sys));
       phases.push(p);
       // The phase's headline now, in case a later phase does not come back.
       say(
@@ -822,26 +778,16 @@ async function main(): Promise<void> {
     for (const rate of RATES) {
       if (stop.signal.aborted) break;
       say(`• JobShapeWorkflow at ${rate}/s for ${SHAPE_SECONDS} s`);
-      const p = await fresh(`JobShapeWorkflow at ${rate}/s`, (h) => runShapePhase(rate, h.client.temporal, stop.signal));
+      const p = await fresh(`JobShapeWorkflow at ${rate}/s`, (sys) => runShapePhase(rate, sys.client.temporal, stop.signal));
       shapes.push(p);
-      say(`  ${p.finished} of ${p.offered} finished, sustained ${fmt(p.sustained, 1)}/s, placed p50/p99 ${fmt(p.placedP50)}/${fmt(p.placedP99)} ms, kept up: ${p.keptUp ? 'yes' : 'no'}`);
+      say(
+        `  ${p.finished} of ${p.offered} finished, sustained ${fmt(p.sustained, 1)}/s, placed p50/p99 ${fmt(p.placedP50)}/${fmt(p.placedP99)} ms, kept up: ${p.keptUp ? 'yes' : 'no'}`,
+      );
     }
 
     printTables(ceiling, noop, phases, shapes);
     if (resultPollErrors) console.log(`result polls the server failed and the bench repeated: ${resultPollErrors}`);
     console.log(summaryLine(ceiling, phases, shapes));
-  } finally {
-    // Reverse order of setup: bundle, pool, database.
-    closing = true;
-    for (const [what, undo] of cleanup.reverse())
-      await undo().catch((err: unknown) => say(`cleanup: could not ${what}: ${err instanceof Error ? err.message : String(err)}`));
-  }
-}
-
-main().then(
-  () => process.exit(0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
   },
+  { onInterrupt: 'report' },
 );

@@ -10,32 +10,26 @@
 // every running job, since each running job holds one for its whole run), PREEMPT_SEED.
 import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
-import { Client, Connection } from '@temporalio/client';
-import { DefaultLogger, NativeConnection, Runtime } from '@temporalio/worker';
-import { SchedulerClient } from '../api/client';
+import type { Client } from '@temporalio/client';
+import type { SchedulerClient } from '../api/client';
 import type { JobSpec, ResourceRequest } from '../api/types';
-import { MAX_WATCHED_RUNS, createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
+import { MAX_WATCHED_RUNS } from '../worker/worker';
 import { checkInvariants } from '../db/invariants';
-import { dropDatabase } from '../db/connection';
 import type { Database } from '../db/schema';
-import { BENCH_TYPES, freshBenchDatabase, percentile, seedSyntheticFleet, seeded } from './fleet';
-import { benchTemporal } from './temporal';
+import { envNumber, SettingError } from './env';
+import { BENCH_TYPES, seedSyntheticFleet, seeded } from './fleet';
+import { freshBenchDatabase, runBench, say, seedTenants, sleep } from './harness';
+import { fmt, quantiles } from './stats';
+import { benchBundle, benchServer, eventMs, serveBenchRegion, wide, type HistoryEvent } from './temporal';
 
-function envNumber(name: string, fallback: number, min = 1): number {
-  const raw = process.env[name];
-  if (raw === undefined || raw === '') return fallback;
-  const v = Number(raw);
-  if (!Number.isFinite(v) || v < min) throw new Error(`${name}: ${JSON.stringify(raw)} must be a number ≥ ${min}`);
-  return v;
-}
-
-const DEVICES = Math.round(envNumber('PREEMPT_DEVICES', 1000, 48) / 8) * 8;
-const PREMIUM_JOBS = Math.round(envNumber('PREEMPT_JOBS', 100));
-const RATE = envNumber('PREEMPT_RATE', 5, 0.01);
-const GRACE_MS = Math.round(envNumber('PREEMPT_GRACE_MS', 2000, 0));
-const FILL_RATE = envNumber('PREEMPT_FILL_RATE', 20, 0.1);
-const TIMEOUT_MS = envNumber('PREEMPT_TIMEOUT_S', 600) * 1000;
-const SEED = Math.round(envNumber('PREEMPT_SEED', 7, 0));
+/** Rounded to whole nodes of 8. */
+const DEVICES = Math.round(envNumber('PREEMPT_DEVICES', 1000, { integer: true, min: 48 }) / 8) * 8;
+const PREMIUM_JOBS = envNumber('PREEMPT_JOBS', 100, { integer: true, min: 1 });
+const RATE = envNumber('PREEMPT_RATE', 5, { min: 0.01 });
+const GRACE_MS = envNumber('PREEMPT_GRACE_MS', 2000, { integer: true, min: 0 });
+const FILL_RATE = envNumber('PREEMPT_FILL_RATE', 20, { min: 0.1 });
+const TIMEOUT_MS = envNumber('PREEMPT_TIMEOUT_S', 600, { min: 1 }) * 1000;
+const SEED = envNumber('PREEMPT_SEED', 7, { integer: true, min: 0 });
 /** Job runs one worker watches at once: each running job holds one of its activity slots. */
 const SLOTS_PER_WORKER = MAX_WATCHED_RUNS;
 /** Long enough that nothing finishes during the bench. */
@@ -43,24 +37,21 @@ const LONG_MS = 6 * 3600_000;
 /** Share of basic jobs that checkpoint when preempted (they lose ~nothing). */
 const CHECKPOINTABLE_SHARE = 0.3;
 
-const NAMESPACE = 'sched-bench';
 const TASK_QUEUE = 'preemption-bench';
-/** The region seedSyntheticFleet puts its cluster in. */
-const REGION = 'bench';
-const ORG = 'bench';
 const BASIC_TENANT = 'bench/basic';
 const PREMIUM_TENANT = 'bench/prem';
 const POLL_MS = 100;
 const PROGRESS_EVERY_MS = 10_000;
 
-const sleep = (ms: number): Promise<void> => new Promise((r) => setTimeout(r, ms));
-const say = (msg: string): void => void process.stderr.write(`${msg}\n`);
-const load = (): string => os.loadavg().map((l) => l.toFixed(2)).join(' ');
+const load = (): string =>
+  os
+    .loadavg()
+    .map((l) => l.toFixed(2))
+    .join(' ');
 /** a / b for the tables; a minimum of (nearly) zero makes any real loss infinitely worse. */
 const ratioText = (a: number, b: number): string => (b >= 0.05 ? fmt(a / b, 2) : a >= 0.05 ? '∞' : '1.00');
 /** Label column of the tables. */
 const WIDTH = 42;
-const fmt = (v: number, digits = 0): string => (Number.isFinite(v) ? v.toFixed(digits) : '-');
 
 interface Shape {
   workers: number;
@@ -110,8 +101,13 @@ function fillPlan(capacity: Map<string, number>, rng: () => number): JobSpec[][]
       left -= count * devicesOf(shape);
       for (let k = 0; k < count; k++) {
         const spec: JobSpec = {
-          jobId: `b-${String(++n).padStart(4, '0')}`, tenant: BASIC_TENANT, tier: 'basic', priority: 0, durationMs: LONG_MS,
-          request: request(type, shape), checkpointable: rng() < CHECKPOINTABLE_SHARE,
+          jobId: `b-${String(++n).padStart(4, '0')}`,
+          tenant: BASIC_TENANT,
+          tier: 'basic',
+          priority: 0,
+          durationMs: LONG_MS,
+          request: request(type, shape),
+          checkpointable: rng() < CHECKPOINTABLE_SHARE,
         };
         waves.set(shape.devicesPerWorker, [...(waves.get(shape.devicesPerWorker) ?? []), spec]);
       }
@@ -127,7 +123,11 @@ function premiumPlan(rng: () => number): JobSpec[] {
     let r = rng() * total;
     const { shape } = PREMIUM_MIX.find((m) => (r -= m.weight) < 0) ?? PREMIUM_MIX[0];
     return {
-      jobId: `p-${String(i + 1).padStart(3, '0')}`, tenant: PREMIUM_TENANT, tier: 'premium', priority: 0, durationMs: LONG_MS,
+      jobId: `p-${String(i + 1).padStart(3, '0')}`,
+      tenant: PREMIUM_TENANT,
+      tier: 'premium',
+      priority: 0,
+      durationMs: LONG_MS,
       request: request(BENCH_TYPES[i % BENCH_TYPES.length], shape),
     };
   });
@@ -156,15 +156,36 @@ async function submitAtRate(client: SchedulerClient, specs: JobSpec[], rate: num
 }
 
 /** Waits until every listed job holds its placement (state placed or running). */
-async function waitPlaced(db: Kysely<Database>, ids: string[], what: string, timeoutMs: number, state: Array<'placed' | 'running'> = ['placed', 'running']): Promise<void> {
+async function waitPlaced(
+  db: Kysely<Database>,
+  ids: string[],
+  what: string,
+  timeoutMs: number,
+  state: Array<'placed' | 'running'> = ['placed', 'running'],
+): Promise<void> {
   const deadline = Date.now() + timeoutMs;
   let lastReport = Date.now();
   for (;;) {
-    const n = await db.selectFrom('jobs').select((eb) => eb.fn.countAll<string>().as('n')).where('id', 'in', ids).where('state', 'in', state).executeTakeFirstOrThrow();
+    const n = await db
+      .selectFrom('jobs')
+      .select((eb) => eb.fn.countAll<string>().as('n'))
+      .where('id', 'in', ids)
+      .where('state', 'in', state)
+      .executeTakeFirstOrThrow();
     if (Number(n.n) === ids.length) return;
     if (Date.now() > deadline) {
-      const stuck = await db.selectFrom('jobs').select(['id', 'state', 'waiting_reason']).where('id', 'in', ids).where('state', 'not in', state).limit(3).execute();
-      const running = await db.selectFrom('jobs').select((eb) => eb.fn.countAll<string>().as('n')).where('state', '=', 'running').executeTakeFirstOrThrow();
+      const stuck = await db
+        .selectFrom('jobs')
+        .select(['id', 'state', 'waiting_reason'])
+        .where('id', 'in', ids)
+        .where('state', 'not in', state)
+        .limit(3)
+        .execute();
+      const running = await db
+        .selectFrom('jobs')
+        .select((eb) => eb.fn.countAll<string>().as('n'))
+        .where('state', '=', 'running')
+        .executeTakeFirstOrThrow();
       throw new Error(
         `${what}: only ${n.n} of ${ids.length} jobs reached ${state.join('/')} within ${timeoutMs / 1000} s ` +
           `(${running.n} jobs running in all; each holds one of the workers' ${SLOTS_PER_WORKER}-per-worker activity slots). ` +
@@ -262,10 +283,20 @@ async function snapshotPlan(db: Kysely<Database>, preemptor: string, plannedAt: 
   const victims = await db.selectFrom('nominations').select('victim').distinct().where('preemptor', '=', preemptor).execute();
   const rows = candidates.rows;
   const bound = cheapestRoom(rows, workers, devicesPerWorker);
-  const naive = cheapestRoom(rows.map((r) => ({ node: r.node, cost: r.naive })), workers, devicesPerWorker);
-  const anyNode = cheapestRoom(rows.map((r) => ({ node: 0, cost: r.cost })), 1, workers * devicesPerWorker);
+  const naive = cheapestRoom(
+    rows.map((r) => ({ node: r.node, cost: r.naive })),
+    workers,
+    devicesPerWorker,
+  );
+  const anyNode = cheapestRoom(
+    rows.map((r) => ({ node: 0, cost: r.cost })),
+    1,
+    workers * devicesPerWorker,
+  );
   return {
-    preemptor, plannedAt: plannedAt.getTime(), victims: victims.map((v) => v.victim),
+    preemptor,
+    plannedAt: plannedAt.getTime(),
+    victims: victims.map((v) => v.victim),
     boundDeviceMs: bound ?? 0,
     boundAnyNodeMs: anyNode ?? 0,
     chosenDeviceMs: chosen.rows.reduce((s, v) => s + v.devices * (v.ckpt ? 0 : v.ms + GRACE_MS), 0),
@@ -300,7 +331,11 @@ async function watchPremium(
   let lastSample = 0;
   let why = new Map<string, number>();
   while (w.placedAt.size < premium.size && Date.now() < deadlineOf()) {
-    const noms = await db.selectFrom('nominations').select(['preemptor', (eb) => eb.fn.min<Date>('created_at').as('at')]).groupBy('preemptor').execute();
+    const noms = await db
+      .selectFrom('nominations')
+      .select(['preemptor', (eb) => eb.fn.min<Date>('created_at').as('at')])
+      .groupBy('preemptor')
+      .execute();
     for (const n of noms) {
       const spec = premium.get(n.preemptor);
       const at = new Date(n.at).getTime();
@@ -308,16 +343,34 @@ async function watchPremium(
       lastPlan.set(n.preemptor, at);
       w.plans.push(await snapshotPlan(db, n.preemptor, new Date(n.at), spec));
     }
-    const placed = await db.selectFrom('jobs').select(['id', 'placed_at']).where('tier', '=', 'premium').where('placed_at', 'is not', null).execute();
+    const placed = await db
+      .selectFrom('jobs')
+      .select(['id', 'placed_at'])
+      .where('tier', '=', 'premium')
+      .where('placed_at', 'is not', null)
+      .execute();
     for (const p of placed) if (!w.placedAt.has(p.id) && p.placed_at) w.placedAt.set(p.id, p.placed_at.getTime());
     if (Date.now() - lastSample >= REASON_SAMPLE_MS) {
       // Only the job workflow knows a backfill hold (the database keeps just the preempting reasons).
       lastSample = Date.now();
       const waiting = [...submitted.keys()].filter((id) => !w.placedAt.has(id));
-      const reasons = await Promise.all(waiting.map((id) => client.status(PREMIUM_TENANT, id).then((st) => st.waitingReason ?? st.phase, () => 'no answer')));
+      const reasons = await Promise.all(
+        waiting.map((id) =>
+          client.status(PREMIUM_TENANT, id).then(
+            (st) => st.waitingReason ?? st.phase,
+            () => 'no answer',
+          ),
+        ),
+      );
       why = new Map();
       reasons.forEach((r, i) => {
-        const kind = r.startsWith('held for') ? 'held behind a higher-ranked job' : r.startsWith('preempting') ? 'preempting' : r.startsWith('queued') ? 'queued' : r.split(':')[0];
+        const kind = r.startsWith('held for')
+          ? 'held behind a higher-ranked job'
+          : r.startsWith('preempting')
+            ? 'preempting'
+            : r.startsWith('queued')
+              ? 'queued'
+              : r.split(':')[0];
         why.set(kind, (why.get(kind) ?? 0) + 1);
         if (kind.startsWith('held')) w.everHeld.add(waiting[i]);
       });
@@ -335,12 +388,6 @@ async function watchPremium(
   }
   return w;
 }
-
-type History = Awaited<ReturnType<ReturnType<Client['workflow']['getHandle']>['fetchHistory']>>;
-type HistoryEvent = NonNullable<History['events']>[number];
-type Wide = number | { toNumber(): number } | null | undefined;
-const wide = (v: Wide): number => (v === null || v === undefined ? NaN : typeof v === 'number' ? v : v.toNumber());
-const eventMs = (e: HistoryEvent): number => wide(e.eventTime?.seconds) * 1000 + (e.eventTime?.nanos ?? 0) / 1e6;
 
 /** One victim's preemption, step by step, from its workflow history (server times). */
 interface VictimSteps {
@@ -399,7 +446,12 @@ async function victimSteps(temporal: Client, jobId: string, preemptor: string, p
   const requeue = stop === undefined ? undefined : completed('requeue', stop);
   if (!started || timerAt === undefined || stands === undefined || stop === undefined || requeue === undefined) return undefined;
   return {
-    preemptor, signal: t0 - plannedAt, handled: eventMs(started) - t0, grace: timerAt - eventMs(started), release: requeue - timerAt, releasedAt: requeue,
+    preemptor,
+    signal: t0 - plannedAt,
+    handled: eventMs(started) - t0,
+    grace: timerAt - eventMs(started),
+    release: requeue - timerAt,
+    releasedAt: requeue,
   };
 }
 
@@ -414,283 +466,300 @@ async function settle(db: Kysely<Database>, timeoutMs: number): Promise<void> {
   }
 }
 
-const quantiles = (values: number[]): { n: number; p50: number; p99: number; max: number } => {
-  const s = [...values].sort((a, b) => a - b);
-  return { n: s.length, p50: percentile(s, 50), p99: percentile(s, 99), max: s.length ? s[s.length - 1] : NaN };
-};
-
-async function main(): Promise<void> {
-  Runtime.install({ logger: new DefaultLogger('WARN'), shutdownSignals: [], telemetryOptions: { logging: { forward: {} } } });
+runBench(async ({ cleanup }) => {
   const loadAtStart = load();
-  const cleanup: Array<[string, () => Promise<unknown>]> = [];
-  try {
-    const rng = seeded(SEED);
-    say(`• database and fleet: ${DEVICES} devices; load ${loadAtStart}`);
-    const { url, db } = await freshBenchDatabase('sched_bench_preemption', 30);
-    cleanup.push(['drop the bench database', () => dropDatabase(url)], ['close the database pool', () => db.destroy()]);
-    await seedSyntheticFleet(db, DEVICES);
-    await db.insertInto('tenants').values([
-      { path: ORG, parent: null }, { path: BASIC_TENANT, parent: ORG }, { path: PREMIUM_TENANT, parent: ORG },
-    ]).execute();
-    const capRows = await sql<{ type: string; devices: number }>`
-      SELECT accelerator_type AS type, sum(device_count)::int AS devices FROM nodes GROUP BY accelerator_type ORDER BY accelerator_type`.execute(db);
-    const capacity = new Map(capRows.rows.map((r) => [r.type, r.devices]));
-    const waves = fillPlan(capacity, rng);
-    const basic = waves.flat();
-    const premiumSpecs = premiumPlan(rng);
-    for (const [type, devices] of capacity) {
-      const wanted = premiumSpecs.filter((s) => s.request.acceleratorTypes[0] === type).reduce((n, s) => n + devicesOf(s.request), 0);
-      if (wanted > devices) throw new Error(`PREEMPT_JOBS=${PREMIUM_JOBS}: premium jobs want ${wanted} ${type} devices, the fleet has ${devices}; lower PREEMPT_JOBS or raise PREEMPT_DEVICES`);
-    }
-    const premium = new Map(premiumSpecs.map((s) => [s.jobId, s]));
-    const autoWorkers = Math.ceil((basic.length + premiumSpecs.length + 20) / SLOTS_PER_WORKER);
-    const workers = Math.round(envNumber('PREEMPT_WORKERS', autoWorkers));
-
-    say('• Temporal dev server (in memory) and workflow bundle');
-    const { server, bundlePath } = await benchTemporal('preemption', NAMESPACE, cleanup);
-    const activityConnection = await Connection.connect({ address: server.address });
-    cleanup.push(['close the activity connection', () => activityConnection.close()]);
-    const submitConnection = await Connection.connect({ address: server.address });
-    cleanup.push(['close the submit connection', () => submitConnection.close()]);
-    const client = new SchedulerClient({ connection: submitConnection, namespace: NAMESPACE, taskQueue: TASK_QUEUE, region: REGION });
-    const activityClient = new Client({ connection: activityConnection, namespace: NAMESPACE });
-
-    // Every running job holds an activity slot for its whole run, and one worker has
-    // SLOTS_PER_WORKER of them; more workers, if asked for, each need their own connection (the
-    // SDK allows one worker per task queue per connection).
-    const started: Array<{ worker: SchedulerWorker; done: Promise<void> }> = [];
-    const workerConnections: NativeConnection[] = [];
-    let workerError: unknown;
-    cleanup.push(['close the worker connections', () => Promise.all(workerConnections.map((c) => c.close()))]);
-    cleanup.push([
-      'shut the workers down',
-      async () => {
-        for (const w of started) w.worker.shutdown();
-        await Promise.all(started.map((w) => w.done));
-      },
-    ]);
-    for (let i = 0; i < workers; i++) {
-      const connection = await NativeConnection.connect({ address: server.address });
-      workerConnections.push(connection);
-      const worker = await createSchedulerWorker({
-        connection, namespace: NAMESPACE, taskQueue: TASK_QUEUE, db, region: REGION, workflowBundlePath: bundlePath,
-        client: activityClient, cycle: { preemptGraceMs: GRACE_MS }, identity: `preemption-bench-${i}`,
-      });
-      started.push({ worker, done: worker.run().catch((err: unknown) => void (workerError = err)) });
-    }
-
-    // Fill: one wave per worker size, largest first, each placed before the next starts.
-    const fillStarted = Date.now();
-    for (const wave of waves) {
-      const size = wave[0].request.devicesPerWorker;
-      say(`• fill: ${wave.length} basic jobs of ${size} device(s) per worker at ${FILL_RATE}/s`);
-      await submitAtRate(client, wave, FILL_RATE);
-      await waitPlaced(db, wave.map((s) => s.jobId), `fill wave of ${size}`, 120_000 + (wave.length / FILL_RATE) * 1000);
-    }
-    await waitPlaced(db, basic.map((s) => s.jobId), 'fill: all running', 120_000, ['running']);
-    const fillSeconds = (Date.now() - fillStarted) / 1000;
-    const free = await sql<{ free: number }>`SELECT coalesce(sum(free_whole), 0)::int AS free FROM nodes WHERE state = 'ready'`.execute(db);
-    if (free.rows[0].free !== 0) throw new Error(`fill left ${free.rows[0].free} devices free; the cluster must be full before premium work arrives`);
-    if (workerError) throw new Error('a worker stopped during the fill', { cause: workerError });
-    say(`  cluster full: ${basic.length} basic jobs running after ${fmt(fillSeconds, 1)} s; load ${load()}`);
-
-    // Premium jobs at a steady rate, watched until all are placed.
-    say(`• ${PREMIUM_JOBS} premium jobs at ${RATE}/s, grace ${GRACE_MS} ms, ${workers} workers`);
-    const xactBefore = await sql<{ n: string }>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()`.execute(db);
-    const t0 = Date.now();
-    const submitted = new Map<string, number>();
-    let submitDone = false;
-    const submitting = submitAtRate(client, premiumSpecs, RATE, submitted).finally(() => (submitDone = true));
-    submitting.catch(() => undefined); // awaited below, after the watch
-    const deadline = (): number => (submitDone ? Math.max(...submitted.values()) + TIMEOUT_MS : Infinity);
-    const watch = await watchPremium(db, client, premium, submitted, deadline);
-    await submitting;
-    const watchSeconds = (Date.now() - t0) / 1000;
-    const xactAfter = await sql<{ n: string }>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()`.execute(db);
-    const loadAtEnd = load();
-    await settle(db, 15_000);
-
-    // Results, from the database once the dust has settled.
-    const preemptions = await sql<{ preemptor: string; victims: number }>`
-      SELECT p AS preemptor, count(*)::int AS victims FROM jobs, unnest(preempted_by) AS p GROUP BY p`.execute(db);
-    const victimJobs = await sql<{ id: string; times: number; ckpt: boolean }>`
-      SELECT id, cardinality(preempted_by) AS times, (spec->>'checkpointable')::boolean IS TRUE AS ckpt FROM jobs WHERE cardinality(preempted_by) > 0`.execute(db);
-    const stops = await sql<{ job_id: string; preemptor: string; lost_ms: number; devices: number; ckpt: boolean; stopped_at: Date }>`
-      SELECT e.job_id, substring(e.detail FROM '^preempted for (.*)$') AS preemptor, (e.progress_ms - e.checkpoint_ms)::int AS lost_ms,
-             ((j.spec->'request'->>'workers')::int * (j.spec->'request'->>'devicesPerWorker')::int) AS devices,
-             (j.spec->>'checkpointable')::boolean IS TRUE AS ckpt, e.resumed_at AS stopped_at
-      FROM executions e JOIN jobs j ON j.id = e.job_id WHERE e.state = 'stopped' AND e.detail LIKE 'preempted for %'`.execute(db);
-    const premiumRows = await db.selectFrom('jobs').select(['id', 'created_at', 'placed_at', 'epoch', 'preempted_by', 'state', 'waiting_reason']).where('tier', '=', 'premium').execute();
-    const violations = await checkInvariants(db);
-    const endState = await sql<{ free: number; waiting_basic: number; running_basic: number }>`
-      SELECT (SELECT coalesce(sum(free_whole), 0) FROM nodes WHERE state = 'ready')::int AS free,
-             (SELECT count(*) FROM jobs WHERE tier = 'basic' AND state = 'waiting')::int AS waiting_basic,
-             (SELECT count(*) FROM jobs WHERE tier = 'basic' AND state = 'running')::int AS running_basic`.execute(db);
-
-    // Submit → placed, and where the time goes for the jobs that preempted.
-    const victimsOf = new Map(preemptions.rows.map((r) => [r.preemptor, r.victims]));
-    const planOf = new Map<string, PlanSnapshot>();
-    for (const p of watch.plans) if (!planOf.has(p.preemptor)) planOf.set(p.preemptor, p);
-    const lastStop = new Map<string, number>();
-    for (const s of stops.rows) lastStop.set(s.preemptor, Math.max(lastStop.get(s.preemptor) ?? 0, new Date(s.stopped_at).getTime()));
-    const waits = { all: [] as number[], preempting: [] as number[], direct: [] as number[] };
-    const phases = { admit: [] as number[], toPlan: [] as number[], planToStop: [] as number[], stopToPlaced: [] as number[], direct: [] as number[] };
-    const notPlaced: string[] = [];
-    for (const r of premiumRows) {
-      const sub = submitted.get(r.id);
-      const placed = watch.placedAt.get(r.id) ?? r.placed_at?.getTime();
-      if (sub === undefined || placed === undefined) {
-        notPlaced.push(`${r.id} ${r.state}${r.waiting_reason ? ` (${r.waiting_reason})` : ''}`);
-        continue;
-      }
-      waits.all.push(placed - sub);
-      const queued = r.created_at.getTime();
-      phases.admit.push(queued - sub);
-      const plan = planOf.get(r.id);
-      if (victimsOf.has(r.id)) {
-        waits.preempting.push(placed - sub);
-        const stop = lastStop.get(r.id);
-        if (plan) phases.toPlan.push(plan.plannedAt - queued);
-        if (plan && stop) phases.planToStop.push(stop - plan.plannedAt);
-        if (stop) phases.stopToPlaced.push(placed - stop);
-      } else {
-        waits.direct.push(placed - sub);
-        phases.direct.push(placed - queued);
-      }
-    }
-    for (const id of premium.keys()) if (!premiumRows.some((r) => r.id === id)) notPlaced.push(`${id} never reached the queue`);
-    const everVictim = premiumRows.filter((r) => r.preempted_by.length > 0 || r.epoch !== 1).map((r) => r.id);
-
-    // Victims and work lost.
-    const counts = [...victimsOf.values()];
-    const totalVictims = counts.reduce((s, n) => s + n, 0);
-    const meanVictims = counts.length ? totalVictims / counts.length : NaN;
-    const histogram = new Map<number, number>();
-    for (const n of counts) histogram.set(n, (histogram.get(n) ?? 0) + 1);
-    const lostBy = new Map<string, number>();
-    for (const s of stops.rows) lostBy.set(s.preemptor, (lostBy.get(s.preemptor) ?? 0) + s.lost_ms * s.devices);
-    const actualAll = [...lostBy.values()].reduce((s, v) => s + v, 0) / 1000;
-    const observed = [...planOf.values()].filter((p) => victimsOf.has(p.preemptor));
-    const unobserved = [...victimsOf.keys()].filter((p) => !planOf.has(p));
-    const actual = observed.reduce((s, p) => s + (lostBy.get(p.preemptor) ?? 0), 0) / 1000;
-    const bound = observed.reduce((s, p) => s + p.boundDeviceMs, 0) / 1000;
-    const chosen = observed.reduce((s, p) => s + p.chosenDeviceMs, 0) / 1000;
-    const boundNaive = observed.reduce((s, p) => s + p.boundIgnoringCheckpointsMs, 0) / 1000;
-    const chosenNaive = observed.reduce((s, p) => s + p.chosenIgnoringCheckpointsMs, 0) / 1000;
-    const boundAnyNode = observed.reduce((s, p) => s + p.boundAnyNodeMs, 0) / 1000;
-    const ratio = ratioText(actual, bound);
-    const overGrace = stops.rows.flatMap((s) => {
-      const plan = planOf.get(s.preemptor);
-      return plan ? [new Date(s.stopped_at).getTime() - plan.plannedAt - GRACE_MS] : [];
-    });
-    const ckptVictims = stops.rows.filter((s) => s.ckpt).length;
-    const ckptFleetShare = basic.filter((s) => s.checkpointable).length / basic.length;
-    const short = observed.filter((p) => p.short).length;
-    const xactPerSecond = (Number(xactAfter.rows[0].n) - Number(xactBefore.rows[0].n)) / watchSeconds;
-
-    // Victims step by step, from a sample of their histories.
-    const sample = stops.rows.filter((s) => planOf.has(s.preemptor)).filter((_, i, all) => i % Math.max(1, Math.ceil(all.length / 40)) === 0);
-    const steps = (await Promise.all(sample.map((s) => victimSteps(client.temporal, s.job_id, s.preemptor, planOf.get(s.preemptor)!.plannedAt).catch(() => undefined))))
-      .filter((x): x is VictimSteps => x !== undefined);
-    const lastRelease = new Map<string, number>();
-    for (const st of steps) lastRelease.set(st.preemptor, Math.max(lastRelease.get(st.preemptor) ?? 0, st.releasedAt));
-
-    // The table.
-    const shapes = new Map<string, number>();
-    for (const s of basic) shapes.set(shapeName(s.request), (shapes.get(shapeName(s.request)) ?? 0) + 1);
-    const pShapes = new Map<string, number>();
-    for (const s of premiumSpecs) pShapes.set(shapeName(s.request), (pShapes.get(shapeName(s.request)) ?? 0) + 1);
-    const list = (m: Map<string, number>): string => [...m].map(([k, v]) => `${v}×${k}`).join(', ');
-    console.log(
-      `\npreemption: ${DEVICES} devices (${DEVICES / 8} nodes × 8; ${[...capacity].map(([t, d]) => `${t} ${d}`).join(', ')}), ` +
-        `full with ${basic.length} basic jobs; ${PREMIUM_JOBS} premium jobs at ${RATE}/s; grace ${GRACE_MS} ms; ${workers} workers × ${SLOTS_PER_WORKER} activity slots`,
-    );
-    console.log(`basic jobs (devices per job): ${list(shapes)}; ${fmt(100 * ckptFleetShare)}% checkpointable; filled in ${fmt(fillSeconds, 1)} s (start ages differ by up to that)`);
-    console.log(`premium jobs (devices per job): ${list(pShapes)}`);
-    console.log(`load average (1/5/15 min): ${loadAtStart} at start, ${loadAtEnd} at the end of the premium phase; bench database ${fmt(xactPerSecond)} transactions/s during it`);
-    console.log(`\n${'submit → placed (ms)'.padEnd(WIDTH)}     n      p50      p99      max`);
-    const row = (label: string, v: number[], minus = 0): void => {
-      const q = quantiles(v.map((x) => x - minus));
-      console.log(`${label.padEnd(WIDTH)} ${String(q.n).padStart(5)}  ${fmt(q.p50).padStart(7)}  ${fmt(q.p99).padStart(7)}  ${fmt(q.max).padStart(7)}`);
-    };
-    row('all premium', waits.all);
-    row(`all premium, minus grace (${GRACE_MS})`, waits.all, GRACE_MS);
-    row('  that preempted', waits.preempting);
-    row('  that preempted, minus grace', waits.preempting, GRACE_MS);
-    row('  that found room without preempting', waits.direct);
-    console.log(`\n${'where the time goes (ms)'.padEnd(WIDTH)}     n      p50      p99      max`);
-    row('submit → queued (admit, enqueue)', phases.admit);
-    row('queued → victims chosen', phases.toPlan);
-    row(`victims chosen → last victim stopped`, phases.planToStop);
-    row('  of which beyond the grace, per victim', overGrace);
-    row('last victim stopped → placed', phases.stopToPlaced);
-    row('queued → placed, without preempting', phases.direct);
-    console.log(
-      `${watch.everHeld.size} of ${PREMIUM_JOBS} premium jobs were seen (sampled every ${REASON_SAMPLE_MS / 1000} s) waiting "held for higher-ranked job": ` +
-        'the backfill gate holds them behind a blocked premium job of the same type (a held job still plans its own preemption)',
-    );
-    console.log(`\n${'one victim, step by step (ms; its history)'.padEnd(WIDTH)}     n      p50      p99      max`);
-    row('plan → preempt signal seen', steps.map((x) => x.signal));
-    row('signal → grace timer started', steps.map((x) => x.handled));
-    row(`timer started → fired (grace ${GRACE_MS})`, steps.map((x) => x.grace));
-    row('timer → stand check, stop, requeue', steps.map((x) => x.release));
-    row('victim released → preemptor placed', [...lastRelease].flatMap(([p, at]) => (watch.placedAt.has(p) ? [watch.placedAt.get(p)! - at] : [])));
-    console.log(
-      `\nvictims: ${totalVictims} in ${counts.length} preemptions, mean ${fmt(meanVictims, 2)}, max ${counts.length ? Math.max(...counts) : '-'} per preemption ` +
-        `(by victims: ${[...histogram].sort((a, b) => a[0] - b[0]).map(([k, v]) => `${k}:${v}`).join(' ')}); ` +
-        `${victimJobs.rows.length} distinct basic jobs, ${victimJobs.rows.filter((v) => v.times > 1).length} preempted more than once; ` +
-        `${ckptVictims} of ${stops.rows.length} stops were checkpointable jobs (${fmt(100 * ckptFleetShare)}% of the fleet)`,
-    );
-    const line = (label: string, v: string): void => console.log(`${label.padEnd(WIDTH + 16)} ${v.padStart(10)}`);
-    console.log(`\n${'work lost (device-seconds)'.padEnd(WIDTH + 16)} ${'value'.padStart(10)}`);
-    line('actual: executor progress − checkpoint at stop, × devices', fmt(actualAll, 1));
-    line(`  of it, the ${observed.length} preemptions observed at planning`, fmt(actual, 1));
-    line('chosen victims costed as the bound (loss at planning + grace)', fmt(chosen, 1));
-    line('minimum possible (bound, see below)', fmt(bound, 1));
-    line('  looser bound: cheapest devices on any nodes', fmt(boundAnyNode, 1));
-    line('  preemptions that could have lost nothing', `${observed.filter((p) => p.boundDeviceMs < 1).length}/${observed.length}`);
-    line('ratio actual / minimum', ratio);
-    line('  choice: chosen / minimum', ratioText(chosen, bound));
-    line('  timing: actual / chosen', ratioText(actual, chosen));
-    line("checkpoints ignored (the chooser's model): chosen", fmt(chosenNaive, 1));
-    line('  minimum', fmt(boundNaive, 1));
-    line('  ratio chosen / minimum', ratioText(chosenNaive, boundNaive));
-    console.log(
-      '  bound: per preemption, at the moment its victims were chosen, the cheapest room for it among its candidate nodes\n' +
-        '  (each worker\'s devices on one node; a free device or a checkpointable job\'s device costs 0, any other device its\n' +
-        '  job\'s progress since the last checkpoint plus the grace period it still runs). It may take part of a job and ignores\n' +
-        '  racks and pods, so no chooser facing the same cluster can lose less.' +
-        (unobserved.length ? `\n  ${unobserved.length} preemptions were not observed at planning and are left out of the ratio: ${unobserved.slice(0, 5).join(', ')}` : '') +
-        (short ? `\n  ${short} preemptions had no room among the candidates seen when observed (bound 0 for them)` : ''),
-    );
-    console.log(
-      `\nchecks: premium placed ${waits.all.length}/${PREMIUM_JOBS} within ${TIMEOUT_MS / 1000} s of the last submission; ` +
-        `premium jobs ever preempted ${everVictim.length}; invariant violations ${violations.length}; ` +
-        `at the end ${endState.rows[0].free} devices idle, ${endState.rows[0].waiting_basic} basic jobs waiting, ${endState.rows[0].running_basic} running`,
-    );
-    for (const n of notPlaced.slice(0, 10)) console.log(`  not placed: ${n}`);
-    for (const id of everVictim.slice(0, 10)) console.log(`  premium job preempted: ${id}`);
-    for (const v of violations.slice(0, 10)) console.log(`  violation ${v.rule}: ${v.detail}`);
-    const p99 = quantiles(waits.all.map((x) => x - GRACE_MS)).p99;
-    const clean = notPlaced.length === 0 && everVictim.length === 0 && violations.length === 0;
-    console.log(
-      `summary: submit→placed minus grace p99 ${fmt(p99)} ms (grace ${GRACE_MS} ms), ${fmt(meanVictims, 2)} victims per preemption (max ${counts.length ? Math.max(...counts) : '-'}), ` +
-        `work lost ${fmt(actual, 0)} device-s vs minimum ${fmt(bound, 0)} = ${ratio}× (checkpoints ignored: ${ratioText(chosenNaive, boundNaive)}×); ` +
-        `${waits.all.length}/${PREMIUM_JOBS} placed, ` +
-        `${everVictim.length} premium preempted, ${violations.length} invariant violations: ${clean ? 'CLEAN' : 'NOT CLEAN'}`,
-    );
-    if (workerError) throw new Error('a worker stopped during the bench', { cause: workerError });
-    if (!clean) process.exitCode = 1;
-  } finally {
-    for (const [what, undo] of cleanup.reverse())
-      await undo().catch((err: unknown) => say(`cleanup: could not ${what}: ${err instanceof Error ? err.message : String(err)}`));
+  const rng = seeded(SEED);
+  say(`• database and fleet: ${DEVICES} devices; load ${loadAtStart}`);
+  const { db } = await freshBenchDatabase(cleanup, 'sched_bench_preemption', 30);
+  await seedSyntheticFleet(db, DEVICES);
+  await seedTenants(db, [BASIC_TENANT, PREMIUM_TENANT]);
+  const capRows = await sql<{ type: string; devices: number }>`
+    SELECT accelerator_type AS type, sum(device_count)::int AS devices FROM nodes GROUP BY accelerator_type ORDER BY accelerator_type`.execute(
+    db,
+  );
+  const capacity = new Map(capRows.rows.map((r) => [r.type, r.devices]));
+  const waves = fillPlan(capacity, rng);
+  const basic = waves.flat();
+  const premiumSpecs = premiumPlan(rng);
+  for (const [type, devices] of capacity) {
+    const wanted = premiumSpecs.filter((s) => s.request.acceleratorTypes[0] === type).reduce((n, s) => n + devicesOf(s.request), 0);
+    if (wanted > devices)
+      throw new SettingError(
+        `PREEMPT_JOBS=${PREMIUM_JOBS}: premium jobs want ${wanted} ${type} devices, the fleet has ${devices}; lower PREEMPT_JOBS or raise PREEMPT_DEVICES`,
+      );
   }
-}
+  const premium = new Map(premiumSpecs.map((s) => [s.jobId, s]));
+  const autoWorkers = Math.ceil((basic.length + premiumSpecs.length + 20) / SLOTS_PER_WORKER);
+  const workers = envNumber('PREEMPT_WORKERS', autoWorkers, { integer: true, min: 1 });
 
-main().then(
-  () => process.exit(process.exitCode ?? 0),
-  (err: unknown) => {
-    console.error(err);
-    process.exit(1);
-  },
-);
+  say('• Temporal dev server (in memory) and workflow bundle');
+  const server = await benchServer(cleanup);
+  const bundlePath = await benchBundle('preemption', cleanup);
+  // Every running job holds an activity slot for its whole run, and one worker has
+  // SLOTS_PER_WORKER of them: as many workers as it takes.
+  const region = await serveBenchRegion(
+    { server, bundlePath, db, taskQueue: TASK_QUEUE, workers, identity: 'preemption-bench', cycle: { preemptGraceMs: GRACE_MS } },
+    cleanup,
+  );
+  const { client } = region;
+
+  // Fill: one wave per worker size, largest first, each placed before the next starts.
+  const fillStarted = Date.now();
+  for (const wave of waves) {
+    const size = wave[0].request.devicesPerWorker;
+    say(`• fill: ${wave.length} basic jobs of ${size} device(s) per worker at ${FILL_RATE}/s`);
+    await submitAtRate(client, wave, FILL_RATE);
+    await waitPlaced(
+      db,
+      wave.map((s) => s.jobId),
+      `fill wave of ${size}`,
+      120_000 + (wave.length / FILL_RATE) * 1000,
+    );
+  }
+  await waitPlaced(
+    db,
+    basic.map((s) => s.jobId),
+    'fill: all running',
+    120_000,
+    ['running'],
+  );
+  const fillSeconds = (Date.now() - fillStarted) / 1000;
+  const free = await sql<{ free: number }>`SELECT coalesce(sum(free_whole), 0)::int AS free FROM nodes WHERE state = 'ready'`.execute(db);
+  if (free.rows[0].free !== 0)
+    throw new Error(`fill left ${free.rows[0].free} devices free; the cluster must be full before premium work arrives`);
+  if (region.workerError) throw new Error('a worker stopped during the fill', { cause: region.workerError });
+  say(`  cluster full: ${basic.length} basic jobs running after ${fmt(fillSeconds, 1)} s; load ${load()}`);
+
+  // Premium jobs at a steady rate, watched until all are placed.
+  say(`• ${PREMIUM_JOBS} premium jobs at ${RATE}/s, grace ${GRACE_MS} ms, ${workers} workers`);
+  const xactBefore = await sql<{
+    n: string;
+  }>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()`.execute(db);
+  const t0 = Date.now();
+  const submitted = new Map<string, number>();
+  let submitDone = false;
+  const submitting = submitAtRate(client, premiumSpecs, RATE, submitted).finally(() => (submitDone = true));
+  submitting.catch(() => undefined); // awaited below, after the watch
+  const deadline = (): number => (submitDone ? Math.max(...submitted.values()) + TIMEOUT_MS : Infinity);
+  const watch = await watchPremium(db, client, premium, submitted, deadline);
+  await submitting;
+  const watchSeconds = (Date.now() - t0) / 1000;
+  const xactAfter = await sql<{
+    n: string;
+  }>`SELECT xact_commit + xact_rollback AS n FROM pg_stat_database WHERE datname = current_database()`.execute(db);
+  const loadAtEnd = load();
+  await settle(db, 15_000);
+
+  // Results, from the database once the dust has settled.
+  const preemptions = await sql<{ preemptor: string; victims: number }>`
+    SELECT p AS preemptor, count(*)::int AS victims FROM jobs, unnest(preempted_by) AS p GROUP BY p`.execute(db);
+  const victimJobs = await sql<{ id: string; times: number; ckpt: boolean }>`
+    SELECT id, cardinality(preempted_by) AS times, (spec->>'checkpointable')::boolean IS TRUE AS ckpt FROM jobs WHERE cardinality(preempted_by) > 0`.execute(
+    db,
+  );
+  const stops = await sql<{ job_id: string; preemptor: string; lost_ms: number; devices: number; ckpt: boolean; stopped_at: Date }>`
+    SELECT e.job_id, substring(e.detail FROM '^preempted for (.*)$') AS preemptor, (e.progress_ms - e.checkpoint_ms)::int AS lost_ms,
+           ((j.spec->'request'->>'workers')::int * (j.spec->'request'->>'devicesPerWorker')::int) AS devices,
+           (j.spec->>'checkpointable')::boolean IS TRUE AS ckpt, e.resumed_at AS stopped_at
+    FROM executions e JOIN jobs j ON j.id = e.job_id WHERE e.state = 'stopped' AND e.detail LIKE 'preempted for %'`.execute(db);
+  const premiumRows = await db
+    .selectFrom('jobs')
+    .select(['id', 'created_at', 'placed_at', 'epoch', 'preempted_by', 'state', 'waiting_reason'])
+    .where('tier', '=', 'premium')
+    .execute();
+  const violations = await checkInvariants(db);
+  const endState = await sql<{ free: number; waiting_basic: number; running_basic: number }>`
+    SELECT (SELECT coalesce(sum(free_whole), 0) FROM nodes WHERE state = 'ready')::int AS free,
+           (SELECT count(*) FROM jobs WHERE tier = 'basic' AND state = 'waiting')::int AS waiting_basic,
+           (SELECT count(*) FROM jobs WHERE tier = 'basic' AND state = 'running')::int AS running_basic`.execute(db);
+
+  // Submit → placed, and where the time goes for the jobs that preempted.
+  const victimsOf = new Map(preemptions.rows.map((r) => [r.preemptor, r.victims]));
+  const planOf = new Map<string, PlanSnapshot>();
+  for (const p of watch.plans) if (!planOf.has(p.preemptor)) planOf.set(p.preemptor, p);
+  const lastStop = new Map<string, number>();
+  for (const s of stops.rows) lastStop.set(s.preemptor, Math.max(lastStop.get(s.preemptor) ?? 0, new Date(s.stopped_at).getTime()));
+  const waits = { all: [] as number[], preempting: [] as number[], direct: [] as number[] };
+  const phases = {
+    admit: [] as number[],
+    toPlan: [] as number[],
+    planToStop: [] as number[],
+    stopToPlaced: [] as number[],
+    direct: [] as number[],
+  };
+  const notPlaced: string[] = [];
+  for (const r of premiumRows) {
+    const sub = submitted.get(r.id);
+    const placed = watch.placedAt.get(r.id) ?? r.placed_at?.getTime();
+    if (sub === undefined || placed === undefined) {
+      notPlaced.push(`${r.id} ${r.state}${r.waiting_reason ? ` (${r.waiting_reason})` : ''}`);
+      continue;
+    }
+    waits.all.push(placed - sub);
+    const queued = r.created_at.getTime();
+    phases.admit.push(queued - sub);
+    const plan = planOf.get(r.id);
+    if (victimsOf.has(r.id)) {
+      waits.preempting.push(placed - sub);
+      const stop = lastStop.get(r.id);
+      if (plan) phases.toPlan.push(plan.plannedAt - queued);
+      if (plan && stop) phases.planToStop.push(stop - plan.plannedAt);
+      if (stop) phases.stopToPlaced.push(placed - stop);
+    } else {
+      waits.direct.push(placed - sub);
+      phases.direct.push(placed - queued);
+    }
+  }
+  for (const id of premium.keys()) if (!premiumRows.some((r) => r.id === id)) notPlaced.push(`${id} never reached the queue`);
+  const everVictim = premiumRows.filter((r) => r.preempted_by.length > 0 || r.epoch !== 1).map((r) => r.id);
+
+  // Victims and work lost.
+  const counts = [...victimsOf.values()];
+  const totalVictims = counts.reduce((s, n) => s + n, 0);
+  const meanVictims = counts.length ? totalVictims / counts.length : NaN;
+  const histogram = new Map<number, number>();
+  for (const n of counts) histogram.set(n, (histogram.get(n) ?? 0) + 1);
+  const lostBy = new Map<string, number>();
+  for (const s of stops.rows) lostBy.set(s.preemptor, (lostBy.get(s.preemptor) ?? 0) + s.lost_ms * s.devices);
+  const actualAll = [...lostBy.values()].reduce((s, v) => s + v, 0) / 1000;
+  const observed = [...planOf.values()].filter((p) => victimsOf.has(p.preemptor));
+  const unobserved = [...victimsOf.keys()].filter((p) => !planOf.has(p));
+  const actual = observed.reduce((s, p) => s + (lostBy.get(p.preemptor) ?? 0), 0) / 1000;
+  const bound = observed.reduce((s, p) => s + p.boundDeviceMs, 0) / 1000;
+  const chosen = observed.reduce((s, p) => s + p.chosenDeviceMs, 0) / 1000;
+  const boundNaive = observed.reduce((s, p) => s + p.boundIgnoringCheckpointsMs, 0) / 1000;
+  const chosenNaive = observed.reduce((s, p) => s + p.chosenIgnoringCheckpointsMs, 0) / 1000;
+  const boundAnyNode = observed.reduce((s, p) => s + p.boundAnyNodeMs, 0) / 1000;
+  const ratio = ratioText(actual, bound);
+  const overGrace = stops.rows.flatMap((s) => {
+    const plan = planOf.get(s.preemptor);
+    return plan ? [new Date(s.stopped_at).getTime() - plan.plannedAt - GRACE_MS] : [];
+  });
+  const ckptVictims = stops.rows.filter((s) => s.ckpt).length;
+  const ckptFleetShare = basic.filter((s) => s.checkpointable).length / basic.length;
+  const short = observed.filter((p) => p.short).length;
+  const xactPerSecond = (Number(xactAfter.rows[0].n) - Number(xactBefore.rows[0].n)) / watchSeconds;
+
+  // Victims step by step, from a sample of their histories.
+  const sample = stops.rows.filter((s) => planOf.has(s.preemptor)).filter((_, i, all) => i % Math.max(1, Math.ceil(all.length / 40)) === 0);
+  const steps = (
+    await Promise.all(
+      sample.map((s) => victimSteps(client.temporal, s.job_id, s.preemptor, planOf.get(s.preemptor)!.plannedAt).catch(() => undefined)),
+    )
+  ).filter((x): x is VictimSteps => x !== undefined);
+  const lastRelease = new Map<string, number>();
+  for (const st of steps) lastRelease.set(st.preemptor, Math.max(lastRelease.get(st.preemptor) ?? 0, st.releasedAt));
+
+  // The table.
+  const shapes = new Map<string, number>();
+  for (const s of basic) shapes.set(shapeName(s.request), (shapes.get(shapeName(s.request)) ?? 0) + 1);
+  const pShapes = new Map<string, number>();
+  for (const s of premiumSpecs) pShapes.set(shapeName(s.request), (pShapes.get(shapeName(s.request)) ?? 0) + 1);
+  const list = (m: Map<string, number>): string => [...m].map(([k, v]) => `${v}×${k}`).join(', ');
+  console.log(
+    `\npreemption: ${DEVICES} devices (${DEVICES / 8} nodes × 8; ${[...capacity].map(([t, d]) => `${t} ${d}`).join(', ')}), ` +
+      `full with ${basic.length} basic jobs; ${PREMIUM_JOBS} premium jobs at ${RATE}/s; grace ${GRACE_MS} ms; ${workers} workers × ${SLOTS_PER_WORKER} activity slots`,
+  );
+  console.log(
+    `basic jobs (devices per job): ${list(shapes)}; ${fmt(100 * ckptFleetShare)}% checkpointable; filled in ${fmt(fillSeconds, 1)} s (start ages differ by up to that)`,
+  );
+  console.log(`premium jobs (devices per job): ${list(pShapes)}`);
+  console.log(
+    `load average (1/5/15 min): ${loadAtStart} at start, ${loadAtEnd} at the end of the premium phase; bench database ${fmt(xactPerSecond)} transactions/s during it`,
+  );
+  console.log(`\n${'submit → placed (ms)'.padEnd(WIDTH)}     n      p50      p99      max`);
+  const row = (label: string, v: number[], minus = 0): void => {
+    const q = quantiles(v.map((x) => x - minus));
+    console.log(
+      `${label.padEnd(WIDTH)} ${String(q.n).padStart(5)}  ${fmt(q.p50).padStart(7)}  ${fmt(q.p99).padStart(7)}  ${fmt(q.max).padStart(7)}`,
+    );
+  };
+  row('all premium', waits.all);
+  row(`all premium, minus grace (${GRACE_MS})`, waits.all, GRACE_MS);
+  row('  that preempted', waits.preempting);
+  row('  that preempted, minus grace', waits.preempting, GRACE_MS);
+  row('  that found room without preempting', waits.direct);
+  console.log(`\n${'where the time goes (ms)'.padEnd(WIDTH)}     n      p50      p99      max`);
+  row('submit → queued (admit, enqueue)', phases.admit);
+  row('queued → victims chosen', phases.toPlan);
+  row(`victims chosen → last victim stopped`, phases.planToStop);
+  row('  of which beyond the grace, per victim', overGrace);
+  row('last victim stopped → placed', phases.stopToPlaced);
+  row('queued → placed, without preempting', phases.direct);
+  console.log(
+    `${watch.everHeld.size} of ${PREMIUM_JOBS} premium jobs were seen (sampled every ${REASON_SAMPLE_MS / 1000} s) waiting "held for higher-ranked job": ` +
+      'the backfill gate holds them behind a blocked premium job of the same type (a held job still plans its own preemption)',
+  );
+  console.log(`\n${'one victim, step by step (ms; its history)'.padEnd(WIDTH)}     n      p50      p99      max`);
+  row(
+    'plan → preempt signal seen',
+    steps.map((x) => x.signal),
+  );
+  row(
+    'signal → grace timer started',
+    steps.map((x) => x.handled),
+  );
+  row(
+    `timer started → fired (grace ${GRACE_MS})`,
+    steps.map((x) => x.grace),
+  );
+  row(
+    'timer → stand check, stop, requeue',
+    steps.map((x) => x.release),
+  );
+  row(
+    'victim released → preemptor placed',
+    [...lastRelease].flatMap(([p, at]) => (watch.placedAt.has(p) ? [watch.placedAt.get(p)! - at] : [])),
+  );
+  console.log(
+    `\nvictims: ${totalVictims} in ${counts.length} preemptions, mean ${fmt(meanVictims, 2)}, max ${counts.length ? Math.max(...counts) : '-'} per preemption ` +
+      `(by victims: ${[...histogram]
+        .sort((a, b) => a[0] - b[0])
+        .map(([k, v]) => `${k}:${v}`)
+        .join(' ')}); ` +
+      `${victimJobs.rows.length} distinct basic jobs, ${victimJobs.rows.filter((v) => v.times > 1).length} preempted more than once; ` +
+      `${ckptVictims} of ${stops.rows.length} stops were checkpointable jobs (${fmt(100 * ckptFleetShare)}% of the fleet)`,
+  );
+  const line = (label: string, v: string): void => console.log(`${label.padEnd(WIDTH + 16)} ${v.padStart(10)}`);
+  console.log(`\n${'work lost (device-seconds)'.padEnd(WIDTH + 16)} ${'value'.padStart(10)}`);
+  line('actual: executor progress − checkpoint at stop, × devices', fmt(actualAll, 1));
+  line(`  of it, the ${observed.length} preemptions observed at planning`, fmt(actual, 1));
+  line('chosen victims costed as the bound (loss at planning + grace)', fmt(chosen, 1));
+  line('minimum possible (bound, see below)', fmt(bound, 1));
+  line('  looser bound: cheapest devices on any nodes', fmt(boundAnyNode, 1));
+  line('  preemptions that could have lost nothing', `${observed.filter((p) => p.boundDeviceMs < 1).length}/${observed.length}`);
+  line('ratio actual / minimum', ratio);
+  line('  choice: chosen / minimum', ratioText(chosen, bound));
+  line('  timing: actual / chosen', ratioText(actual, chosen));
+  line("checkpoints ignored (the chooser's model): chosen", fmt(chosenNaive, 1));
+  line('  minimum', fmt(boundNaive, 1));
+  line('  ratio chosen / minimum', ratioText(chosenNaive, boundNaive));
+  console.log(
+    '  bound: per preemption, at the moment its victims were chosen, the cheapest room for it among its candidate nodes\n' +
+      "  (each worker's devices on one node; a free device or a checkpointable job's device costs 0, any other device its\n" +
+      "  job's progress since the last checkpoint plus the grace period it still runs). It may take part of a job and ignores\n" +
+      '  racks and pods, so no chooser facing the same cluster can lose less.' +
+      (unobserved.length
+        ? `\n  ${unobserved.length} preemptions were not observed at planning and are left out of the ratio: ${unobserved.slice(0, 5).join(', ')}`
+        : '') +
+      (short ? `\n  ${short} preemptions had no room among the candidates seen when observed (bound 0 for them)` : ''),
+  );
+  console.log(
+    `\nchecks: premium placed ${waits.all.length}/${PREMIUM_JOBS} within ${TIMEOUT_MS / 1000} s of the last submission; ` +
+      `premium jobs ever preempted ${everVictim.length}; invariant violations ${violations.length}; ` +
+      `at the end ${endState.rows[0].free} devices idle, ${endState.rows[0].waiting_basic} basic jobs waiting, ${endState.rows[0].running_basic} running`,
+  );
+  for (const n of notPlaced.slice(0, 10)) console.log(`  not placed: ${n}`);
+  for (const id of everVictim.slice(0, 10)) console.log(`  premium job preempted: ${id}`);
+  for (const v of violations.slice(0, 10)) console.log(`  violation ${v.rule}: ${v.detail}`);
+  const p99 = quantiles(waits.all.map((x) => x - GRACE_MS)).p99;
+  const clean = notPlaced.length === 0 && everVictim.length === 0 && violations.length === 0;
+  console.log(
+    `summary: submit→placed minus grace p99 ${fmt(p99)} ms (grace ${GRACE_MS} ms), ${fmt(meanVictims, 2)} victims per preemption (max ${counts.length ? Math.max(...counts) : '-'}), ` +
+      `work lost ${fmt(actual, 0)} device-s vs minimum ${fmt(bound, 0)} = ${ratio}× (checkpoints ignored: ${ratioText(chosenNaive, boundNaive)}×); ` +
+      `${waits.all.length}/${PREMIUM_JOBS} placed, ` +
+      `${everVictim.length} premium preempted, ${violations.length} invariant violations: ${clean ? 'CLEAN' : 'NOT CLEAN'}`,
+  );
+  if (region.workerError) throw new Error('a worker stopped during the bench', { cause: region.workerError });
+  if (!clean) process.exitCode = 1;
+});

@@ -2,25 +2,32 @@
 // allocator while a chaos loop kills their PostgreSQL connections mid-transaction
 // (pg_terminate_backend). Clients retry the same (job, epoch), as a Temporal activity retry
 // would. At the end: the invariant checker, and the database against what the clients believe.
+// Settings: SOAK_CLIENTS, SOAK_OPS, SOAK_DEVICES (fleet size), SOAK_KILL_EVERY_MS (pause between kills).
 import { Kysely, PostgresDialect, sql } from 'kysely';
 import { Allocator } from '../activities/allocator';
 import { checkInvariants } from '../db/invariants';
 import { resilientPool } from '../db/connection';
 import type { Database } from '../db/schema';
-import { freshBenchDatabase, randomRequest, registerJobs, seedSyntheticFleet, seeded } from './fleet';
+import { envNumber } from './env';
+import { randomRequest, registerJobs, seedSyntheticFleet, seeded } from './fleet';
+import { freshBenchDatabase, runBench, say, sleep } from './harness';
 
-const CLIENTS = Number(process.env.SOAK_CLIENTS ?? 16);
-const OPS = Number(process.env.SOAK_OPS ?? 100_000);
-const DEVICES = Number(process.env.SOAK_DEVICES ?? 1000);
-const KILL_EVERY_MS = Number(process.env.SOAK_KILL_EVERY_MS ?? 25);
+const CLIENTS = envNumber('SOAK_CLIENTS', 16, { integer: true, min: 1 });
+const OPS = envNumber('SOAK_OPS', 100_000, { integer: true, min: 1 });
+const DEVICES = envNumber('SOAK_DEVICES', 1000, { integer: true, min: 8 });
+const KILL_EVERY_MS = envNumber('SOAK_KILL_EVERY_MS', 25, { min: 0 });
 
 function isConnectionLoss(err: unknown): boolean {
   const e = err as { code?: string; message?: string };
-  return e.code === '57P01' || /Connection terminated|terminating connection|ECONNRESET|Client has encountered a connection error|not queryable/i.test(e.message ?? '');
+  return (
+    e.code === '57P01' ||
+    /Connection terminated|terminating connection|ECONNRESET|Client has encountered a connection error|not queryable/i.test(e.message ?? '')
+  );
 }
 
-async function main(): Promise<void> {
-  const { url, db: setup } = await freshBenchDatabase('sched_bench_soak', 2);
+runBench(async ({ cleanup }) => {
+  // Left in place after the run, so a NOT CLEAN one can be looked into; the next run drops it first.
+  const { url, db: setup } = await freshBenchDatabase(cleanup, 'sched_bench_soak', 2, { keep: true });
   await seedSyntheticFleet(setup, DEVICES);
   const ids = Array.from({ length: OPS }, (_, i) => `s${i}`);
   await registerJobs(setup, ids);
@@ -28,6 +35,7 @@ async function main(): Promise<void> {
   const u = new URL(url);
   u.searchParams.set('application_name', 'soak-alloc');
   const db = new Kysely<Database>({ dialect: new PostgresDialect({ pool: resilientPool(u.toString(), CLIENTS) }) });
+  cleanup.add("close the allocator's pool", () => db.destroy());
   const allocator = new Allocator(db, { policy: 'best-fit' });
 
   let running = true;
@@ -39,7 +47,7 @@ async function main(): Promise<void> {
           WHERE application_name = 'soak-alloc' AND state IN ('active', 'idle in transaction')
           ORDER BY random() LIMIT 1) k`.execute(setup);
       killed += r.rows[0].n;
-      await new Promise((res) => setTimeout(res, KILL_EVERY_MS));
+      await sleep(KILL_EVERY_MS);
     }
   })();
 
@@ -83,7 +91,7 @@ async function main(): Promise<void> {
             allocations++;
           } else unplaced++;
         }
-        if (++done % 10000 === 0) process.stderr.write(`  ${done} ops, ${killed} connections killed, ${((Date.now() - started) / 1000).toFixed(0)} s\n`);
+        if (++done % 10000 === 0) say(`  ${done} ops, ${killed} connections killed, ${((Date.now() - started) / 1000).toFixed(0)} s`);
       }
     }),
   );
@@ -95,22 +103,21 @@ async function main(): Promise<void> {
   const holding = new Set((await setup.selectFrom('allocations').select('job_id').distinct().execute()).map((r) => r.job_id));
   const lost = [...believedLive].filter((id) => !holding.has(id));
   const leaked = [...holding].filter((id) => !believedLive.has(id));
-  const dupes = await sql<{ n: number }>`SELECT count(*)::int AS n FROM (SELECT job_id FROM allocations GROUP BY job_id HAVING count(DISTINCT epoch) > 1) d`.execute(setup);
+  const dupes = await sql<{
+    n: number;
+  }>`SELECT count(*)::int AS n FROM (SELECT job_id FROM allocations GROUP BY job_id HAVING count(DISTINCT epoch) > 1) d`.execute(setup);
 
-  console.log(`\nsoak: ${CLIENTS} clients, ${DEVICES} devices, real allocator on PostgreSQL, a connection killed every ${KILL_EVERY_MS} ms`);
+  console.log(
+    `\nsoak: ${CLIENTS} clients, ${DEVICES} devices, real allocator on PostgreSQL, a connection killed every ${KILL_EVERY_MS} ms`,
+  );
   console.log('ops      allocated  released  no-fit  killed-conns  retries  seconds  violations  lost  leaked  double-placed');
   console.log(
     `${String(done).padEnd(8)} ${String(allocations).padStart(9)}  ${String(releases).padStart(8)}  ${String(unplaced).padStart(6)}  ${String(killed).padStart(12)}  ${String(retries).padStart(7)}  ${seconds.toFixed(0).padStart(7)}  ${String(violations.length).padStart(10)}  ${String(lost.length).padStart(4)}  ${String(leaked.length).padStart(6)}  ${String(dupes.rows[0].n).padStart(13)}`,
   );
   for (const v of violations.slice(0, 10)) console.log(`  violation ${v.rule}: ${v.detail}`);
   const clean = violations.length === 0 && lost.length === 0 && leaked.length === 0 && dupes.rows[0].n === 0;
-  console.log(`summary: ${done} operations, ${killed} connections killed mid-flight, ${retries} retries; ${violations.length} invariant violations, ${lost.length} lost, ${leaked.length} leaked, ${dupes.rows[0].n} double-placed: ${clean ? 'CLEAN' : 'NOT CLEAN'}`);
-  await db.destroy();
-  await setup.destroy();
-  if (!clean) process.exit(1);
-}
-
-main().catch((err) => {
-  console.error(err);
-  process.exit(1);
+  console.log(
+    `summary: ${done} operations, ${killed} connections killed mid-flight, ${retries} retries; ${violations.length} invariant violations, ${lost.length} lost, ${leaked.length} leaked, ${dupes.rows[0].n} double-placed: ${clean ? 'CLEAN' : 'NOT CLEAN'}`,
+  );
+  if (!clean) process.exitCode = 1;
 });
