@@ -5,7 +5,8 @@ import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import type { JobSpec, Placement } from '../api/types';
 import { tenantChain } from '../api/tenants';
-import { admissionProblems, type TenantPolicyRow } from '../scheduling/admission';
+import { admissionProblems, regionRules, type TenantPolicyRow } from '../scheduling/admission';
+import { allowedPeers, handoffPolicy } from '../scheduling/handoff';
 import { QUEUED_REASON, enqueueJob, joinQueue, type Enqueued } from './jobs';
 import { activityLog, type Region } from './region';
 
@@ -33,15 +34,27 @@ export const FAST_PATH_RETRIES = 3;
 export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: string): Promise<AdmissionResult> {
   const { db, allocator } = region;
   const { policy, queueAhead } = await loadAdmissionContext(db, spec.tenant, region.name, spec.jobId);
-  const problems = admissionProblems(spec, region.name, policy);
-  if (!problems.length) {
+  const peers = region.peers.names;
+  const regions = regionRules(spec, region.name, peers);
+  const problems = [...admissionProblems(spec, region.name, policy), ...regions.problems];
+  if (problems.length) return { admitted: false, problems };
+  // Whether it can run here at all: the spec allows this region, and some node here could hold it.
+  let notHere: string | undefined = regions.home
+    ? undefined
+    : `allowedRegions: ${spec.allowedRegions?.join(', ')} excludes this region (${region.name})`;
+  if (!notHere)
     try {
       await allocator.checkRequest(spec.request);
     } catch (err) {
-      problems.push((err as Error).message);
+      notHere = (err as Error).message;
     }
+  if (notHere) {
+    // It can only run abroad: admitted to wait for a peer with room, unless no peer may take it.
+    if (!handoffPolicy(spec).enabled || !allowedPeers(spec, peers).length) return { admitted: false, problems: [notHere] };
+    const reason = `waiting for a peer region with room: ${notHere}`;
+    const entry = await enqueueJob(db, spec, region.name, workflowId, 'waiting-abroad');
+    return { admitted: true, ...entry, waitingReason: reason };
   }
-  if (problems.length) return { admitted: false, problems };
   // Someone waits: this job must not overtake them, so it joins the queue for the scheduler.
   // Nobody waits: it is recorded as `submitted`, not `waiting`, while it is placed, so
   // concurrent admissions do not mistake it for a queue to wait behind.

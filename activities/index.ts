@@ -5,10 +5,10 @@ import type { Kysely } from 'kysely';
 import { Context } from '@temporalio/activity';
 import type { Client } from '@temporalio/client';
 import type { Database, NodeState, ReservationState } from '../db/schema';
-import type { JobOutcome, JobSpec, Placement, PlacementPolicyName } from '../api/types';
-import { jobWorkflowId } from '../api/ids';
+import type { JobOutcome, JobResult, JobSpec, Placement, PlacementPolicyName } from '../api/types';
+import { jobWorkflowId, peerExchangeWorkflowId } from '../api/ids';
 import { ErrorTypes, isDomainError } from '../api/errors';
-import type { ReservationRequest } from '../api/messages';
+import { offerSummaryUpdate, type ReservationRequest } from '../api/messages';
 import { Allocator, readPlacements, type ReleaseResult } from './allocator';
 import { preemptionStands, requeueJob, setJobPriority } from './jobs';
 import { SimulatedExecutor, type Executor, type LaunchInput, type Observation } from './executor';
@@ -18,6 +18,11 @@ import { createReservation, setReservationState } from './reservations';
 import { setNodeState } from './nodes';
 import { watchRun, type RunOutcome } from './run-watch';
 import { activityLog, finishJob, regionOf } from './region';
+import { PeerLinks } from './peers';
+import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
+import * as handoff from './handoff';
+import type { HandoffDecision, HandoffOrigin } from '../api/messages';
+import type { InventorySummary } from '../api/peers';
 
 export type { Admitted, AdmissionResult } from './admission';
 export { DEFAULT_PREEMPT_GRACE_MS } from './cycle';
@@ -32,9 +37,11 @@ export interface ActivityDeps {
   policy?: PlacementPolicyName;
   executor?: Executor;
   cycle?: CycleOptions;
+  /** The region's peers (none: a region on its own). */
+  peers?: PeerLinks;
 }
 
-export function createActivities({ db, region: name, client, taskQueue, policy, executor, cycle }: ActivityDeps) {
+export function createActivities({ db, region: name, client, taskQueue, policy, executor, cycle, peers }: ActivityDeps) {
   const region = regionOf({
     name,
     db,
@@ -42,6 +49,7 @@ export function createActivities({ db, region: name, client, taskQueue, policy, 
     taskQueue,
     allocator: new Allocator(db, { policy, region: name }),
     executor: executor ?? new SimulatedExecutor(db),
+    peers: peers ?? new PeerLinks(name, []),
   });
 
   return {
@@ -106,6 +114,83 @@ export function createActivities({ db, region: name, client, taskQueue, policy, 
     },
     async setReservationState(id: string, state: ReservationState): Promise<void> {
       return setReservationState(region, id, state);
+    },
+
+    // --- the inventory exchange (inventory.ts, peers.ts) ----------------------------------------
+    /** Sends this region's summary to every peer at once; an unreachable peer is reported, not waited for. */
+    async publishSummary(): Promise<Record<string, { ok: true; version: number } | { ok: false; error: string }>> {
+      const summary = await summarizeInventory(db, name);
+      const sent = await Promise.all(
+        region.peers.names.map(async (peer) => {
+          try {
+            await region.peers.call(peer, (c) =>
+              c.workflow.getHandle(peerExchangeWorkflowId(peer)).executeUpdate(offerSummaryUpdate, { args: [summary] }),
+            );
+            return [peer, { ok: true as const, version: summary.version }] as const;
+          } catch (err) {
+            let cause: unknown = err;
+            while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
+            return [peer, { ok: false as const, error: (cause as Error).message }] as const;
+          }
+        }),
+      );
+      return Object.fromEntries(sent);
+    },
+    /** Keeps a peer's summary if newer than the one held; refuses a malformed, unknown or older one with the reason. */
+    async storePeerSummary(summary: InventorySummary) {
+      return storePeerSummary(db, region.peers.names, summary);
+    },
+    async peerSummaries() {
+      return Object.fromEntries(
+        [...(await readPeerSummaries(db))].map(([k, v]) => [k, { version: v.summary.version, receivedAt: v.receivedAt }]),
+      );
+    },
+
+    // --- handoff, at home (handoff.ts) ----------------------------------------------------------
+    async pickPeer(spec: JobSpec, exclude: string[], mustLeave: boolean) {
+      return handoff.pickPeer(region, spec, { exclude, mustLeave });
+    },
+    async prepareHandoff(spec: JobSpec, epoch: number, peer: string) {
+      return handoff.prepareHandoff(region, spec, epoch, peer);
+    },
+    async decideHandoff(
+      jobId: string,
+      epoch: number,
+      decision: HandoffDecision | 'recalled',
+      reason: string,
+      abroad: boolean,
+    ): Promise<number> {
+      return handoff.decideHandoff(region, jobId, epoch, decision, reason, abroad);
+    },
+    async tellDecision(peer: string, workflowId: string, epoch: number, decision: HandoffDecision): Promise<boolean> {
+      return handoff.tellDecision(region, peer, workflowId, epoch, decision);
+    },
+    async forwardCancel(peer: string, workflowId: string, reason: string): Promise<void> {
+      return handoff.forwardCancel(region, peer, workflowId, reason);
+    },
+    async recallFromPeer(peer: string, workflowId: string, reason: string) {
+      return handoff.recallFromPeer(region, peer, workflowId, reason);
+    },
+    async peerCopyOutcome(peer: string, workflowId: string): Promise<JobResult | undefined> {
+      return handoff.peerCopyOutcome(region, peer, workflowId);
+    },
+
+    // --- handoff, at the peer (handoff.ts) ------------------------------------------------------
+    async admitCopy(spec: JobSpec, origin: HandoffOrigin) {
+      const workflowId = Context.current().info.workflowExecution?.workflowId ?? jobWorkflowId(spec.tenant, spec.jobId);
+      return handoff.admitCopy(region, spec, origin, workflowId);
+    },
+    async activateCopy(jobId: string, originEpoch: number): Promise<void> {
+      return handoff.activateCopy(region, jobId, originEpoch);
+    },
+    async withdrawCopy(jobId: string, originEpoch: number, reason: string): Promise<boolean> {
+      return handoff.withdrawCopy(region, jobId, originEpoch, reason);
+    },
+    async askOrigin(origin: HandoffOrigin, workflowId: string) {
+      return handoff.askOrigin(region, origin, workflowId);
+    },
+    async tellOriginEnded(origin: HandoffOrigin, workflowId: string, result: JobResult): Promise<void> {
+      return handoff.tellOriginEnded(region, origin, workflowId, result);
     },
   };
 }

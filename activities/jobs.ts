@@ -24,14 +24,14 @@ export async function enqueueJob(
   spec: JobSpec,
   region: string,
   workflowId: string,
-  state: 'waiting' | 'submitted' = 'waiting',
+  state: 'waiting' | 'submitted' | 'waiting-abroad' = 'waiting',
 ): Promise<Enqueued> {
   // Inserted, or (a retry, or the id taken) the row already there: one statement either way.
   const r = await sql<{ epoch: number; state: StoredJobState; enqueued_at: Date; workflow_id: string }>`
     WITH ins AS (
       INSERT INTO jobs (id, tenant, tier, priority, region, workflow_id, spec, state, epoch, waiting_reason)
       VALUES (${spec.jobId}, ${spec.tenant}, ${spec.tier}, ${spec.priority ?? 0}, ${region}, ${workflowId}, ${JSON.stringify(spec)}::jsonb,
-              ${state}, 1, ${state === 'waiting' ? QUEUED_REASON : null})
+              ${state}, 1, ${state === 'submitted' ? null : QUEUED_REASON})
       ON CONFLICT (id) DO NOTHING
       RETURNING epoch, state, enqueued_at, workflow_id)
     SELECT * FROM ins

@@ -10,6 +10,7 @@ import { kickSignal } from '../api/messages';
 import type { Allocator, ReleaseResult } from './allocator';
 import type { Executor } from './executor';
 import { coalescedKick } from './kick';
+import type { PeerLinks } from './peers';
 
 /** The least time between two kicks one worker sends the region scheduler. */
 export const KICK_SPACING_MS = 100;
@@ -23,6 +24,8 @@ export interface Region {
   taskQueue: string;
   allocator: Allocator;
   executor: Executor;
+  /** The region's peers and the clients that reach them. */
+  peers: PeerLinks;
   /** Wakes the region scheduler (coalesced; starts it if it is not running). */
   kick(): Promise<void>;
 }

@@ -26,6 +26,8 @@ import {
   cancelReservationSignal,
   kickSignal,
   type JobWorkflowInput,
+  pinUpdate,
+  recallUpdate,
   type ReservationInfo,
   type ReservationRequest,
   type NodeActionResult,
@@ -81,13 +83,64 @@ export interface SchedulerClientOptions {
   connection: Connection;
   namespace: string;
   taskQueue: string;
+  /** The region jobs are submitted to: their home. */
   region: string;
+  /** Other regions this client can reach, to follow jobs handed off to them. */
+  peers?: Record<string, { connection: Connection; namespace: string }>;
 }
+
+/** Where a job is now: the region whose copy of it is live (or ended last), and that copy's status. */
+export interface JobLocation {
+  region: string;
+  status: JobStatus;
+  /** The regions followed from home, home first. */
+  chain: string[];
+  /** Set when the job went to a region this client cannot reach: its home's status is given. */
+  unreachable?: string;
+}
+
+/** Hops followed at most (a handed-over copy is never handed on, so one is the rule). */
+const MAX_HOPS = 4;
 
 export class SchedulerClient {
   readonly temporal: Client;
+  private readonly peerClients = new Map<string, Client>();
   constructor(private readonly o: SchedulerClientOptions) {
     this.temporal = new Client({ connection: o.connection, namespace: o.namespace });
+    for (const [name, p] of Object.entries(o.peers ?? {}))
+      this.peerClients.set(name, new Client({ connection: p.connection, namespace: p.namespace }));
+  }
+
+  /** The Temporal client of a region: home, or a peer this client knows. */
+  private clientOf(region: string): Client | undefined {
+    return region === this.o.region ? this.temporal : this.peerClients.get(region);
+  }
+
+  /**
+   * Finds the job wherever it is now: asks its home, and while the home says it was handed off,
+   * asks the region it went to (whose copy names this home and epoch as its origin).
+   */
+  async locate(tenant: string, jobId: string): Promise<JobLocation> {
+    const workflowId = jobWorkflowId(tenant, jobId);
+    let region = this.o.region;
+    let status = await this.temporal.workflow.getHandle(workflowId).query(statusQuery);
+    const chain = [region];
+    for (let hop = 0; hop < MAX_HOPS && status.phase === 'handed-off' && status.handoff; hop++) {
+      const next = status.handoff.peer;
+      const client = this.clientOf(next);
+      if (!client) return { region, status, chain, unreachable: `${next} (no connection to it configured)` };
+      let there: JobStatus;
+      try {
+        there = await client.workflow.getHandle(workflowId).query(statusQuery);
+      } catch (err) {
+        return { region, status, chain, unreachable: `${next}: ${(err as Error).message}` };
+      }
+      if (there.origin?.region !== region || there.origin.epoch !== status.handoff.epoch) break;
+      chain.push(next);
+      region = next;
+      status = there;
+    }
+    return { region, status, chain };
   }
 
   /**
@@ -122,14 +175,35 @@ export class SchedulerClient {
     return workflowId;
   }
 
+  /** The job's status where it is now (at the peer, for a job handed off there). */
   async status(tenant: string, jobId: string): Promise<JobStatus> {
-    return this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId)).query(statusQuery);
+    return (await this.locate(tenant, jobId)).status;
   }
 
-  /** Cancels the job; refused (OperatorActionRefusedError) when it has already finished. */
+  /** The job's handle in the region where it is now (a copy pending a decision is still its home's). */
+  private async current(tenant: string, jobId: string): Promise<WorkflowHandle> {
+    const workflowId = jobWorkflowId(tenant, jobId);
+    if (!this.peerClients.size) return this.temporal.workflow.getHandle(workflowId);
+    const at = await this.locate(tenant, jobId).catch(() => undefined);
+    return (this.clientOf(at?.region ?? this.o.region) ?? this.temporal).workflow.getHandle(workflowId);
+  }
+
+  /** Cancels the job wherever it is; refused (OperatorActionRefusedError) when it has already finished. */
   async cancel(tenant: string, jobId: string, reason = 'cancelled through the api'): Promise<JobStatus> {
-    const handle = this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId));
+    const handle = await this.current(tenant, jobId);
     return operatorAction('cancel', handle, () => handle.executeUpdate(cancelUpdate, { args: [reason] }));
+  }
+
+  /** Keeps the job in its home region from now on (no handoff); refused once it has been handed off. */
+  async pin(tenant: string, jobId: string, reason = 'pinned through the api'): Promise<JobStatus> {
+    const handle = this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId));
+    return operatorAction('pin', handle, () => handle.executeUpdate(pinUpdate, { args: [reason] }));
+  }
+
+  /** Brings a handed-off job home before it starts at the peer; refused once it has been placed there. */
+  async recall(tenant: string, jobId: string, reason = 'recalled through the api'): Promise<JobStatus> {
+    const handle = this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId));
+    return operatorAction('recall', handle, () => handle.executeUpdate(recallUpdate, { args: [reason] }));
   }
 
   /** Fire-and-forget cancel, for callers that cannot wait for the job's answer. */
@@ -139,7 +213,7 @@ export class SchedulerClient {
 
   /** Sends a placed or running job back to the queue, keeping its queue position. */
   async requeue(tenant: string, jobId: string, reason = 'requeued through the api'): Promise<JobStatus> {
-    const handle = this.temporal.workflow.getHandle(jobWorkflowId(tenant, jobId));
+    const handle = await this.current(tenant, jobId);
     return operatorAction('requeue', handle, () => handle.executeUpdate(requeueUpdate, { args: [reason] }));
   }
 

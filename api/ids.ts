@@ -36,3 +36,8 @@ export function jobTaskQueue(region: string): string {
 export function schedulerTaskQueue(jobsTaskQueue: string): string {
   return `${jobsTaskQueue}-scheduler`;
 }
+
+/** A region's inventory-exchange workflow: publishes its summary to peers and receives theirs. */
+export function peerExchangeWorkflowId(region: string): string {
+  return `peers/${region}`;
+}

@@ -1,14 +1,38 @@
 // The messages the scheduler's workflows answer, declared apart from the workflow code so that
 // the client and the activities can name them without loading a workflow.
 import { defineQuery, defineSignal, defineUpdate } from '@temporalio/workflow';
-import type { JobSpec, JobStatus, Placement } from './types';
+import type { JobResult, JobSpec, JobStatus, Placement } from './types';
+import type { InventorySummary } from './peers';
 
 // --- a job ---------------------------------------------------------------------------------
 /** JobWorkflow's input: the spec as submitted (validated again by the workflow) and the region it was submitted to. */
 export interface JobWorkflowInput {
   spec: JobSpec;
   region: string;
+  /** Set on a copy started by a handoff: the home region and its epoch for this handoff. */
+  origin?: HandoffOrigin;
 }
+
+/** Where a handed-off copy came from: the home region (one of this region's peers) and the handoff's epoch there. */
+export interface HandoffOrigin {
+  region: string;
+  epoch: number;
+}
+
+// --- handoff (docs: README, "Global scheduling") ---------------------------------------------
+export type HandoffDecision = 'committed' | 'aborted';
+/** Home → copy: the decision of the handoff at `epoch` (sent until delivered). */
+export const handoffDecisionSignal = defineSignal<[{ epoch: number; decision: HandoffDecision }]>('handoffDecision');
+/** Copy → home: asks the decision of the handoff at `epoch`; `undecided` while the home has not decided. */
+export const handoffDecisionQuery = defineQuery<HandoffDecision | 'undecided', [epoch: number]>('handoffDecision');
+/** Copy → home: the job ended at the peer (sent until delivered); the home ends with the same outcome. */
+export const handedJobEndedSignal = defineSignal<[{ epoch: number; result: JobResult }]>('handedJobEnded');
+/** On the home workflow: keep the job in its home region from now on (no handoff). */
+export const pinUpdate = defineUpdate<JobStatus, [reason: string]>('pin');
+/** On the home workflow: take a handed-off job back before it starts at the peer; refused once it has been placed there. */
+export const recallUpdate = defineUpdate<JobStatus, [reason: string]>('recall');
+/** Home → copy: give the job back (for a recall); refused once the copy has been placed. */
+export const giveBackUpdate = defineUpdate<JobStatus, [reason: string]>('giveBack');
 
 /** Kept for callers that only signal; same effect as the `cancel` update. */
 export const cancelSignal = defineSignal<[reason?: string]>('cancel');
@@ -69,6 +93,27 @@ export interface SchedulerStatus {
   lastCycle?: { at: number; considered: number; placed: number; waiting: number; ms: number };
 }
 export const schedulerStatusQuery = defineQuery<SchedulerStatus>('status');
+
+// --- the inventory exchange ------------------------------------------------------------------
+/** On a region's `peers/<region>` workflow: a peer's inventory summary, stored if newer than the one held. */
+export const offerSummaryUpdate = defineUpdate<{ stored: true; version: number }, [InventorySummary]>('offerSummary');
+export interface PeerExchangeStatus {
+  region: string;
+  /** Summaries published to each peer: sent, and the last failure (an unreachable peer). */
+  published: Record<string, { sent: number; failed: number; lastError?: string; lastSentAt?: number }>;
+  /** Summaries received from each peer, and refused ones with the reason. */
+  received: Record<string, { version: number; at: number }>;
+  refused: number;
+  lastRefusal?: string;
+}
+export const peerExchangeStatusQuery = defineQuery<PeerExchangeStatus>('status');
+/** PeerExchangeWorkflow's input, carried across continue-as-new. */
+export interface PeerExchangeInput {
+  region: string;
+  /** How often the region publishes its summary to its peers. */
+  publishEveryMs?: number;
+  status?: PeerExchangeStatus;
+}
 
 // --- reservations ----------------------------------------------------------------------------
 export interface ReservationRequest {

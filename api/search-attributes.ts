@@ -8,8 +8,19 @@ export const JobStateKey = defineSearchAttributeKey('JobState', SearchAttributeT
 export const AcceleratorTypeKey = defineSearchAttributeKey('AcceleratorType', SearchAttributeType.KEYWORD);
 export const RegionKey = defineSearchAttributeKey('Region', SearchAttributeType.KEYWORD);
 export const WaitingReasonKey = defineSearchAttributeKey('WaitingReason', SearchAttributeType.KEYWORD);
+/** At home: the peer region a job was handed off to; on a copy at a peer: the home region it came from. */
+export const HandoffPeerKey = defineSearchAttributeKey('HandoffPeer', SearchAttributeType.KEYWORD);
 
-export const SEARCH_ATTRIBUTES = [JobIdKey, TenantKey, TierKey, JobStateKey, AcceleratorTypeKey, RegionKey, WaitingReasonKey];
+export const SEARCH_ATTRIBUTES = [
+  JobIdKey,
+  TenantKey,
+  TierKey,
+  JobStateKey,
+  AcceleratorTypeKey,
+  RegionKey,
+  WaitingReasonKey,
+  HandoffPeerKey,
+];
 
 /** `--search-attribute` flags for `temporal server start-dev`. */
 export function devServerSearchAttributeFlags(): string[] {

@@ -51,6 +51,12 @@ export interface JobSpec {
   durationMs: number;
   /** Regions the job may run in; absent means any. */
   allowedRegions?: string[];
+  /**
+   * When to look abroad: a job still waiting at home after `afterMs` is offered to a peer region
+   * that has room (default 30 s); `enabled: false` keeps it at home. A job that can never run at
+   * home (no node of its shape, or the home region not allowed) is offered at once.
+   */
+  handoff?: { afterMs?: number; enabled?: boolean };
   /** The job can save progress and resume from it after a requeue. */
   checkpointable?: boolean;
   /** Give up (outcome `failed`) after waiting this long for placement; absent means wait forever. */
@@ -94,6 +100,14 @@ export const JOB_STATES = [
   'validating',
   'admitting',
   'waiting',
+  /** Admitted at home but able to run only in another region: waiting for a peer with room. */
+  'waiting-abroad',
+  /** At home: offered to a peer, awaiting its answer; in no region's queue meanwhile. */
+  'handing-off',
+  /** At home: the peer took it (committed); the job lives there now. */
+  'handed-off',
+  /** At a peer: admitted, holding nothing, schedulable only once the home region's decision says committed. */
+  'pending',
   'placed',
   'running',
   'releasing',
@@ -130,6 +144,22 @@ export interface JobStatus {
   checkpointMs: number;
   /** Why the job went back to the queue last, if it did. */
   lastRequeue?: string;
+  /** The region this copy of the job runs in. */
+  region: string;
+  /** Kept in its home region: no handoff (an operator's `pin`, or the spec's `handoff.enabled: false`). */
+  pinned: boolean;
+  /** At home: the current or last handoff of the job. */
+  handoff?: HandoffRecord;
+  /** At a peer: where the job came from, and the home region's epoch of the handoff. */
+  origin?: { region: string; epoch: number };
+}
+
+/** A handoff as the home region records it: to whom, at which epoch, and how it stands. */
+export interface HandoffRecord {
+  peer: string;
+  epoch: number;
+  state: 'preparing' | 'committed' | 'aborted' | 'recalled';
+  reason?: string;
 }
 
 export interface JobResult {
@@ -137,4 +167,6 @@ export interface JobResult {
   outcome: JobOutcome;
   reason?: string;
   placement?: Placement;
+  /** The region that ran (or ended) the job: the peer, for a job handed off. */
+  region?: string;
 }

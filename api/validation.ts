@@ -56,6 +56,20 @@ export function validateSpec(input: unknown): string[] {
     problems.push(`maxAttempts: ${show(spec.maxAttempts)} must be an integer from 1 to ${LIMITS.maxAttempts}`);
   if (spec.minRuntimeMs !== undefined && (!int(spec.minRuntimeMs) || spec.minRuntimeMs < 0 || spec.minRuntimeMs > LIMITS.maxDurationMs))
     problems.push(`minRuntimeMs: ${show(spec.minRuntimeMs)} must be an integer from 0 to ${LIMITS.maxDurationMs}`);
+  if (spec.handoff !== undefined) {
+    const h = spec.handoff as { afterMs?: unknown; enabled?: unknown } | null;
+    if (typeof h !== 'object' || h === null || Array.isArray(h))
+      problems.push(`handoff: ${show(spec.handoff)} must be an object { afterMs?, enabled? }`);
+    else {
+      const extra = Object.keys(h).filter((k) => k !== 'afterMs' && k !== 'enabled');
+      if (extra.length)
+        problems.push(`handoff: unknown field ${extra.map((k) => JSON.stringify(k)).join(', ')} (allowed: afterMs, enabled)`);
+      if (h.afterMs !== undefined && (!int(h.afterMs) || h.afterMs < 0 || h.afterMs > LIMITS.maxDurationMs))
+        problems.push(`handoff.afterMs: ${show(h.afterMs)} must be an integer from 0 to ${LIMITS.maxDurationMs}`);
+      if (h.enabled !== undefined && typeof h.enabled !== 'boolean')
+        problems.push(`handoff.enabled: ${show(h.enabled)} must be true or false`);
+    }
+  }
   if (
     spec.simulatedFailures !== undefined &&
     (!int(spec.simulatedFailures) || spec.simulatedFailures < 0 || spec.simulatedFailures > LIMITS.maxAttempts)

@@ -1,6 +1,7 @@
 // The typed shape of the scheduler's PostgreSQL database, one interface per table.
 import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
 import type { JobSpec, StoredJobState } from '../api/types';
+import type { InventorySummary } from '../api/peers';
 
 export type NodeState = 'ready' | 'cordoned' | 'draining' | 'down';
 export type AcceleratorFamily = 'gpu' | 'npu';
@@ -69,6 +70,19 @@ export interface JobsTable {
   preempted_by: ColumnType<string[], string[] | undefined, string[]>;
   created_at: ColumnType<Date, Date | undefined, never>;
   updated_at: ColumnType<Date, Date | undefined, Date>;
+  /** At home: the peer the job was offered or handed to, and the epoch of that handoff. */
+  handoff_peer: ColumnType<string | null, string | null | undefined, string | null>;
+  handoff_epoch: ColumnType<number | null, number | null | undefined, number | null>;
+  /** On a copy at a peer: the home region and the home's epoch of the handoff. */
+  origin_region: ColumnType<string | null, string | null | undefined, string | null>;
+  origin_epoch: ColumnType<number | null, number | null | undefined, number | null>;
+}
+
+export interface PeerSummariesTable {
+  region: string;
+  version: ColumnType<string, number, number>;
+  received_at: ColumnType<Date, Date | undefined, Date>;
+  summary: ColumnType<InventorySummary, string, string>;
 }
 
 export interface AllocationsTable {
@@ -153,6 +167,7 @@ export interface Database {
   executions: ExecutionsTable;
   nominations: NominationsTable;
   reservations: ReservationsTable;
+  peer_summaries: PeerSummariesTable;
 }
 
 export type NodeRow = Selectable<NodesTable>;

@@ -7,6 +7,25 @@ import { tenantChain } from '../api/tenants';
 import { formatDevices } from '../api/units';
 import { requestMilli } from './geometry';
 
+/**
+ * Where a job may run, from its `allowedRegions`: whether at home, and the problems with regions
+ * it names that are neither home nor a peer. `region` is home; `peers` the configured peers.
+ */
+export function regionRules(
+  spec: Pick<JobSpec, 'allowedRegions'>,
+  region: string,
+  peers: readonly string[],
+): { home: boolean; problems: string[] } {
+  if (!spec.allowedRegions) return { home: true, problems: [] };
+  const unknown = spec.allowedRegions.filter((r) => r !== region && !peers.includes(r));
+  const problems = unknown.length
+    ? [
+        `allowedRegions: ${unknown.join(', ')} ${unknown.length === 1 ? 'is' : 'are'} neither this region (${region}) nor one of its peers (${peers.join(', ') || 'none'})`,
+      ]
+    : [];
+  return { home: spec.allowedRegions.includes(region), problems };
+}
+
 export interface TenantPolicyRow {
   path: string;
   active: boolean;
@@ -34,8 +53,6 @@ export function admissionProblems(spec: JobSpec, region: string, rows: readonly 
     return undefined;
   };
   const problems: string[] = [];
-  if (spec.allowedRegions && !spec.allowedRegions.includes(region))
-    problems.push(`allowedRegions: this is region ${region}, not one of ${spec.allowedRegions.join(', ')}`);
   const tiers = nearest('allowed_tiers');
   if (tiers && !tiers.value.includes(spec.tier))
     problems.push(

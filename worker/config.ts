@@ -1,6 +1,8 @@
 // Worker settings from the environment, validated once at start.
 import { PLACEMENT_POLICIES, type PlacementPolicyName } from '../api/types';
+import fs from 'node:fs';
 import { jobTaskQueue, regionNamespace } from '../api/ids';
+import { parsePeers, type PeerConfig } from '../api/peers';
 
 export interface WorkerConfig {
   region: string;
@@ -9,6 +11,26 @@ export interface WorkerConfig {
   taskQueue: string;
   databaseUrl: string;
   policy: PlacementPolicyName;
+  /** The region's peers: PEERS (JSON) or PEERS_FILE (a JSON file); none when neither is set. */
+  peers: PeerConfig[];
+  /** PUBLISH_EVERY_MS: how often the region sends its summary to its peers (default 2000). */
+  publishEveryMs?: number;
+}
+
+/** Reads and checks the peer list; a problem stops the worker with every entry and field named. */
+export function peersFromEnv(region: string, env: NodeJS.ProcessEnv = process.env): PeerConfig[] {
+  if (env.PEERS && env.PEERS_FILE) throw new Error('set PEERS or PEERS_FILE, not both');
+  const text = env.PEERS ?? (env.PEERS_FILE ? fs.readFileSync(env.PEERS_FILE, 'utf8') : undefined);
+  if (text === undefined) return [];
+  let parsed: unknown;
+  try {
+    parsed = JSON.parse(text);
+  } catch (err) {
+    throw new Error(`${env.PEERS ? 'PEERS' : `PEERS_FILE ${env.PEERS_FILE}`} is not JSON: ${(err as Error).message}`, { cause: err });
+  }
+  const { peers, problems } = parsePeers(parsed, region);
+  if (problems.length) throw new Error(`peer configuration refused: ${problems.join('; ')}`);
+  return peers;
 }
 
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
@@ -24,5 +46,13 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfi
     taskQueue: env.TASK_QUEUE ?? jobTaskQueue(region),
     databaseUrl: env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/scheduler',
     policy,
+    peers: peersFromEnv(region, env),
+    ...(env.PUBLISH_EVERY_MS !== undefined ? { publishEveryMs: positiveInt('PUBLISH_EVERY_MS', env.PUBLISH_EVERY_MS) } : {}),
   };
+}
+
+function positiveInt(name: string, value: string): number {
+  const n = Number(value);
+  if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} ${JSON.stringify(value)} must be a positive whole number of milliseconds`);
+  return n;
 }

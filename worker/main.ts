@@ -24,9 +24,13 @@ async function main(): Promise<void> {
     region: config.region,
     policy: config.policy,
     workflowBundlePath: process.env.WORKFLOW_BUNDLE,
+    peers: config.peers,
+    publishEveryMs: config.publishEveryMs,
     identity: `${config.region}-worker-${process.pid}`,
   });
   log.info({ event: 'worker.start', taskQueue: config.taskQueue, namespace: config.namespace, pid: process.pid }, 'worker started');
+  if (config.peers.length)
+    log.info({ event: 'worker.peers', peers: config.peers.map((p) => `${p.name}@${p.temporalAddress}`) }, 'peers configured');
   try {
     await worker.run(); // resolves after SIGTERM/SIGINT, which the SDK handles by shutting down
   } finally {

@@ -1,13 +1,16 @@
-// Builds a scheduler worker: the job and region-scheduler workflows plus the allocator,
-// bookkeeping and executor activities.
+// Builds a region's worker: the job, region-scheduler, reservation and peer-exchange workflows
+// plus the allocator, bookkeeping, executor and handoff activities. With peers configured it also
+// makes sure the region's exchange workflow runs, which publishes the region's summary to them.
 import path from 'node:path';
 import { DefaultLogger, NativeConnection, Worker, bundleWorkflowCode, type WorkerOptions } from '@temporalio/worker';
 import type { Kysely } from 'kysely';
-import type { Client } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/client';
 import type { Database } from '../db/schema';
 import { createActivities } from '../activities';
 import type { PlacementPolicyName } from '../api/types';
-import { schedulerTaskQueue } from '../api/ids';
+import { peerExchangeWorkflowId, schedulerTaskQueue } from '../api/ids';
+import type { PeerConfig } from '../api/peers';
+import { PeerLinks } from '../activities/peers';
 import type { CycleOptions } from '../activities/cycle';
 
 export interface SchedulerWorkerOptions {
@@ -26,6 +29,10 @@ export interface SchedulerWorkerOptions {
   /** Activities registered beside the scheduler's own (the benches' reference activities). */
   extraActivities?: Record<string, (...args: never[]) => Promise<unknown>>;
   identity?: string;
+  /** The region's peers (none: a region on its own). */
+  peers?: PeerConfig[];
+  /** How often the region publishes its inventory summary to its peers. */
+  publishEveryMs?: number;
 }
 
 /**
@@ -37,6 +44,7 @@ export class SchedulerWorker {
   constructor(
     readonly jobs: Worker,
     readonly scheduler: Worker,
+    private readonly peers?: PeerLinks,
   ) {}
 
   /** Runs both until shutdown; if one fails, the other is shut down and the failure rethrown. */
@@ -47,7 +55,11 @@ export class SchedulerWorker {
         throw err;
       }),
     );
-    await Promise.all(runs);
+    try {
+      await Promise.all(runs);
+    } finally {
+      await this.peers?.close();
+    }
   }
 
   shutdown(): void {
@@ -67,9 +79,10 @@ export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<
   const workflowBundle = o.workflowBundlePath
     ? { codePath: o.workflowBundlePath }
     : await bundleWorkflowCode({ workflowsPath: path.join(__dirname, '../workflows/index.ts'), logger: new DefaultLogger('WARN') });
+  const peers = new PeerLinks(o.region, o.peers ?? []);
   const activities = {
     ...o.extraActivities,
-    ...createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue, cycle: o.cycle }),
+    ...createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue, cycle: o.cycle, peers }),
   };
   const common = {
     connection: o.connection,
@@ -89,5 +102,19 @@ export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<
     taskQueue: schedulerTaskQueue(o.taskQueue),
     ...(o.identity ? { identity: `${o.identity}-scheduler` } : {}),
   });
-  return new SchedulerWorker(jobs, scheduler);
+  if (peers.names.length) await ensurePeerExchange(o.client, o.region, o.taskQueue, o.publishEveryMs);
+  return new SchedulerWorker(jobs, scheduler, peers);
+}
+
+/** Starts the region's exchange workflow unless it runs already (every worker of the region asks; one runs). */
+export async function ensurePeerExchange(client: Client, region: string, taskQueue: string, publishEveryMs?: number): Promise<void> {
+  try {
+    await client.workflow.start('PeerExchangeWorkflow', {
+      workflowId: peerExchangeWorkflowId(region),
+      taskQueue: schedulerTaskQueue(taskQueue),
+      args: [{ region, ...(publishEveryMs ? { publishEveryMs } : {}) }],
+    });
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+  }
 }

@@ -2,3 +2,4 @@
 export { JobWorkflow } from './job';
 export { RegionSchedulerWorkflow } from './scheduler';
 export { ReservationWorkflow } from './reservation';
+export { PeerExchangeWorkflow } from './exchange';

@@ -1,8 +1,10 @@
 // JobWorkflow: one job's lifecycle — validate, admit, queue, wait for the region scheduler to
 // place it, run it through the executor, and release what it held — with the operator messages
-// it answers (cancel, requeue, setPriority, status). A requeue (operator, drain, node loss, a
-// failed attempt with retries left) releases the devices and queues the job again at a new epoch,
-// keeping its original queue position. Deterministic: all I/O is in activities.
+// it answers (job-handlers.ts). A requeue (operator, drain, node loss, a failed attempt with
+// retries left) releases the devices and queues the job again at a new epoch, keeping its
+// original queue position. A job that waits too long at home, or cannot run there at all, is
+// handed to a peer region (handoff.ts); a copy started by a handoff waits for its home's decision
+// before it joins this region's queue. Deterministic: all I/O is in activities.
 import {
   ActivityFailure,
   ApplicationFailure,
@@ -11,168 +13,36 @@ import {
   condition,
   isCancellation,
   log,
-  proxyActivities,
-  proxyLocalActivities,
-  setHandler,
-  upsertSearchAttributes,
+  patched,
+  workflowInfo,
 } from '@temporalio/workflow';
-import type { SchedulerActivities } from '../activities';
-import { TERMINAL_STATES, type JobState, type JobResult, type JobStatus, type Placement } from '../api/types';
-import { validatePriority, validateSpec } from '../api/validation';
-import { AcceleratorTypeKey, JobStateKey, WaitingReasonKey } from '../api/search-attributes';
-import { ErrorTypes, NON_RETRYABLE_ERROR_TYPES as NON_RETRYABLE } from '../api/errors';
-import {
-  cancelSignal,
-  cancelUpdate,
-  placedSignal,
-  preemptSignal,
-  requeueUpdate,
-  setPriorityUpdate,
-  statusQuery,
-  waitingSignal,
-  type JobWorkflowInput,
-  type PlacedDelivery,
-} from '../api/messages';
-
-// Few, merged steps: each activity costs the server three events and a task dispatch. In the
-// common case a job makes one: admission and placement run as a local activity inside its first
-// workflow task, and the run activity records the ending itself.
-const acts = proxyActivities<SchedulerActivities>({
-  startToCloseTimeout: '30s',
-  retry: { initialInterval: '200ms', maximumInterval: '10s', nonRetryableErrorTypes: NON_RETRYABLE },
-});
-
-/**
- * Admission and the placement tried on admission: short database work, run inside the first
- * workflow task (its result is a marker in history). A worker lost mid-way retries the whole task
- * on another worker, and the activity is idempotent.
- */
-const local = proxyLocalActivities<SchedulerActivities>({
-  startToCloseTimeout: '10s',
-  retry: { initialInterval: '200ms', maximumInterval: '5s', nonRetryableErrorTypes: NON_RETRYABLE },
-});
-
-const watcher = proxyActivities<SchedulerActivities>({
-  startToCloseTimeout: '30 days',
-  // A worker that dies mid-run is noticed within seconds; the retry watches the same run.
-  heartbeatTimeout: '5s',
-  retry: { initialInterval: '500ms', maximumInterval: '10s', nonRetryableErrorTypes: NON_RETRYABLE },
-});
+import type { JobResult, JobState, Placement } from '../api/types';
+import { validateSpec } from '../api/validation';
+import { ErrorTypes } from '../api/errors';
+import type { JobWorkflowInput } from '../api/messages';
+import { handoffPolicy } from '../scheduling/handoff';
+import { JobRecord, acts, local, peerward } from './job-record';
+import { registerJobHandlers } from './job-handlers';
+import { runPlaced } from './job-run';
+import { awaitDecision, handOff } from './handoff';
 
 /** How often a waiting job looks for a placement it may have missed, and re-kicks the scheduler. */
 export const PLACEMENT_CHECK_MS = 30_000;
 export const MAX_PLACEMENT_CHECK_MS = 5 * 60_000;
+/** How often a job looking abroad asks again which peer could take it. */
+export const PEER_RETRY_MS = 5_000;
 
-type RunEnd =
-  | { kind: 'succeeded' }
-  | { kind: 'cancelled' }
-  | { kind: 'failed' | 'lost' | 'requeue'; detail: string }
-  | { kind: 'preempted'; detail: string; preemptor: string };
+/** What admission answered: a home job may come placed, or waiting abroad; a copy is pending. */
+type Admission =
+  | { admitted: false; problems: string[] }
+  | { admitted: true; epoch: number; state?: string; placement?: Placement; waitingReason?: string };
 
-export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult> {
-  const jobId = typeof spec?.jobId === 'string' ? spec.jobId : 'invalid';
-  const status: JobStatus = {
-    jobId,
-    phase: 'validating',
-    epoch: 1,
-    attempt: 0,
-    tier: spec?.tier,
-    priority: spec?.priority,
-    cancelRequested: false,
-    checkpointMs: 0,
-  };
-  /** Placements delivered by the scheduler, by epoch: one for the next epoch can arrive before the requeue that starts it returns. */
-  const deliveries = new Map<number, PlacedDelivery>();
-  let requeueAsked: string | undefined;
-  let runScope: CancellationScope | undefined;
-  /** The run activity already recorded completion and released the devices. */
-  let finishedByRun = false;
-  /** A preemption asked of this job, and the preemptor once its grace period ran out. */
-  let preemptFor: { preemptor: string; graceMs: number } | undefined;
-  let preemptedFor: string | undefined;
+type Waited = Placement | 'cancelled' | 'timeout' | { peer: string; why: string };
 
-  /** Moves to `phase`, keeping the search attributes current in one upsert (one history event). */
-  const enter = (phase: JobState, waitingReason?: string, acceleratorType?: string): void => {
-    status.phase = phase;
-    status.waitingReason = waitingReason;
-    upsertSearchAttributes([
-      { key: JobStateKey, value: phase },
-      { key: WaitingReasonKey, value: waitingReason ? waitingReason.slice(0, 250) : null },
-      ...(acceleratorType ? [{ key: AcceleratorTypeKey, value: acceleratorType }] : []),
-    ]);
-    log.info('job phase', { jobId, event: `job.${phase}`, epoch: status.epoch, waitingReason });
-  };
-  const finished = (): boolean => (TERMINAL_STATES as readonly JobState[]).includes(status.phase) || status.phase === 'releasing';
-  const requestCancel = (reason?: string): void => {
-    if (status.cancelRequested) return;
-    status.cancelRequested = true;
-    log.info('cancel requested', { jobId, event: 'job.cancel-requested', reason: reason ?? 'none given', phase: status.phase });
-    runScope?.cancel();
-  };
-
-  setHandler(statusQuery, () => status);
-  setHandler(cancelSignal, requestCancel);
-  setHandler(
-    cancelUpdate,
-    (reason) => {
-      requestCancel(reason);
-      return status;
-    },
-    {
-      validator: (reason) => {
-        if (typeof reason !== 'string') throw new Error(`cancel: reason ${JSON.stringify(reason)} must be a string`);
-        if (finished()) throw new Error(`cancel: job ${jobId} is already ${status.phase}`);
-        if (status.cancelRequested) throw new Error(`cancel: job ${jobId} is already being cancelled`);
-      },
-    },
-  );
-  setHandler(
-    requeueUpdate,
-    (reason) => {
-      requeueAsked = reason || 'operator requeue';
-      log.info('requeue requested', { jobId, event: 'job.requeue-requested', reason: requeueAsked, phase: status.phase });
-      runScope?.cancel();
-      return status;
-    },
-    {
-      validator: (reason) => {
-        if (typeof reason !== 'string') throw new Error(`requeue: reason ${JSON.stringify(reason)} must be a string`);
-        if (status.phase !== 'placed' && status.phase !== 'running')
-          throw new Error(`requeue: job ${jobId} is ${status.phase}; only a placed or running job can be requeued`);
-        if (status.cancelRequested) throw new Error(`requeue: job ${jobId} is being cancelled`);
-        if (requeueAsked !== undefined) throw new Error(`requeue: job ${jobId} is already being requeued`);
-      },
-    },
-  );
-  setHandler(
-    setPriorityUpdate,
-    async (priority) => {
-      await acts.setPriority(jobId, priority);
-      status.priority = priority;
-      log.info('priority changed', { jobId, event: 'job.priority', priority });
-      return status;
-    },
-    {
-      validator: (priority) => {
-        const problems = validatePriority(priority);
-        if (problems.length) throw new Error(`setPriority: ${problems.join('; ')}`);
-        if (finished() || status.phase === 'validating' || status.phase === 'admitting')
-          throw new Error(`setPriority: job ${jobId} is ${status.phase}; only a queued, placed or running job has a priority to change`);
-      },
-    },
-  );
-  setHandler(preemptSignal, (p) => {
-    if ((status.phase !== 'placed' && status.phase !== 'running') || preemptFor || status.cancelRequested) return;
-    preemptFor = p;
-    log.info('preemption requested', { jobId, event: 'job.preempt-requested', preemptor: p.preemptor, graceMs: p.graceMs });
-  });
-  setHandler(placedSignal, (d) => {
-    if (d.epoch >= status.epoch) deliveries.set(d.epoch, d);
-  });
-  setHandler(waitingSignal, ({ epoch, reason }) => {
-    if (epoch === status.epoch && status.phase === 'waiting' && !deliveries.has(epoch) && reason !== status.waitingReason)
-      enter('waiting', reason);
-  });
+export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): Promise<JobResult> {
+  const job = new JobRecord(spec, workflowInfo().workflowId, region, origin);
+  const { status, jobId, deliveries } = job;
+  registerJobHandlers(job);
 
   const finish = async (result: JobResult): Promise<JobResult> => {
     await condition(allHandlersFinished);
@@ -182,111 +52,101 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
   const problems = validateSpec(spec);
   if (problems.length) {
     const reason = `invalid spec: ${problems.join('; ')}`;
-    enter('rejected', reason);
+    job.enter('rejected', reason);
     return finish({ jobId, outcome: 'rejected', reason });
   }
   // The client set the submitted state at start; this task's own changes go out in one upsert below.
   status.phase = 'admitting' as JobState; // (widened: handlers change it too)
-  const entry = await local.admitAndPlace(spec);
+  const entry: Admission = origin ? await local.admitCopy(spec, origin) : await local.admitAndPlace(spec);
   if (!entry.admitted) {
-    const reason = `not admitted: ${entry.problems.join('; ')}`;
-    enter('rejected', reason);
+    const reason = `not admitted${origin ? ` in ${region} (handed over by ${origin.region})` : ''}: ${entry.problems.join('; ')}`;
+    job.enter('rejected', reason);
     return finish({ jobId, outcome: 'rejected', reason });
   }
   status.epoch = entry.epoch;
-  const waitDeadline = spec.maxWaitMs ? Date.now() + spec.maxWaitMs : undefined;
   let outcome: JobResult['outcome'] = 'completed';
   let reason: string | undefined;
   let placement: Placement | undefined;
+  let ranIn = region;
+  /** The copy learned `committed`: it must tell its home how the job ends. */
+  let committedCopy = false;
 
-  /** Waits for the scheduler's delivery (or finds the placement itself); undefined when cancelled or out of time. */
-  const waitForPlacement = async (deadline?: number): Promise<Placement | 'cancelled' | 'timeout'> => {
+  if (origin) {
+    job.enter('pending', `pending: handed over by ${origin.region}, waiting for its decision`, undefined, origin.region);
+    committedCopy = await awaitDecision(job);
+    if (!committedCopy || status.cancelRequested) {
+      // Aborted or given back: it never was this region's job. Cancelled while pending: it ends here, and the home hears it.
+      const why = job.givenBack
+        ? `given back to ${origin.region}`
+        : job.heard === 'aborted'
+          ? `handoff aborted by ${origin.region}`
+          : 'cancelled';
+      await acts.withdrawCopy(jobId, origin.epoch, why);
+      job.enter('cancelled', why);
+      const result: JobResult = { jobId, outcome: 'cancelled', reason: why, region };
+      if (committedCopy) await peerward.tellOriginEnded(origin, job.workflowId, result);
+      return finish(result);
+    }
+    await acts.activateCopy(jobId, origin.epoch);
+  }
+
+  // Handoff applies to jobs submitted here (a copy stays where it was handed); behind a patch, so
+  // jobs started before it replay as they ran.
+  const global = !origin && patched('global-handoff');
+  const admitted = entry;
+  let abroad = admitted.state === 'waiting-abroad';
+  const policy = handoffPolicy(spec);
+
+  /** Waits for the scheduler's delivery (or finds the placement itself), or a peer that should take the job. */
+  const waitForPlacement = async (deadline?: number): Promise<Waited> => {
+    const lookingAbroad = () => global && !status.pinned;
+    let lookAbroadAt = abroad ? Date.now() : Date.now() + policy.afterMs;
+    let checkAt = Date.now() + PLACEMENT_CHECK_MS;
     // The self-check backs off, so a job that waits for days keeps a short history.
-    for (let every = PLACEMENT_CHECK_MS; ; every = Math.min(MAX_PLACEMENT_CHECK_MS, every * 2)) {
-      const left = deadline === undefined ? every : Math.min(every, deadline - Date.now());
+    for (let every = PLACEMENT_CHECK_MS; ;) {
+      if (lookingAbroad() && Date.now() >= lookAbroadAt) {
+        const avoid = [...job.avoid].filter(([, until]) => until > Date.now()).map(([p]) => p);
+        const choice = await acts.pickPeer(spec, avoid, abroad);
+        if (choice.peer !== undefined) return { peer: choice.peer, why: choice.reason };
+        lookAbroadAt = Date.now() + PEER_RETRY_MS;
+        if (abroad && choice.reason !== status.waitingReason) job.enter('waiting-abroad', choice.reason);
+      }
+      let wake = deadline === undefined ? checkAt : Math.min(checkAt, deadline);
+      if (lookingAbroad()) wake = Math.min(wake, lookAbroadAt);
+      const left = wake - Date.now();
       if (left > 0) await condition(() => deliveries.has(status.epoch) || status.cancelRequested, left);
       if (status.cancelRequested) return 'cancelled';
       const delivered = deliveries.get(status.epoch);
       if (delivered) return delivered.placement;
-      // Missed delivery, or a scheduler that stopped: look for ourselves (the check wakes it).
-      const found = await acts.checkPlacement(jobId, status.epoch);
-      if (found) return found;
-      if (deadline !== undefined && Date.now() >= deadline) return 'timeout';
-    }
-  };
-
-  const run = async (p: Placement): Promise<RunEnd> => {
-    const epoch = status.epoch;
-    status.attempt++;
-    const failAtMs = status.attempt <= (spec.simulatedFailures ?? 0) ? Math.max(1, Math.floor(spec.durationMs / 2)) : undefined;
-    const launch = { jobId, epoch, placement: p, durationMs: spec.durationMs, resumeFromMs: status.checkpointMs, failAtMs };
-    enter('running', undefined, p.acceleratorType);
-    runScope = new CancellationScope();
-    let runDone = false;
-    // Preemption: after the grace period (a durable timer) the run is stopped with a checkpoint,
-    // unless the preemptor no longer wants the capacity by then.
-    const graceWatch = async (): Promise<void> => {
-      while (!runDone) {
-        await condition(() => runDone || preemptFor !== undefined);
-        if (runDone || !preemptFor) return;
-        const p = preemptFor;
-        status.waitingReason = `preempted for ${p.preemptor}: releasing after a ${p.graceMs} ms grace period`;
-        upsertSearchAttributes([{ key: WaitingReasonKey, value: status.waitingReason.slice(0, 250) }]);
-        await condition(() => runDone, p.graceMs);
-        if (runDone) return;
-        if (await acts.preemptionStands(jobId, p.preemptor)) {
-          preemptedFor = p.preemptor;
-          log.info('preempted', { jobId, event: 'job.preempted', preemptor: p.preemptor, victim: jobId });
-          runScope?.cancel();
-          return;
+      if (Date.now() >= checkAt || (deadline !== undefined && Date.now() >= deadline)) {
+        // Missed delivery, or a scheduler that stopped: look for ourselves (the check wakes it).
+        if (!abroad) {
+          const found = await acts.checkPlacement(jobId, status.epoch);
+          if (found) return found;
         }
-        log.info('preemption dropped: the preemptor left', { jobId, event: 'job.preempt-dropped', preemptor: p.preemptor });
-        preemptFor = undefined;
-        status.waitingReason = undefined;
-        upsertSearchAttributes([{ key: WaitingReasonKey, value: null }]);
+        if (deadline !== undefined && Date.now() >= deadline) return 'timeout';
+        every = Math.min(MAX_PLACEMENT_CHECK_MS, every * 2);
+        checkAt = Date.now() + every;
       }
-    };
-    void graceWatch();
-    try {
-      if (status.cancelRequested || requeueAsked !== undefined) runScope.cancel();
-      const seen = await runScope.run(() => watcher.runJob(launch));
-      if (seen.state === 'succeeded') {
-        finishedByRun = seen.finished === true;
-        return { kind: 'succeeded' };
-      }
-      if (seen.state === 'lost') return { kind: 'lost', detail: seen.detail ?? 'node lost' };
-      return { kind: 'failed', detail: seen.detail ?? `run ended ${seen.state}` };
-    } catch (err) {
-      if (!isCancellation(err)) throw err;
-      const cancelling = status.cancelRequested;
-      const preemptor = cancelling ? undefined : preemptedFor;
-      const detail = cancelling ? 'cancelled' : preemptor ? `preempted for ${preemptor}` : `requeue: ${requeueAsked}`;
-      const keep = !cancelling && spec.checkpointable === true;
-      const stopped = await CancellationScope.nonCancellable(() => acts.stopRun(jobId, epoch, detail, keep));
-      if (keep) status.checkpointMs = Math.max(status.checkpointMs, stopped.checkpointMs);
-      if (cancelling) return { kind: 'cancelled' };
-      if (stopped.state === 'succeeded') return { kind: 'succeeded' };
-      if (preemptor) return { kind: 'preempted', detail, preemptor };
-      return { kind: 'requeue', detail: requeueAsked ?? 'requeue' };
-    } finally {
-      runDone = true;
-      runScope = undefined;
     }
   };
 
   try {
-    let deadline = waitDeadline;
+    let deadline = spec.maxWaitMs ? Date.now() + spec.maxWaitMs : undefined;
     // Placed on admission: straight to running, no waiting state and no scheduler round trip.
-    if (entry.placement) deliveries.set(entry.epoch, { epoch: entry.epoch, placement: entry.placement });
+    if (admitted.placement) deliveries.set(entry.epoch, { epoch: entry.epoch, placement: admitted.placement });
     for (;;) {
       const ready = status.cancelRequested ? undefined : deliveries.get(status.epoch);
-      if (!ready && status.phase !== 'waiting')
-        enter(
+      if (!ready && abroad && status.phase !== 'waiting-abroad')
+        job.enter('waiting-abroad', admitted.waitingReason ?? 'waiting for a peer region with room');
+      else if (!ready && !abroad && status.phase !== 'waiting')
+        job.enter(
           'waiting',
-          status.lastRequeue ? `requeued: ${status.lastRequeue}` : (entry.waitingReason ?? 'queued: waiting for the next scheduling cycle'),
+          status.lastRequeue
+            ? `requeued: ${status.lastRequeue}`
+            : (admitted.waitingReason ?? 'queued: waiting for the next scheduling cycle'),
         );
       const got = ready ? ready.placement : await waitForPlacement(deadline);
-      deadline = undefined;
       if (got === 'cancelled') {
         outcome = 'cancelled';
         break;
@@ -296,11 +156,27 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
         reason = `not placed within maxWaitMs ${spec.maxWaitMs}: ${status.waitingReason ?? 'waiting'}`;
         break;
       }
+      if ('peer' in got) {
+        const end = await handOff(job, got.peer, got.why, abroad);
+        if (end.kind === 'ended') {
+          ({ outcome, reason, placement } = end.result);
+          ranIn = end.result.region ?? got.peer;
+          break;
+        }
+        // Home again: recalled jobs stay; an aborted one looks abroad again later (a must-leave one at once).
+        if (status.pinned) abroad = false;
+        if (status.cancelRequested) {
+          outcome = 'cancelled';
+          break;
+        }
+        continue;
+      }
+      deadline = undefined;
       placement = got;
       status.placement = got;
       status.phase = 'placed' as JobState;
       log.info('job placed', { jobId, event: 'job.placed', epoch: status.epoch, acceleratorType: got.acceleratorType });
-      const end = await run(got);
+      const end = await runPlaced(job, got);
       if (end.kind === 'succeeded') break;
       if (end.kind === 'cancelled') {
         outcome = 'cancelled';
@@ -312,16 +188,16 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
         break;
       }
       // Back to the queue, same position, new epoch.
-      const why = end.kind === 'failed' ? `attempt ${status.attempt} failed: ${end.detail}` : end.kind === 'lost' ? end.detail : end.detail;
-      enter('releasing');
+      const why = end.kind === 'failed' ? `attempt ${status.attempt} failed: ${end.detail}` : end.detail;
+      job.enter('releasing');
       await CancellationScope.nonCancellable(async () => {
         status.epoch = await acts.requeue(jobId, status.epoch, status.attempt, why, end.kind === 'preempted' ? end.preemptor : undefined);
       });
       status.lastRequeue = why;
       status.placement = undefined;
-      requeueAsked = undefined;
-      preemptFor = undefined;
-      preemptedFor = undefined;
+      job.requeueAsked = undefined;
+      job.preemptFor = undefined;
+      job.preemptedFor = undefined;
       if (status.cancelRequested) {
         outcome = 'cancelled';
         break;
@@ -341,12 +217,21 @@ export async function JobWorkflow({ spec }: JobWorkflowInput): Promise<JobResult
     await CancellationScope.nonCancellable(async () => {
       // Final state and release in one transaction: no cycle places it afterwards, and nothing
       // ever sees a finished job holding devices. A run that completed has done it already.
-      if (!(finishedByRun && outcome === 'completed')) {
-        enter('releasing');
+      if (!(job.finishedByRun && outcome === 'completed')) {
+        job.enter('releasing');
         await acts.finish(jobId, status.epoch, outcome, reason ?? null);
       }
-      enter(outcome, reason);
+      job.enter(outcome, reason);
     });
   }
-  return finish({ jobId, outcome, reason, placement: outcome === 'completed' ? placement : (status.placement ?? placement) });
+  const result: JobResult = {
+    jobId,
+    outcome,
+    reason,
+    placement: outcome === 'completed' ? placement : (status.placement ?? placement),
+    ...(global || origin ? { region: ranIn } : {}),
+  };
+  // A committed copy tells its home how the job ended (until delivered); the home ends with it.
+  if (origin && committedCopy) await CancellationScope.nonCancellable(() => peerward.tellOriginEnded(origin, job.workflowId, result));
+  return finish(result);
 }

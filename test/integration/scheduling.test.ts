@@ -97,7 +97,7 @@ describe('admission', () => {
       ],
       [
         { ...spec(`adm-${++seq}`, { tenant: 'globex/x' }), allowedRegions: ['eu-west'] },
-        'allowedRegions: this is region test, not one of eu-west',
+        'allowedRegions: eu-west is neither this region (test) nor one of its peers (none)',
       ],
     ];
     for (const [s, reason] of cases) {

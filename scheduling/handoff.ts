@@ -1,0 +1,136 @@
+// Handoff decisions, pure: when a waiting job should look abroad, and which peer should take it,
+// from the inventory summaries peers sent. A summary older than its TTL counts as absent, so a
+// region that died stops receiving work within the TTL.
+import type { JobSpec, ResourceRequest, Tier } from '../api/types';
+import type { InventorySummary, TypeSummary } from '../api/peers';
+import { describeRequest, formatDevices } from '../api/units';
+import { neverFits, requestMilli, wholeDevicesPerNode, type LargestNode } from './geometry';
+
+/** How long a job waits at home before it is offered abroad, unless its spec says. */
+export const DEFAULT_HANDOFF_AFTER_MS = 30_000;
+/** A peer summary older than this (by its receipt time) counts as absent. */
+export const DEFAULT_SUMMARY_TTL_MS = 10_000;
+
+export interface HeldSummary {
+  summary: InventorySummary;
+  /** When this region received it (its own clock). */
+  receivedAt: number;
+}
+
+/** Whether a job may be handed off at all, and after how long a wait. */
+export function handoffPolicy(spec: JobSpec): { enabled: boolean; afterMs: number } {
+  return { enabled: spec.handoff?.enabled !== false, afterMs: spec.handoff?.afterMs ?? DEFAULT_HANDOFF_AFTER_MS };
+}
+
+/** Peers the spec allows, among those configured. */
+export function allowedPeers(spec: Pick<JobSpec, 'allowedRegions'>, peers: readonly string[]): string[] {
+  return spec.allowedRegions ? peers.filter((p) => spec.allowedRegions!.includes(p)) : [...peers];
+}
+
+/** The largest node of each type a summary lists, as the geometry rules take it. */
+function largestNodes(summary: InventorySummary): Map<string, LargestNode> {
+  const out = new Map<string, LargestNode>();
+  for (const [type, t] of Object.entries(summary.types))
+    out.set(type, {
+      devices: t.largestNode.devices,
+      cpuMilli: t.largestNode.cpuMilli ?? Infinity,
+      memoryMib: t.largestNode.memoryMib ?? Infinity,
+    });
+  return out;
+}
+
+/** Whole devices free where the request's gang must land together (the region, a pod, a rack, a node). */
+function roomFor(request: ResourceRequest, t: TypeSummary): number {
+  if (request.devicesPerWorker === 0) return t.freeMilli;
+  const total = request.workers * request.devicesPerWorker * 1000;
+  switch (request.topology) {
+    case 'node':
+      return t.largestFree.node >= wholeDevicesPerNode(request) ? total : 0;
+    case 'rack':
+      return t.largestFree.rack * 1000;
+    case 'pod':
+      return t.largestFree.pod * 1000;
+    default:
+      // Spread workers still need a node with room for one worker.
+      return t.largestFree.node >= request.devicesPerWorker ? t.freeWhole * 1000 : 0;
+  }
+}
+
+/** Demand queued at a peer that would go before a job of `tier` (its tier and above). */
+function demandAhead(t: TypeSummary, tier: Tier): number {
+  const q = t.queue;
+  return q.premium.milli + (tier === 'premium' ? 0 : q.standard.milli + (tier === 'standard' ? 0 : q.basic.milli));
+}
+
+export type PeerChoice = { peer: string; reason: string } | { peer?: undefined; reason: string };
+
+/**
+ * The peer that should take a waiting job: among the allowed peers whose summary is fresh, not
+ * excluded (tried and refused lately), that could ever hold the shape and have room for it now
+ * after the demand queued ahead of it, the one with the most room left over (the shortest
+ * expected wait). `mustLeave`: the job cannot run at home at all, so a peer that could ever hold
+ * it is chosen even without room now (the least loaded one).
+ */
+export function choosePeer(
+  spec: Pick<JobSpec, 'request' | 'tier' | 'allowedRegions'>,
+  peers: readonly string[],
+  held: ReadonlyMap<string, HeldSummary>,
+  o: { now: number; ttlMs?: number; exclude?: ReadonlySet<string>; mustLeave?: boolean },
+): PeerChoice {
+  const ttl = o.ttlMs ?? DEFAULT_SUMMARY_TTL_MS;
+  const candidates = allowedPeers(spec, peers).filter((p) => !o.exclude?.has(p));
+  if (!candidates.length)
+    return {
+      reason: 'no peer region is allowed for this job' + (o.exclude?.size ? ` (refused lately: ${[...o.exclude].join(', ')})` : ''),
+    };
+  const milli = requestMilli(spec.request);
+  const why: string[] = [];
+  let best: { peer: string; spare: number; room: number } | undefined;
+  for (const peer of candidates) {
+    const h = held.get(peer);
+    if (!h) {
+      why.push(`${peer}: no summary received`);
+      continue;
+    }
+    if (o.now - h.receivedAt > ttl) {
+      why.push(`${peer}: summary ${Math.round((o.now - h.receivedAt) / 1000)} s old (TTL ${Math.round(ttl / 1000)} s)`);
+      continue;
+    }
+    const never = neverFits(spec.request, largestNodes(h.summary), `region ${peer}`);
+    if (never) {
+      why.push(`${peer}: ${never.replace(/^request[^:]*: /, '')}`);
+      continue;
+    }
+    // Among the acceptable types large enough in all, the one with the most room after the demand ahead.
+    const types = spec.request.acceleratorTypes.filter(
+      (type) => h.summary.types[type] && h.summary.types[type].totalDevices * 1000 >= milli,
+    );
+    if (!types.length) {
+      const total = spec.request.acceleratorTypes.map((type) => `${h.summary.types[type]?.totalDevices ?? 0} ${type}`).join(', ');
+      why.push(`${peer}: ${describeRequest(spec.request)} needs ${formatDevices(milli)} devices, the region has ${total} in all`);
+      continue;
+    }
+    let spare = -Infinity;
+    let room = 0;
+    for (const type of types) {
+      const t = h.summary.types[type];
+      const r = roomFor(spec.request, t);
+      const s = r - demandAhead(t, spec.tier) - milli;
+      if (s > spare) [spare, room] = [s, r];
+    }
+    if (room < milli && !o.mustLeave) {
+      why.push(`${peer}: no room now for ${describeRequest(spec.request)} (${formatDevices(room)} free where it must land)`);
+      continue;
+    }
+    if (spare < 0 && !o.mustLeave) {
+      why.push(`${peer}: ${formatDevices(room)} free but ${formatDevices(room - spare - milli)} queued ahead`);
+      continue;
+    }
+    if (!best || spare > best.spare) best = { peer, spare, room };
+  }
+  if (!best) return { reason: `no peer has room: ${why.join('; ')}` };
+  return {
+    peer: best.peer,
+    reason: `${best.peer} has ${formatDevices(best.room)} free for it, ${formatDevices(Math.max(0, best.spare))} to spare after its queue`,
+  };
+}
