@@ -5,6 +5,7 @@
 // on `aborted` or a recall, ask the home for a decision it has not heard, and tell the home how
 // the job ended. Every statement is conditional on the job's state and epoch, so any retry is safe.
 import { sql } from 'kysely';
+import { Context } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import type { JobResult, JobSpec } from '../api/types';
 import { badRequest } from '../api/errors';
@@ -28,6 +29,7 @@ import { loadAdmissionContext } from './admission';
 import { QUEUED_REASON } from './jobs';
 import { readPeerSummaries } from './inventory';
 import { activityLog, type Region } from './region';
+import { failpoint } from './failpoints';
 
 /** How long the home waits for a peer's answer to a prepare before it decides `aborted`. */
 export const HANDOFF_ANSWER_MS = 15_000;
@@ -71,6 +73,7 @@ export async function prepareHandoff(region: Region, spec: JobSpec, epoch: numbe
     const now = await region.db.selectFrom('jobs').select(['state', 'epoch']).where('id', '=', spec.jobId).executeTakeFirst();
     return { answer: 'not-prepared', reason: `job is ${now?.state ?? 'unknown'} at epoch ${now?.epoch ?? '?'}` };
   }
+  await failpoint('handoff.home.marked');
   const workflowId = jobWorkflowId(spec.tenant, spec.jobId);
   const origin: HandoffOrigin = { region: region.name, epoch };
   try {
@@ -94,10 +97,12 @@ export async function prepareHandoff(region: Region, spec: JobSpec, epoch: numbe
     if (!(err instanceof WorkflowExecutionAlreadyStartedError))
       return { answer: 'no-answer', reason: `could not start the job at ${peerName}: ${(err as Error).message}` };
   }
+  await failpoint('handoff.home.started');
   // The copy answers by where it stands: `pending` (admitted) or `rejected` (refused).
   const deadline = Date.now() + HANDOFF_ANSWER_MS;
   let last = 'no status yet';
   while (Date.now() < deadline) {
+    Context.current().heartbeat();
     try {
       const st = await region.peers.call(peerName, (client) => client.workflow.getHandle(workflowId).query(statusQuery));
       if (st.origin?.region === region.name && st.origin.epoch === epoch) {
@@ -127,6 +132,7 @@ export async function decideHandoff(
   reason: string,
   abroad: boolean,
 ): Promise<number> {
+  await failpoint('handoff.home.deciding');
   const r =
     decision === 'recalled'
       ? await sql<{ epoch: number }>`
@@ -144,6 +150,7 @@ export async function decideHandoff(
           RETURNING epoch`.execute(region.db);
   if (r.rows.length) {
     activityLog().info('handoff decided', { jobId, epoch, event: `handoff.${decision}`, reason });
+    await failpoint('handoff.home.decided');
     if (decision !== 'committed' && !abroad) await region.kick();
     return r.rows[0].epoch;
   }
@@ -164,6 +171,7 @@ export async function tellDecision(
   epoch: number,
   decision: HandoffDecision,
 ): Promise<boolean> {
+  await failpoint('handoff.home.telling');
   try {
     await region.peers.call(peerName, (client) => client.workflow.getHandle(workflowId).signal(handoffDecisionSignal, { epoch, decision }));
   } catch (err) {
@@ -261,7 +269,10 @@ export async function admitCopy(
     WHERE jobs.workflow_id = excluded.workflow_id AND jobs.origin_region = excluded.origin_region AND jobs.origin_epoch < excluded.origin_epoch
       AND jobs.state IN ('completed', 'failed', 'cancelled', 'rejected')
     RETURNING epoch, origin_epoch`.execute(region.db);
-  if (r.rows.length) return { admitted: true, epoch: r.rows[0].epoch };
+  if (r.rows.length) {
+    await failpoint('handoff.copy.admitted');
+    return { admitted: true, epoch: r.rows[0].epoch };
+  }
   const row = await region.db
     .selectFrom('jobs')
     .select(['epoch', 'state', 'workflow_id', 'origin_region', 'origin_epoch'])
@@ -310,6 +321,7 @@ export async function activateCopy(region: Region, jobId: string, originEpoch: n
     .where('origin_epoch', '=', originEpoch)
     .where('state', '=', 'pending')
     .execute();
+  await failpoint('handoff.copy.activated');
   await region.kick();
 }
 
@@ -345,6 +357,7 @@ export async function askOrigin(
 
 /** Tells the home how the job ended here (retried by the caller until delivered; a home that is gone needs no telling). */
 export async function tellOriginEnded(region: Region, origin: HandoffOrigin, workflowId: string, result: JobResult): Promise<void> {
+  await failpoint('handoff.copy.ending');
   try {
     await region.peers.call(origin.region, (client) =>
       client.workflow.getHandle(workflowId).signal(handedJobEndedSignal, { epoch: origin.epoch, result }),

@@ -7,7 +7,7 @@
 import { condition, log } from '@temporalio/workflow';
 import type { JobResult } from '../api/types';
 import type { HandoffDecision } from '../api/messages';
-import { acts, peerward, type JobRecord } from './job-record';
+import { handoffActs as acts, peerward, type JobRecord } from './job-record';
 
 /** A peer that refused or did not answer is not asked again for this long. */
 export const AVOID_PEER_MS = 60_000;

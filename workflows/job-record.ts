@@ -35,11 +35,22 @@ export const watcher = proxyActivities<SchedulerActivities>({
 });
 
 /**
+ * The handoff's own steps: short, and a worker lost mid-step is noticed within seconds (prepare,
+ * which waits for the peer's answer, heartbeats), so the protocol resumes on another worker.
+ */
+export const handoffActs = proxyActivities<SchedulerActivities>({
+  startToCloseTimeout: '30s',
+  // Above a peer call's bound (5 s to connect, 5 s per call) between two heartbeats.
+  heartbeatTimeout: '12s',
+  retry: { initialInterval: '200ms', maximumInterval: '5s', nonRetryableErrorTypes: NON_RETRYABLE },
+});
+
+/**
  * Messages to another region: retried until delivered (a region that is down comes back, or the
  * message stops mattering), each try bounded so an unreachable peer costs a failed attempt.
  */
 export const peerward = proxyActivities<SchedulerActivities>({
-  startToCloseTimeout: '30s',
+  startToCloseTimeout: '10s',
   scheduleToCloseTimeout: '30 days',
   retry: { initialInterval: '1s', maximumInterval: '30s', nonRetryableErrorTypes: NON_RETRYABLE },
 });

@@ -21,7 +21,7 @@ import { validateSpec } from '../api/validation';
 import { ErrorTypes } from '../api/errors';
 import type { JobWorkflowInput } from '../api/messages';
 import { handoffPolicy } from '../scheduling/handoff';
-import { JobRecord, acts, local, peerward } from './job-record';
+import { JobRecord, acts, handoffActs, local, peerward } from './job-record';
 import { registerJobHandlers } from './job-handlers';
 import { runPlaced } from './job-run';
 import { awaitDecision, handOff } from './handoff';
@@ -81,13 +81,13 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
         : job.heard === 'aborted'
           ? `handoff aborted by ${origin.region}`
           : 'cancelled';
-      await acts.withdrawCopy(jobId, origin.epoch, why);
+      await handoffActs.withdrawCopy(jobId, origin.epoch, why);
       job.enter('cancelled', why);
       const result: JobResult = { jobId, outcome: 'cancelled', reason: why, region };
       if (committedCopy) await peerward.tellOriginEnded(origin, job.workflowId, result);
       return finish(result);
     }
-    await acts.activateCopy(jobId, origin.epoch);
+    await handoffActs.activateCopy(jobId, origin.epoch);
   }
 
   // Handoff applies to jobs submitted here (a copy stays where it was handed); behind a patch, so
@@ -106,7 +106,7 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
     for (let every = PLACEMENT_CHECK_MS; ;) {
       if (lookingAbroad() && Date.now() >= lookAbroadAt) {
         const avoid = [...job.avoid].filter(([, until]) => until > Date.now()).map(([p]) => p);
-        const choice = await acts.pickPeer(spec, avoid, abroad);
+        const choice = await handoffActs.pickPeer(spec, avoid, abroad);
         if (choice.peer !== undefined) return { peer: choice.peer, why: choice.reason };
         lookAbroadAt = Date.now() + PEER_RETRY_MS;
         if (abroad && choice.reason !== status.waitingReason) job.enter('waiting-abroad', choice.reason);
