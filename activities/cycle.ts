@@ -184,13 +184,13 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
 
 /**
  * Free milli-devices per accelerator type on ready nodes, and what each live job holds with
- * when it is expected to end. Aggregates over the region's nodes and live allocations.
+ * when it is expected to end. Aggregates over all nodes: a database serves one region.
  */
 async function capacityPicture(db: Kysely<Database>, region: string): Promise<{ free: Map<string, number>; holdings: Holding[] }> {
   const free = await sql<{ accelerator_type: string; free: string }>`
     SELECT n.accelerator_type, sum(f)::bigint AS free
-    FROM nodes n JOIN clusters c ON c.id = n.cluster_id CROSS JOIN LATERAL unnest(n.free_milli) AS f
-    WHERE n.state = 'ready' AND c.region = ${region} GROUP BY n.accelerator_type`.execute(db);
+    FROM nodes n CROSS JOIN LATERAL unnest(n.free_milli) AS f
+    WHERE n.state = 'ready' GROUP BY n.accelerator_type`.execute(db);
   const held = await sql<{ accelerator_type: string; milli: string; expected_end: Date }>`
     SELECT n.accelerator_type, sum(a.milli)::bigint AS milli,
            coalesce(j.placed_at, now()) + ((j.spec->>'durationMs')::bigint * interval '1 millisecond') AS expected_end

@@ -82,8 +82,8 @@ export async function bookReservation(
       return { state: existing.state };
     }
     const cap = await sql<{ devices: string }>`
-      SELECT coalesce(sum(n.device_count), 0)::bigint AS devices FROM nodes n JOIN clusters c ON c.id = n.cluster_id
-      WHERE n.accelerator_type = ${r.acceleratorType} AND c.region = ${region} AND n.state <> 'down'`.execute(trx);
+      SELECT coalesce(sum(n.device_count), 0)::bigint AS devices FROM nodes n
+      WHERE n.accelerator_type = ${r.acceleratorType} AND n.state <> 'down'`.execute(trx);
     const capacity = Number(cap.rows[0].devices);
     const start = new Date(r.startsAt);
     const end = new Date(r.endsAt);

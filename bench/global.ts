@@ -16,16 +16,16 @@
 // (handoff.afterMs), GLOBAL_PUBLISH_MS (summary period), GLOBAL_KILL_AT_S / GLOBAL_OUTAGE_S,
 // GLOBAL_DRAIN_S (global run: wait for every job), GLOBAL_ISOLATED_DRAIN_S (isolated run: cut-off),
 // GLOBAL_SEED, BENCH_DATABASE_URL.
+import fs from 'node:fs';
 import os from 'node:os';
 import path from 'node:path';
 import { sql, type Kysely } from 'kysely';
-import pino from 'pino';
+import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { JobSpec, ResourceRequest } from '../api/types';
 import { jobWorkflowId } from '../api/ids';
 import type { SchedulerClient } from '../api/client';
 import type { Database } from '../db/schema';
 import { requestMilli } from '../scheduling/geometry';
-import { installTemporalLogging } from '../worker/logger';
 import { readOpenbNodes, readOpenbTasks, seedOpenbFleet, type OpenbNode } from '../scripts/openb';
 import { Regions } from '../scripts/regions';
 import { envNumber, envUrl, SettingError } from './env';
@@ -63,7 +63,7 @@ const SAMPLE_EVERY_MS = 1000;
 const PROGRESS_EVERY_MS = 10_000;
 /** A submission to a region that does not answer is given up after this and tried again a second later. */
 const SUBMIT_TRY_MS = 5000;
-/** The "before the outage" window ends at the kill and lasts as long as the outage, but starts no earlier than this. */
+/** The "before the outage" window ends at the kill and lasts as long as the outage, but starts no earlier than this (s). */
 const WARMUP_S = 20;
 const TERMINAL = ['completed', 'cancelled', 'rejected', 'failed'];
 
@@ -85,6 +85,8 @@ interface Arrival {
 
 interface Workload {
   slices: Map<string, OpenbNode[]>;
+  /** Nodes of each model in every region. */
+  mix: Map<string, number>;
   devices: Map<string, number>;
   arrivals: Arrival[];
   /** Offered GPU-seconds per second over each region's GPUs, as drawn. */
@@ -115,19 +117,39 @@ const fitsSome = (request: ResourceRequest, nodes: OpenbNode[]): boolean =>
       n.memoryMib >= (request.memoryMibPerWorker ?? 0),
   );
 
+/** Nodes of each model per region: GLOBAL_NODES split by the fleet's mix (largest remainder), rare models dropped. */
+function mixOf(fleet: OpenbNode[]): Map<string, number> {
+  const models = [...new Set(fleet.map((n) => n.model))];
+  const exact = models.map((m) => ({ m, x: (NODES * fleet.filter((n) => n.model === m).length) / fleet.length }));
+  const mix = new Map(exact.map(({ m, x }) => [m, Math.floor(x)]));
+  let left = NODES - [...mix.values()].reduce((s, k) => s + k, 0);
+  for (const { m } of [...exact].sort((a, b) => (b.x % 1) - (a.x % 1))) if (left-- > 0) mix.set(m, mix.get(m)! + 1);
+  return new Map([...mix].filter(([, k]) => k > 0));
+}
+
 /**
- * Slices: an even sample of 3 × GLOBAL_NODES openb nodes dealt round-robin, so each region has the
- * fleet's mix. Jobs: openb tasks that fit a node of every slice (so the isolated run can place each
- * one at home), drawn at random; arrivals Poisson per region at the rate that offers its load.
+ * Slices: GLOBAL_NODES openb nodes per region with the same models in each, in the fleet's
+ * proportions (each model's nodes sampled evenly and dealt round-robin). Jobs: openb tasks, their
+ * acceptable models narrowed to those the slices have (the trace's "any model" means any model
+ * here), that fit a node of every slice, so the isolated run can place each one at home; drawn at
+ * random; arrivals Poisson per region at the rate that offers its load.
  */
 function buildWorkload(): Workload {
   const fleet = readOpenbNodes();
-  const step = Math.max(1, Math.floor(fleet.length / (REGIONS.length * NODES)));
-  const sample = fleet.filter((_, i) => i % step === 0).slice(0, REGIONS.length * NODES);
-  const slices = new Map(REGIONS.map((r, k) => [r, sample.filter((_, i) => i % REGIONS.length === k)]));
+  const mix = mixOf(fleet);
+  const slices = new Map<string, OpenbNode[]>(REGIONS.map((r) => [r, []]));
+  for (const [model, k] of mix) {
+    const nodes = fleet.filter((n) => n.model === model);
+    const step = Math.max(1, Math.floor(nodes.length / (REGIONS.length * k)));
+    nodes
+      .filter((_, i) => i % step === 0)
+      .slice(0, REGIONS.length * k)
+      .forEach((n, i) => slices.get(REGIONS[i % REGIONS.length])!.push(n));
+  }
   const devices = new Map(REGIONS.map((r) => [r, slices.get(r)!.reduce((s, n) => s + n.gpus, 0)]));
   const pool = readOpenbTasks()
-    .filter((t) => REGIONS.every((r) => fitsSome(t.request, slices.get(r)!)))
+    .map((t) => ({ ...t, request: { ...t.request, acceleratorTypes: t.request.acceleratorTypes.filter((m) => mix.has(m)) } }))
+    .filter((t) => t.request.acceleratorTypes.length && REGIONS.every((r) => fitsSome(t.request, slices.get(r)!)))
     .map((t) => ({
       request: t.request,
       durationMs: Math.round(Math.min(RUN_MAX_S, Math.max(RUN_MIN_S, (t.lifetimeS ?? 0) / TRACE_SECONDS_PER_S)) * 1000),
@@ -151,6 +173,7 @@ function buildWorkload(): Workload {
   );
   return {
     slices,
+    mix,
     devices,
     arrivals: arrivals.map((a, i) => ({ id: `g${String(i).padStart(5, '0')}`, ...a })),
     offered,
@@ -502,7 +525,8 @@ async function runMode(mode: Mode, w: Workload, bundlePath: string, root: Cleanu
     let outageResult: Outage | undefined;
     if (outage) {
       const { killAt, restoredAt } = outage;
-      const beforeFrom = Math.max(t0 + WARMUP_S * 1000, killAt - (restoredAt - killAt));
+      // As long as the outage, ending at the kill, after the first fill (WARMUP_S, or half the time to the kill).
+      const beforeFrom = Math.max(t0 + Math.min(WARMUP_S, KILL_AT_S / 2) * 1000, killAt - (restoredAt - killAt));
       const rate = (r: string, from: number, to: number): number =>
         rows.get(r)!.filter((x) => x.placed_at && x.placed_at.getTime() >= from && x.placed_at.getTime() < to).length /
         ((to - from) / 1000);
@@ -545,8 +569,15 @@ function shareWhileOver(m: ModeResult, capacity: number): { share: number; secon
 runBench(async ({ cleanup }) => {
   const w = buildWorkload();
   // The SDK's logs (a region going down makes many) go to a file; stdout holds the tables.
+  // No shutdown signals: Ctrl-C is the harness's. Before the first native connection.
   const logFile = path.join(__dirname, 'out', 'global-workers.log');
-  installTemporalLogging(pino({ level: 'warn', base: { bench: 'global' } }, pino.destination({ dest: logFile, mkdir: true, sync: false })));
+  fs.mkdirSync(path.dirname(logFile), { recursive: true });
+  const log = fs.createWriteStream(logFile, { flags: 'a' });
+  Runtime.install({
+    logger: new DefaultLogger('WARN', (e) => log.write(`${JSON.stringify({ level: e.level, message: e.message, ...e.meta })}\n`)),
+    shutdownSignals: [],
+    telemetryOptions: { logging: { forward: {} } },
+  });
   say(`• workflow bundle (SDK warnings go to ${path.relative(process.cwd(), logFile)})`);
   const bundlePath = await benchBundle('global', cleanup);
   const loadAtStart = os
@@ -567,6 +598,7 @@ runBench(async ({ cleanup }) => {
     `\nglobal scheduling: ${REGIONS.length} regions × ${NODES} openb nodes (${REGIONS.map((r) => `${r} ${w.devices.get(r)} GPUs`).join(', ')}); ` +
       `${w.arrivals.length} jobs over ${SECONDS} s (${REGIONS.map((r) => `${r} ${count(r)} jobs, ${fmt(w.offered.get(r)!, 2)}× its capacity`).join('; ')})`,
   );
+  console.log(`each region: ${[...w.mix].map(([m, k]) => `${k} ${m}`).join(', ')} nodes`);
   console.log(
     `jobs: openb tasks fitting every slice (${w.pool} of them), drawn at random; runs ${RUN_MIN_S}–${RUN_MAX_S} s (trace lifetime / ${TRACE_SECONDS_PER_S}, mean ${fmt(w.meanRunS, 1)} s); ` +
       `every job allowed anywhere; global: handoff.afterMs ${AFTER_MS}, summaries every ${PUBLISH_MS} ms; isolated: handoff.enabled false`,

@@ -142,9 +142,11 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
       else if (!ready && !abroad && status.phase !== 'waiting')
         job.enter(
           'waiting',
-          status.lastRequeue
-            ? `requeued: ${status.lastRequeue}`
-            : (admitted.waitingReason ?? 'queued: waiting for the next scheduling cycle'),
+          status.handoff && status.handoff.state !== 'committed'
+            ? `back home after handing off to ${status.handoff.peer} (${status.handoff.state}): ${status.handoff.reason ?? ''}`
+            : status.lastRequeue
+              ? `requeued: ${status.lastRequeue}`
+              : (admitted.waitingReason ?? 'queued: waiting for the next scheduling cycle'),
         );
       const got = ready ? ready.placement : await waitForPlacement(deadline);
       if (got === 'cancelled') {

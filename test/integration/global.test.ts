@@ -229,6 +229,118 @@ describe('global scheduling across three regions', () => {
     expect(result).toMatchObject({ outcome: 'completed', region: 'ap' });
   });
 
+  /** Runs `body` while us's A100 are all held by a long job, then frees them. */
+  async function whileUsIsFull(tag: string, body: () => Promise<void>): Promise<void> {
+    const blocker = spec(`us-full-${tag}`, { durationMs: 300_000 }, { workers: 2, devicesPerWorker: 8 });
+    await us.submit(blocker);
+    await eventually(
+      async () => ((await us.status(blocker.tenant, blocker.jobId)).phase === 'running' ? true : undefined),
+      'blocker running',
+    );
+    try {
+      await body();
+    } finally {
+      await us.cancel(blocker.tenant, blocker.jobId, 'test done');
+      await us.result(blocker.tenant, blocker.jobId);
+    }
+  }
+
+  test('a peer over the tenant quota refuses; the job stays home', async () => {
+    for (const r of ['us', 'eu', 'ap']) await seedTenants(regions.get(r).db, ['acme/q']);
+    await regions
+      .get('eu')
+      .db.insertInto('quotas')
+      .values({ tenant: 'acme/q', accelerator_type: 'A100', nominal: 0, borrowing_limit: 0, lending_limit: null })
+      .execute();
+    await whileUsIsFull('quota', async () => {
+      const s = spec('quota-1', { tenant: 'acme/q', handoff: { afterMs: 500 } });
+      await us.submit(s);
+      const st = await eventually(async () => {
+        const x = await us.status(s.tenant, s.jobId);
+        return x.handoff?.state === 'aborted' ? x : undefined;
+      }, 'the handoff to eu to be aborted');
+      expect(st.handoff?.reason).toMatch(/eu refused: .*over quota: acme\/q uses 0 of nominal 0 A100/);
+      expect(['waiting', 'handing-off']).toContain((await us.status(s.tenant, s.jobId)).phase);
+      await us.cancel(s.tenant, s.jobId, 'test done');
+      expect((await us.result(s.tenant, s.jobId)).outcome).toBe('cancelled');
+    });
+  });
+
+  test('a pinned job is never offered abroad', async () => {
+    await whileUsIsFull('pin', async () => {
+      const s = spec('pinned-1', { handoff: { afterMs: 2000 } });
+      await us.submit(s);
+      await eventually(async () => ((await us.status(s.tenant, s.jobId)).phase === 'waiting' ? true : undefined), 'waiting');
+      const pinned = await us.pin(s.tenant, s.jobId, 'keep it in us');
+      expect(pinned.pinned).toBe(true);
+      await new Promise((r) => setTimeout(r, 4000));
+      const st = await us.status(s.tenant, s.jobId);
+      expect(st).toMatchObject({ phase: 'waiting', pinned: true });
+      expect(st.handoff).toBeUndefined();
+      expect(await rowIn('eu', s.jobId)).toBeUndefined();
+      await us.cancel(s.tenant, s.jobId, 'test done');
+      await us.result(s.tenant, s.jobId);
+    });
+  });
+
+  test('a handed-off job not yet placed at the peer can be recalled; once placed, a recall is refused', async () => {
+    // eu's A100 are all reserved for another tenant: a copy admitted there waits (its summary still shows them free).
+    await seedTenants(regions.get('eu').db, ['other']);
+    const eu = await regions.client('eu');
+    await eu.reserve({
+      id: 'eu-hold',
+      tenant: 'other',
+      acceleratorType: 'A100',
+      devices: 16,
+      startsAt: new Date().toISOString(),
+      endsAt: new Date(Date.now() + 3600_000).toISOString(),
+    });
+    await eventually(
+      async () =>
+        (await regions.get('eu').db.selectFrom('reservations').select('state').where('id', '=', 'eu-hold').executeTakeFirst())?.state ===
+        'active'
+          ? true
+          : undefined,
+      'the reservation open',
+    );
+    try {
+      await whileUsIsFull('recall', async () => {
+        const s = spec('recall-1', { handoff: { afterMs: 500 } });
+        await us.submit(s);
+        await eventually(async () => {
+          const at = await us.locate(s.tenant, s.jobId);
+          return at.region === 'eu' && at.status.phase === 'waiting' ? true : undefined;
+        }, 'the job waiting at eu');
+        const back = await us.recall(s.tenant, s.jobId, 'eu cannot run it soon');
+        expect(back.handoff).toMatchObject({ peer: 'eu' });
+        const home = await eventually(async () => {
+          const st = await us.status(s.tenant, s.jobId);
+          return st.phase === 'waiting' && st.handoff?.state === 'recalled' ? st : undefined;
+        }, 'the job back home');
+        expect(home).toMatchObject({ pinned: true, region: 'us' });
+        expect(await rowIn('eu', s.jobId)).toMatchObject({ state: 'cancelled' });
+        expect(await rowIn('us', s.jobId)).toMatchObject({ state: 'waiting' });
+        await us.cancel(s.tenant, s.jobId, 'test done');
+        expect(await us.result(s.tenant, s.jobId)).toMatchObject({ outcome: 'cancelled', region: 'us' });
+      });
+      // Placed at the peer: refused, and nothing changes.
+      const s = spec('recall-2', { durationMs: 120_000 }, { acceleratorTypes: ['H100'], devicesPerWorker: 8 });
+      await us.submit(s);
+      const at = await eventually(async () => {
+        const loc = await us.locate(s.tenant, s.jobId);
+        return loc.status.phase === 'running' ? loc : undefined;
+      }, 'the job running abroad');
+      await expect(us.recall(s.tenant, s.jobId, 'too late')).rejects.toThrow(
+        new RegExp(`recall: ${at.region} would not give it back: giveBack: job recall-2 is running in ${at.region}`),
+      );
+      expect((await us.locate(s.tenant, s.jobId)).status.phase).toBe('running');
+      await us.cancel(s.tenant, s.jobId, 'test done');
+      await us.result(s.tenant, s.jobId);
+    } finally {
+      await eu.cancelReservation('eu-hold');
+    }
+  });
+
   test('every region is clean afterwards: no allocation of a job that is not live there', async () => {
     for (const r of regions.list) {
       const live = await sql<{ n: number }>`SELECT count(*)::int AS n FROM allocations`.execute(r.db);
