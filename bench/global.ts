@@ -33,18 +33,18 @@ import { Cleanup, runBench, say, seedTenants, sleep } from './harness';
 import { fmt, mean, quantiles } from './stats';
 import { benchBundle, eventMs, type HistoryEvent } from './temporal';
 
-const NODES = envNumber('GLOBAL_NODES', 10, { integer: true, min: 2 });
+const NODES = envNumber('GLOBAL_NODES', 6, { integer: true, min: 2 });
 const SECONDS = envNumber('GLOBAL_SECONDS', 120, { above: 0 });
 const HOT_LOAD = envNumber('GLOBAL_HOT_LOAD', 3, { above: 0 });
 const COOL_LOAD = envNumber('GLOBAL_COOL_LOAD', 0.3, { above: 0 });
-const RUN_MIN_S = envNumber('GLOBAL_RUN_MIN_S', 5, { above: 0 });
-const RUN_MAX_S = envNumber('GLOBAL_RUN_MAX_S', 60, { above: 0 });
+const RUN_MIN_S = envNumber('GLOBAL_RUN_MIN_S', 20, { above: 0 });
+const RUN_MAX_S = envNumber('GLOBAL_RUN_MAX_S', 120, { above: 0 });
 const AFTER_MS = envNumber('GLOBAL_AFTER_MS', 2000, { integer: true, min: 0 });
 const PUBLISH_MS = envNumber('GLOBAL_PUBLISH_MS', 1000, { integer: true, min: 100 });
 const KILL_AT_S = envNumber('GLOBAL_KILL_AT_S', 60, { above: 0 });
 const OUTAGE_S = envNumber('GLOBAL_OUTAGE_S', 35, { above: 0 });
-const DRAIN_S = envNumber('GLOBAL_DRAIN_S', 180, { above: 0 });
-const ISOLATED_DRAIN_S = envNumber('GLOBAL_ISOLATED_DRAIN_S', 30, { min: 0 });
+const DRAIN_S = envNumber('GLOBAL_DRAIN_S', 240, { above: 0 });
+const ISOLATED_DRAIN_S = envNumber('GLOBAL_ISOLATED_DRAIN_S', 20, { min: 0 });
 const SEED = envNumber('GLOBAL_SEED', 1, { integer: true, min: 0 });
 if (RUN_MAX_S < RUN_MIN_S) throw new SettingError(`GLOBAL_RUN_MAX_S=${RUN_MAX_S}: must be ≥ GLOBAL_RUN_MIN_S (${RUN_MIN_S})`);
 if (KILL_AT_S + OUTAGE_S > SECONDS)
@@ -568,6 +568,11 @@ function shareWhileOver(m: ModeResult, capacity: number): { share: number; secon
 
 runBench(async ({ cleanup }) => {
   const w = buildWorkload();
+  say(
+    `• workload: ${REGIONS.map((r) => `${r} ${w.devices.get(r)} GPUs, ${fmt(w.arrivals.filter((a) => a.home === r).length / SECONDS, 2)} jobs/s`).join('; ')}; ` +
+      `runs mean ${fmt(w.meanRunS, 1)} s`,
+  );
+  if (process.env.GLOBAL_DRY_RUN) return;
   // The SDK's logs (a region going down makes many) go to a file; stdout holds the tables.
   // No shutdown signals: Ctrl-C is the harness's. Before the first native connection.
   const logFile = path.join(__dirname, 'out', 'global-workers.log');

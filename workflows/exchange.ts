@@ -23,7 +23,7 @@ import { offerSummaryUpdate, peerExchangeStatusQuery, type PeerExchangeInput, ty
 /** How often a region publishes its summary, unless configured. */
 export const PUBLISH_EVERY_MS = 2_000;
 /** Publications and received summaries per run before continuing as new. */
-const EVENTS_PER_RUN = 500;
+const EVENTS_PER_RUN = 100;
 
 const acts = proxyActivities<SchedulerActivities>({
   // One try per period: a summary that cannot be sent now is replaced by the next one.

@@ -99,12 +99,16 @@ test('premium work on a full cluster of basic jobs is placed after the grace per
   const resumed = await running(b2, 2);
   expect(resumed.checkpointMs).toBeGreaterThanOrEqual(1000);
   expect((await status(late)).phase).toBe('waiting');
-  const execs = await t.db
-    .selectFrom('executions')
-    .select(['epoch', 'progress_ms', 'checkpoint_ms'])
-    .where('job_id', '=', 'pb-2')
-    .orderBy('epoch')
-    .execute();
+  // 'running' is entered as the run is asked for; the executor records the launch a moment later.
+  const execs = await eventually(async () => {
+    const rows = await t.db
+      .selectFrom('executions')
+      .select(['epoch', 'progress_ms', 'checkpoint_ms'])
+      .where('job_id', '=', 'pb-2')
+      .orderBy('epoch')
+      .execute();
+    return rows.length === 2 ? rows : undefined;
+  }, "pb-2's second run launched");
   expect(execs[1].checkpoint_ms).toBe(execs[0].checkpoint_ms);
 });
 
