@@ -6,7 +6,7 @@
 // the job ended. Every statement is conditional on the job's state and epoch, so any retry is safe.
 import { sql } from 'kysely';
 import { Context } from '@temporalio/activity';
-import { WorkflowExecutionAlreadyStartedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
+import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import type { JobResult, JobSpec } from '../api/types';
 import { badRequest } from '../api/errors';
 import { jobWorkflowId } from '../api/ids';
@@ -219,12 +219,8 @@ export async function peerCopyOutcome(region: Region, peerName: string, workflow
     const jobId = workflowId.slice(workflowId.lastIndexOf('/') + 1);
     if (err instanceof WorkflowNotFoundError)
       return { jobId, outcome: 'failed', reason: `the copy at ${peerName} is gone`, region: peerName };
-    // A copy that was terminated or failed ended without its own cleanup; the peer's reconciler frees what it held.
-    if (
-      err instanceof Error &&
-      /terminated|failed|timed out/i.test(err.name + err.message) &&
-      !/deadline|unavailable|connect/i.test(err.message)
-    )
+    // A copy that was terminated or failed ended without its own cleanup: whatever it held there is left to the peer's operators.
+    if (err instanceof WorkflowFailedError)
       return { jobId, outcome: 'failed', reason: `the copy at ${peerName} ended abnormally: ${err.message}`, region: peerName };
     return undefined;
   }
