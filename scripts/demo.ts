@@ -356,9 +356,7 @@ async function regionsDemo(args: Args, pgSource: string, adminUrl: string): Prom
     say('• Temporal Web UIs (workflow ids are the same in every region: job/<tenant>/<job id>):');
     for (const r of names)
       say(`  ${r.padEnd(9)} http://127.0.0.1:${regions.get(r).uiPort}/namespaces/${regions.get(r).namespace}/workflows`);
-    say(
-      `  e.g. filter: JobState = "handed-off"   or   JobState = "running"   (a copy taken in shows HandoffPeer / its origin in the memo)`,
-    );
+    say(`  e.g. filter: JobState = "handed-off" (at home; HandoffPeer says where it went)   or   JobState = "running"`);
     say('  per region: placed (there now) · waiting (there now) · out (its jobs handed to a peer) · in (jobs it took from a peer)');
     let stopping = false;
     const stop = () => (stopping = true);
