@@ -96,7 +96,13 @@ export function choosePeer(
       why.push(`${peer}: summary ${Math.round((o.now - h.receivedAt) / 1000)} s old (TTL ${Math.round(ttl / 1000)} s)`);
       continue;
     }
-    const never = neverFits(spec.request, largestNodes(h.summary), `region ${peer}`);
+    // Types the peer has none of are simply not options there; the others decide.
+    const known = spec.request.acceleratorTypes.filter((t) => h.summary.types[t]);
+    if (!known.length) {
+      why.push(`${peer}: no node of ${spec.request.acceleratorTypes.join('|')}`);
+      continue;
+    }
+    const never = neverFits({ ...spec.request, acceleratorTypes: known }, largestNodes(h.summary), `region ${peer}`);
     if (never) {
       why.push(`${peer}: ${never.replace(/^request[^:]*: /, '')}`);
       continue;

@@ -64,6 +64,16 @@ describe('peer choice', () => {
     );
   });
 
+  test('types a peer has none of are skipped, not a reason to pass the peer over', () => {
+    const summaries = new Map([held('eu', { A100: type() })]);
+    expect(choosePeer(job({ acceleratorTypes: ['H100', 'A100'], typePreference: 'none' }), ['eu'], summaries, { now: NOW })).toMatchObject({
+      peer: 'eu',
+    });
+    expect(choosePeer(job({ acceleratorTypes: ['H100'] }), ['eu'], summaries, { now: NOW, mustLeave: true }).reason).toBe(
+      'no peer has room: eu: no node of H100',
+    );
+  });
+
   test('a gang that must share a rack needs that much free in one rack', () => {
     const summaries = new Map([held('eu', { A100: type({ largestFree: { node: 8, rack: 8, pod: 16 } }) })]);
     expect(choosePeer(job({ workers: 2, devicesPerWorker: 8, topology: 'rack' }), ['eu'], summaries, { now: NOW }).reason).toMatch(
