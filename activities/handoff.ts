@@ -8,7 +8,7 @@ import { sql } from 'kysely';
 import { Context } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import type { JobResult, JobSpec } from '../api/types';
-import { badRequest } from '../api/errors';
+import { badRequest, rootMessage } from '../api/errors';
 import { jobWorkflowId } from '../api/ids';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from '../api/search-attributes';
 import {
@@ -200,9 +200,7 @@ export async function recallFromPeer(
     await region.peers.call(peerName, (client) => client.workflow.getHandle(workflowId).executeUpdate(giveBackUpdate, { args: [reason] }));
     return { ok: true };
   } catch (err) {
-    let cause: unknown = err;
-    while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
-    return { ok: false, reason: `${peerName} would not give it back: ${(cause as Error).message}` };
+    return { ok: false, reason: `${peerName} would not give it back: ${rootMessage(err)}` };
   }
 }
 

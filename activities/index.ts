@@ -7,7 +7,7 @@ import type { Client } from '@temporalio/client';
 import type { Database, NodeState, ReservationState } from '../db/schema';
 import type { JobOutcome, JobResult, JobSpec, Placement, PlacementPolicyName } from '../api/types';
 import { jobWorkflowId, peerExchangeWorkflowId } from '../api/ids';
-import { ErrorTypes, isDomainError } from '../api/errors';
+import { ErrorTypes, isDomainError, rootMessage } from '../api/errors';
 import { offerSummaryUpdate, type ReservationRequest } from '../api/messages';
 import { Allocator, readPlacements, type ReleaseResult } from './allocator';
 import { preemptionStands, requeueJob, setJobPriority } from './jobs';
@@ -128,9 +128,7 @@ export function createActivities({ db, region: name, client, taskQueue, policy, 
             );
             return [peer, { ok: true as const, version: summary.version }] as const;
           } catch (err) {
-            let cause: unknown = err;
-            while (cause instanceof Error && cause.cause instanceof Error) cause = cause.cause;
-            return [peer, { ok: false as const, error: (cause as Error).message }] as const;
+            return [peer, { ok: false as const, error: rootMessage(err) }] as const;
           }
         }),
       );

@@ -27,3 +27,10 @@ export function isDomainError(err: unknown, type: ErrorType): boolean {
   for (let e: unknown = err; e instanceof Error; e = e.cause) if (e instanceof ApplicationFailure && e.type === type) return true;
   return false;
 }
+
+/** The innermost error's message under any wrapping (an update's failure under its activity failure, say). */
+export function rootMessage(err: unknown): string {
+  let e: unknown = err;
+  while (e instanceof Error && e.cause instanceof Error) e = e.cause;
+  return e instanceof Error ? e.message : String(e);
+}
