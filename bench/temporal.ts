@@ -11,7 +11,7 @@ import { bundleWorkflowCode, DefaultLogger, NativeConnection, Runtime } from '@t
 import { SchedulerClient } from '../api/client';
 import type { Database } from '../db/schema';
 import { freePort, startDevServer, type DevServer } from '../scripts/temporal-server';
-import { createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
+import { createRegionWorker, type RegionWorker } from '../worker/worker';
 import { createBenchActivities } from './activities';
 import { BENCH_REGION } from './fleet';
 import type { Cleanup } from './harness';
@@ -64,7 +64,7 @@ export interface RegionOptions {
   workers?: number;
   /** Workers are named `${identity}-0`, `${identity}-1`, …; the SDK's default name without it. */
   identity?: string;
-  cycle?: Parameters<typeof createSchedulerWorker>[0]['cycle'];
+  cycle?: Parameters<typeof createRegionWorker>[0]['cycle'];
   /** Told once when a worker stops by itself or fails (not when cleanup shuts it down). */
   onWorkerError?: (err: unknown) => void;
 }
@@ -99,7 +99,7 @@ export async function serveBenchRegion(o: RegionOptions, cleanup: Cleanup): Prom
   });
   const activityClient = new Client({ connection: activityConnection, namespace: BENCH_NAMESPACE });
 
-  const workers: SchedulerWorker[] = [];
+  const workers: RegionWorker[] = [];
   const runs: Array<Promise<void>> = [];
   let shuttingDown = false;
   let workerError: unknown;
@@ -116,7 +116,7 @@ export async function serveBenchRegion(o: RegionOptions, cleanup: Cleanup): Prom
   for (let i = 0; i < (o.workers ?? 1); i++) {
     const connection = await NativeConnection.connect({ address: o.server.address });
     workerConnections.push(connection);
-    const worker = await createSchedulerWorker({
+    const worker = await createRegionWorker({
       connection,
       namespace: BENCH_NAMESPACE,
       taskQueue: o.taskQueue,

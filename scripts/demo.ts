@@ -17,7 +17,7 @@ import { ensureDatabase, migrateToLatest, openDatabase } from '../db/connection'
 import type { Database } from '../db/schema';
 import { SchedulerClient } from '../api/client';
 import { TIERS, type JobSpec, type Tier } from '../api/types';
-import { createSchedulerWorker } from '../worker/worker';
+import { createRegionWorker } from '../worker/worker';
 import { installTemporalLogging } from '../worker/logger';
 import { jobTaskQueue, regionNamespace } from '../api/ids';
 import { startDevServer, type DevServer } from './temporal-server';
@@ -177,7 +177,7 @@ async function main(): Promise<void> {
   say('• Worker: bundling workflows and starting (logs in .data/worker.log)');
   const connection = await Connection.connect({ address });
   const client = new SchedulerClient({ connection, namespace, taskQueue, region: args.region });
-  const worker = await createSchedulerWorker({
+  const worker = await createRegionWorker({
     connection: nativeConnection,
     client: client.temporal,
     namespace,

@@ -14,7 +14,7 @@ import { dropDatabase, ensureDatabase, migrateToLatest, openDatabase } from '../
 import { jobTaskQueue, regionNamespace } from '../api/ids';
 import type { PeerConfig } from '../api/peers';
 import { SchedulerClient } from '../api/client';
-import { createSchedulerWorker, type SchedulerWorker } from '../worker/worker';
+import { createRegionWorker, type RegionWorker } from '../worker/worker';
 import type { CycleOptions } from '../activities/cycle';
 import { freePort, startDevServer, type DevServer } from './temporal-server';
 
@@ -29,7 +29,7 @@ export interface RegionStack {
   db: Kysely<Database>;
   server?: DevServer;
   /** In-process workers and worker processes running for the region. */
-  workers: Array<{ worker: SchedulerWorker; done: Promise<void>; connections: Array<{ close(): Promise<void> }> }>;
+  workers: Array<{ worker: RegionWorker; done: Promise<void>; connections: Array<{ close(): Promise<void> }> }>;
   processes: ChildProcess[];
 }
 
@@ -126,11 +126,11 @@ export class Regions {
   async startWorker(
     name: string,
     o: { bundlePath?: string; cycle?: CycleOptions; publishEveryMs?: number } = {},
-  ): Promise<SchedulerWorker> {
+  ): Promise<RegionWorker> {
     const r = this.get(name);
     const native = await NativeConnection.connect({ address: r.address });
     const conn = await Connection.connect({ address: r.address });
-    const worker = await createSchedulerWorker({
+    const worker = await createRegionWorker({
       connection: native,
       client: new Client({ connection: conn, namespace: r.namespace }),
       namespace: r.namespace,

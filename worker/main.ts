@@ -4,7 +4,7 @@ import { NativeConnection } from '@temporalio/worker';
 import { Client, Connection } from '@temporalio/client';
 import { configFromEnv } from './config';
 import { createLogger, installTemporalLogging } from './logger';
-import { createSchedulerWorker } from './worker';
+import { createRegionWorker } from './worker';
 import { openDatabase } from '../db/connection';
 
 async function main(): Promise<void> {
@@ -15,7 +15,7 @@ async function main(): Promise<void> {
   const connection = await NativeConnection.connect({ address: config.temporalAddress });
   const clientConnection = await Connection.connect({ address: config.temporalAddress });
   const client = new Client({ connection: clientConnection, namespace: config.namespace });
-  const worker = await createSchedulerWorker({
+  const worker = await createRegionWorker({
     connection,
     client,
     namespace: config.namespace,

@@ -13,7 +13,7 @@ import type { PeerConfig } from '../api/peers';
 import { PeerLinks } from '../activities/peers';
 import type { CycleOptions } from '../activities/cycle';
 
-export interface SchedulerWorkerOptions {
+export interface RegionWorkerOptions {
   connection: NativeConnection;
   namespace: string;
   taskQueue: string;
@@ -40,7 +40,7 @@ export interface SchedulerWorkerOptions {
  * and one on the scheduler's own task queue (the region scheduler, reservations, and the
  * scheduling cycle), so a backlog of job tasks never delays a scheduling cycle.
  */
-export class SchedulerWorker {
+export class RegionWorker {
   constructor(
     readonly jobs: Worker,
     readonly scheduler: Worker,
@@ -74,7 +74,7 @@ export class SchedulerWorker {
 /** How many job runs one worker watches at once (each holds an activity slot while it runs). */
 export const MAX_WATCHED_RUNS = 2000;
 
-export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<SchedulerWorker> {
+export async function createRegionWorker(o: RegionWorkerOptions): Promise<RegionWorker> {
   // Bundle once for both SDK workers.
   const workflowBundle = o.workflowBundlePath
     ? { codePath: o.workflowBundlePath }
@@ -103,7 +103,7 @@ export async function createSchedulerWorker(o: SchedulerWorkerOptions): Promise<
     ...(o.identity ? { identity: `${o.identity}-scheduler` } : {}),
   });
   if (peers.names.length) await ensurePeerExchange(o.client, o.region, o.taskQueue, o.publishEveryMs);
-  return new SchedulerWorker(jobs, scheduler, peers);
+  return new RegionWorker(jobs, scheduler, peers);
 }
 
 /** Starts the region's exchange workflow unless it runs already (every worker of the region asks; one runs). */

@@ -5,7 +5,7 @@ import type { Kysely } from 'kysely';
 import { requireTemporalBinary, freePort } from '../../scripts/temporal-server';
 import { SEARCH_ATTRIBUTES } from '../../api/search-attributes';
 import { SchedulerClient } from '../../api/client';
-import { createSchedulerWorker, type SchedulerWorker } from '../../worker/worker';
+import { createRegionWorker, type RegionWorker } from '../../worker/worker';
 import type { Database } from '../../db/schema';
 import { WORKFLOW_BUNDLE } from './global-setup';
 import type { CycleOptions } from '../../activities/cycle';
@@ -22,7 +22,7 @@ export interface TemporalHarness {
   address: string;
   client: SchedulerClient;
   taskQueue: string;
-  startWorker(db: Kysely<Database>, cycle?: CycleOptions): Promise<{ worker: SchedulerWorker; done: Promise<void> }>;
+  startWorker(db: Kysely<Database>, cycle?: CycleOptions): Promise<{ worker: RegionWorker; done: Promise<void> }>;
   teardown(): Promise<void>;
 }
 
@@ -38,14 +38,14 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
     },
   });
   const client = new SchedulerClient({ connection: env.connection, namespace: NAMESPACE, taskQueue, region: REGION });
-  const workers: Array<{ worker: SchedulerWorker; done: Promise<void> }> = [];
+  const workers: Array<{ worker: RegionWorker; done: Promise<void> }> = [];
   return {
     env,
     address: `127.0.0.1:${port}`,
     client,
     taskQueue,
     async startWorker(db, cycle) {
-      const worker = await createSchedulerWorker({
+      const worker = await createRegionWorker({
         connection: env.nativeConnection,
         client: client.temporal,
         namespace: NAMESPACE,
