@@ -114,7 +114,7 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
       admit: (input) => {
         if (nominated.has(input.jobId)) return undefined;
         const verdict = gate.admits(byId.get(input.jobId)!);
-        return verdict.ok ? undefined : verdict.reason;
+        return verdict.ok ? { onlyTypes: verdict.types } : { held: verdict.reason };
       },
       settled: (input, result: AllocateResult) => {
         const job = byId.get(input.jobId)!;

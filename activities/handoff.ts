@@ -8,6 +8,7 @@ import { sql } from 'kysely';
 import { Context } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import type { JobResult, JobSpec } from '../api/types';
+import type { InventorySummary } from '../api/peers';
 import { badRequest, rootMessage } from '../api/errors';
 import { jobWorkflowId } from '../api/ids';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from '../api/search-attributes';
@@ -23,11 +24,11 @@ import {
 } from '../api/messages';
 import { admissionProblems } from '../scheduling/admission';
 import { checkQuota, type QuotaRule } from '../scheduling/quota';
-import { choosePeer, type PeerChoice } from '../scheduling/handoff';
+import { choosePeer, roomHere, type PeerChoice } from '../scheduling/handoff';
 import { requestMilli } from '../scheduling/geometry';
 import { loadAdmissionContext } from './admission';
 import { QUEUED_REASON } from './jobs';
-import { readPeerSummaries } from './inventory';
+import { readInFlight, readPeerSummaries, summarizeInventory } from './inventory';
 import { activityLog, type Region } from './region';
 import { failpoint } from './failpoints';
 
@@ -46,7 +47,26 @@ export type PrepareAnswer =
 export async function pickPeer(region: Region, spec: JobSpec, o: { exclude: string[]; mustLeave: boolean }): Promise<PeerChoice> {
   if (!region.peers.names.length) return { reason: 'this region has no peers' };
   const held = await readPeerSummaries(region.db);
-  return choosePeer(spec, region.peers.names, held, { now: Date.now(), exclude: new Set(o.exclude), mustLeave: o.mustLeave });
+  const inFlight = await readInFlight(region.db, held);
+  return choosePeer(spec, region.peers.names, held, { now: Date.now(), exclude: new Set(o.exclude), mustLeave: o.mustLeave, inFlight });
+}
+
+/** This region's own summary, kept this long for the recall checks of its handed-off jobs. */
+const OWN_SUMMARY_MS = 1_000;
+const ownSummaries = new Map<string, { at: number; summary: Promise<InventorySummary> }>();
+
+/**
+ * Whether this region (the job's home) could place a job it handed off, now: its own summary
+ * (read at most once a second however many jobs ask) and the rule in `roomHere`.
+ */
+export async function roomAtHome(region: Region, spec: JobSpec): Promise<{ room: boolean; reason: string }> {
+  let own = ownSummaries.get(region.name);
+  if (!own || Date.now() - own.at > OWN_SUMMARY_MS) {
+    own = { at: Date.now(), summary: summarizeInventory(region.db, region.name) };
+    ownSummaries.set(region.name, own);
+    own.summary.catch(() => ownSummaries.delete(region.name));
+  }
+  return roomHere(spec, await own.summary);
 }
 
 /**

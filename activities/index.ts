@@ -100,8 +100,13 @@ export function createActivities({ db, region: name, client, taskQueue, policy, 
     },
 
     // --- the region scheduler (cycle.ts, nodes.ts, reservations.ts) ------------------------------
-    /** One scheduling cycle, then delivery of its outcome to the job workflows. */
-    async scheduleCycle(): Promise<CycleSummary> {
+    /**
+     * One scheduling cycle, then delivery of its outcome to the job workflows. `debounceMs`: wait
+     * that long first, so a burst of submissions lands before the queue is read (a pause here, not
+     * a workflow timer: a server timer of a few milliseconds was seen to fire minutes late under load).
+     */
+    async scheduleCycle(debounceMs?: number): Promise<CycleSummary> {
+      if (debounceMs !== undefined && debounceMs > 0) await new Promise((r) => setTimeout(r, Math.min(debounceMs, 5_000)));
       return scheduleCycle(region, cycle);
     },
     /** Sets a node's state; a drain also sends every job on it back to the queue. */
@@ -165,6 +170,10 @@ export function createActivities({ db, region: name, client, taskQueue, policy, 
     },
     async forwardCancel(peer: string, workflowId: string, reason: string): Promise<void> {
       return handoff.forwardCancel(region, peer, workflowId, reason);
+    },
+    /** Whether the home could place a job it handed off, now (for the automatic recall). */
+    async roomAtHome(spec: JobSpec) {
+      return handoff.roomAtHome(region, spec);
     },
     async recallFromPeer(peer: string, workflowId: string, reason: string) {
       return handoff.recallFromPeer(region, peer, workflowId, reason);

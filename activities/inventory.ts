@@ -4,7 +4,11 @@ import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import { TIERS, type Tier } from '../api/types';
 import { validateSummary, type InventorySummary, type TypeSummary } from '../api/peers';
-import type { HeldSummary } from '../scheduling/handoff';
+import type { HeldSummary, InFlight } from '../scheduling/handoff';
+
+/** The milli-devices a job row's spec asks for in all (workers × devices, or × the share). */
+export const SPEC_MILLI = sql<string>`((spec->'request'->>'workers')::bigint * CASE WHEN (spec->'request'->>'devicesPerWorker')::int > 0
+  THEN (spec->'request'->>'devicesPerWorker')::bigint * 1000 ELSE coalesce((spec->'request'->>'milliPerWorker')::bigint, 0) END)`;
 
 /** This region's summary: per accelerator type, free capacity by topology level, the largest node, and the queue by tier. */
 export async function summarizeInventory(db: Kysely<Database>, region: string): Promise<InventorySummary> {
@@ -38,12 +42,11 @@ export async function summarizeInventory(db: Kysely<Database>, region: string): 
       CASE WHEN bool_or(l.memory_mib IS NULL) THEN NULL ELSE max(l.memory_mib) END AS memory
     FROM live l LEFT JOIN racks r USING (accelerator_type) LEFT JOIN pods p USING (accelerator_type)
     GROUP BY l.accelerator_type`.execute(db);
+  // Copies admitted and waiting for their home's decision count as queued: most will be.
   const queue = await sql<{ type: string; tier: Tier; jobs: number; milli: string; oldest: Date }>`
-    SELECT spec->'request'->'acceleratorTypes'->>0 AS type, tier, count(*)::int AS jobs,
-      sum((spec->'request'->>'workers')::bigint * CASE WHEN (spec->'request'->>'devicesPerWorker')::int > 0
-        THEN (spec->'request'->>'devicesPerWorker')::bigint * 1000 ELSE coalesce((spec->'request'->>'milliPerWorker')::bigint, 0) END)::bigint AS milli,
+    SELECT spec->'request'->'acceleratorTypes'->>0 AS type, tier, count(*)::int AS jobs, sum(${SPEC_MILLI})::bigint AS milli,
       min(enqueued_at) AS oldest
-    FROM jobs WHERE state = 'waiting' GROUP BY 1, 2`.execute(db);
+    FROM jobs WHERE state IN ('waiting', 'pending') GROUP BY 1, 2`.execute(db);
   const version = await sql<{ v: string }>`SELECT nextval('summary_version') AS v`.execute(db);
   const now = Date.now();
   const types: Record<string, TypeSummary> = {};
@@ -101,4 +104,29 @@ export async function storePeerSummary(
 export async function readPeerSummaries(db: Kysely<Database>): Promise<Map<string, HeldSummary>> {
   const rows = await db.selectFrom('peer_summaries').select(['region', 'summary', 'received_at']).execute();
   return new Map(rows.map((r) => [r.region, { summary: r.summary, receivedAt: r.received_at.getTime() }]));
+}
+
+/**
+ * What this region handed to each peer after that peer's summary was made (by the earlier of its
+ * stated time and its receipt), per the job's first acceptable type: demand the summary cannot
+ * show yet (`InFlight` in scheduling/handoff.ts).
+ */
+export async function readInFlight(db: Kysely<Database>, held: ReadonlyMap<string, HeldSummary>): Promise<InFlight> {
+  const since = new Map(
+    [...held].map(([peer, h]) => [peer, Math.min(h.receivedAt, Date.parse(h.summary.generatedAt) || h.receivedAt)] as const),
+  );
+  if (!since.size) return new Map();
+  const rows = await sql<{ peer: string; type: string; milli: string; at: Date }>`
+    SELECT handoff_peer AS peer, spec->'request'->'acceleratorTypes'->>0 AS type, ${SPEC_MILLI} AS milli, updated_at AS at
+    FROM jobs WHERE origin_region IS NULL AND state IN ('handing-off', 'handed-off')
+      AND updated_at >= ${new Date(Math.min(...since.values()))}`.execute(db);
+  const out = new Map<string, Map<string, number>>();
+  for (const r of rows.rows) {
+    const from = since.get(r.peer);
+    if (from === undefined || r.at.getTime() < from) continue;
+    const types = out.get(r.peer) ?? new Map<string, number>();
+    types.set(r.type, (types.get(r.type) ?? 0) + Number(r.milli));
+    out.set(r.peer, types);
+  }
+  return out;
 }

@@ -169,4 +169,6 @@ export interface JobResult {
   placement?: Placement;
   /** The region that ran (or ended) the job: the peer, for a job handed off. */
   region?: string;
+  /** A copy's ending only: it gave the job back to its home (a recall); the job lives on there. */
+  givenBack?: boolean;
 }

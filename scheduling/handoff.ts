@@ -65,6 +65,14 @@ function demandAhead(t: TypeSummary, tier: Tier): number {
 export type PeerChoice = { peer: string; reason: string } | { peer?: undefined; reason: string };
 
 /**
+ * What this region has sent each peer since that peer's summary was made, per accelerator type
+ * (the first acceptable type of each job, as the peer's queue counts it): demand the summary
+ * cannot show yet. Without it every job looking abroad between two summaries sees the same room
+ * and all of them go to the same peer.
+ */
+export type InFlight = ReadonlyMap<string, ReadonlyMap<string, number>>;
+
+/**
  * The peer that should take a waiting job: among the allowed peers whose summary is fresh, not
  * excluded (tried and refused lately), that could ever hold the shape and have room for it now
  * after the demand queued ahead of it, the one with the most room left over (the shortest
@@ -75,7 +83,7 @@ export function choosePeer(
   spec: Pick<JobSpec, 'request' | 'tier' | 'allowedRegions'>,
   peers: readonly string[],
   held: ReadonlyMap<string, HeldSummary>,
-  o: { now: number; ttlMs?: number; exclude?: ReadonlySet<string>; mustLeave?: boolean },
+  o: { now: number; ttlMs?: number; exclude?: ReadonlySet<string>; mustLeave?: boolean; inFlight?: InFlight },
 ): PeerChoice {
   const ttl = o.ttlMs ?? DEFAULT_SUMMARY_TTL_MS;
   const candidates = allowedPeers(spec, peers).filter((p) => !o.exclude?.has(p));
@@ -118,10 +126,12 @@ export function choosePeer(
     }
     let spare = -Infinity;
     let room = 0;
+    const sent = o.inFlight?.get(peer);
     for (const type of types) {
       const t = h.summary.types[type];
       const r = roomFor(spec.request, t);
-      const s = r - demandAhead(t, spec.tier) - milli;
+      // Jobs sent since the summary arrived before this one: they go ahead whatever their tier.
+      const s = r - demandAhead(t, spec.tier) - (sent?.get(type) ?? 0) - milli;
       if (s > spare) [spare, room] = [s, r];
     }
     if (room < milli && !o.mustLeave) {
@@ -129,7 +139,7 @@ export function choosePeer(
       continue;
     }
     if (spare < 0 && !o.mustLeave) {
-      why.push(`${peer}: ${formatDevices(room)} free but ${formatDevices(room - spare - milli)} queued ahead`);
+      why.push(`${peer}: ${formatDevices(room)} free but ${formatDevices(room - spare - milli)} queued ahead or on its way`);
       continue;
     }
     if (!best || spare > best.spare) best = { peer, spare, room };
@@ -139,4 +149,25 @@ export function choosePeer(
     peer: best.peer,
     reason: `${best.peer} has ${formatDevices(best.room)} free for it, ${formatDevices(Math.max(0, best.spare))} to spare after its queue`,
   };
+}
+
+/**
+ * Whether a job handed off from this region could be placed here now, by this region's own
+ * summary: one of its types has room where its gang must land, after the demand queued here ahead
+ * of it. A home that has room again takes back its jobs still queued abroad (a recall), so
+ * capacity left idle at home never waits behind a peer's queue.
+ */
+export function roomHere(spec: Pick<JobSpec, 'request' | 'tier'>, own: InventorySummary): { room: boolean; reason: string } {
+  const milli = requestMilli(spec.request);
+  const why: string[] = [];
+  for (const type of spec.request.acceleratorTypes) {
+    const t = own.types[type];
+    if (!t) continue;
+    const room = roomFor(spec.request, t);
+    const ahead = demandAhead(t, spec.tier);
+    if (room >= milli && room - ahead >= milli)
+      return { room: true, reason: `${own.region} has ${formatDevices(room)} ${type} free for it, ${formatDevices(ahead)} queued ahead` };
+    why.push(`${type}: ${formatDevices(room)} free where it must land, ${formatDevices(ahead)} queued ahead`);
+  }
+  return { room: false, reason: why.join('; ') || `${own.region} has none of ${spec.request.acceleratorTypes.join('|')}` };
 }

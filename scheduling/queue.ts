@@ -58,19 +58,23 @@ export interface Holding {
 interface Reservation {
   job: QueuedJob;
   shadow: number;
+  /** The accelerator type it is expected to start on at `shadow` (the one that frees first). */
+  type: string;
 }
 
 /**
  * Backfill gate for one scheduling cycle, walked in rank order. When a job cannot be placed for
  * lack of capacity, the scheduler calls `block(job)`; it reserves the job's estimated start (its
- * "shadow time": the earliest time at which, on one of its accelerator types, free capacity plus
- * capacity of holdings ending by then reaches job.milli — try each type, take the earliest).
- * `admits(job)` then says whether a later-ranked job may be placed now: it may if it shares no
- * accelerator type with any blocked job, or if now + job.durationMs ≤ the shadow time of every
- * blocked job it shares a type with (it will be gone before they can start). A blocked job whose
- * shadow time cannot be found (not enough capacity even when everything ends) reserves nothing.
- * Capacity a job takes when placed must be told with `took(type, milli, expectedEnd)` so later
- * shadow computations see it (it is added to holdings and removed from free).
+ * "shadow time") on one accelerator type: of the job's types, the one where free capacity plus
+ * capacity of holdings ending by then first reaches job.milli. A job blocked although that much
+ * is free now (its shape does not fit the free pieces) waits for at least one holding to end,
+ * so its shadow time is never "now". `admits(job)` then says whether a later-ranked job may be
+ * placed now, and on which types: a type reserved by a blocked job is closed to it unless
+ * now + job.durationMs ≤ that shadow time (it will be gone before the blocked job can start).
+ * A job left with some of its types is admitted on those only; with none, it is held. A blocked
+ * job whose shadow time cannot be found (not enough capacity even when everything ends) reserves
+ * nothing. Capacity a job takes when placed must be told with `took(type, milli, expectedEnd)`
+ * so later shadow computations see it (it is added to holdings and removed from free).
  */
 export class BackfillGate {
   private readonly free = new Map<string, number>();
@@ -97,26 +101,36 @@ export class BackfillGate {
     // Re-blocking the same job replaces its reservation rather than stacking a second one.
     this.reservations.delete(job.jobId);
     const shadow = this.shadowTime(job);
-    if (shadow !== undefined) this.reservations.set(job.jobId, { job, shadow });
+    if (shadow !== undefined) this.reservations.set(job.jobId, { job, ...shadow });
   }
 
-  admits(job: QueuedJob): { ok: true } | { ok: false; reason: string } {
+  /**
+   * Whether `job` may be placed now: `ok` with `types`, the types it may use (all of its own
+   * when nothing is reserved against it), or not `ok` with the reason naming the highest-ranked
+   * reservation that closes its last type.
+   */
+  admits(job: QueuedJob): { ok: true; types: string[] } | { ok: false; reason: string } {
     const finish = this.now + job.durationMs;
-    // Report the highest-ranked reservation the job would delay: blocks arrive in rank order.
-    for (const { job: held, shadow } of this.reservations.values()) {
-      const shared = held.acceleratorTypes.filter((t) => job.acceleratorTypes.includes(t));
-      if (shared.length === 0 || finish <= shadow) continue;
-      // An absolute time (to the second), so the reason stays the same from cycle to cycle and
-      // the job is not re-told it on every cycle.
-      const startsAt = new Date(Math.ceil(Math.max(shadow, this.now) / 1000) * 1000).toISOString().replace('.000Z', 'Z');
-      return {
-        ok: false,
-        reason:
-          `held for higher-ranked job ${held.jobId} (needs ${formatDevices(held.milli)} ${shared.join('/')}, ` +
-          `expected to start by ${startsAt}); this job's ${Math.ceil(job.durationMs / 1000)}s would delay it`,
-      };
+    let open = [...new Set(job.acceleratorTypes)];
+    // Blocks arrive in rank order: the first reservation that closes a type is the one reported.
+    let first: Reservation | undefined;
+    for (const r of this.reservations.values()) {
+      if (finish <= r.shadow || !open.includes(r.type)) continue;
+      open = open.filter((t) => t !== r.type);
+      first ??= r;
+      if (!open.length) break;
     }
-    return { ok: true };
+    if (open.length) return { ok: true, types: open };
+    const { job: held, shadow, type } = first!;
+    // An absolute time (to the second), so the reason stays the same from cycle to cycle and
+    // the job is not re-told it on every cycle.
+    const startsAt = new Date(Math.ceil(Math.max(shadow, this.now) / 1000) * 1000).toISOString().replace('.000Z', 'Z');
+    return {
+      ok: false,
+      reason:
+        `held for higher-ranked job ${held.jobId} (needs ${formatDevices(held.milli)} ${type}, ` +
+        `expected to start by ${startsAt}); this job's ${Math.ceil(job.durationMs / 1000)}s would delay it`,
+    };
   }
 
   took(acceleratorType: string, milli: number, expectedEnd: number): void {
@@ -131,18 +145,24 @@ export class BackfillGate {
     return this.reservations.get(jobId)?.shadow;
   }
 
-  private shadowTime(job: QueuedJob): number | undefined {
-    let earliest: number | undefined;
+  /** The type a blocked job's reservation holds, for display (undefined if none). */
+  reservedTypeOf(jobId: string): string | undefined {
+    return this.reservations.get(jobId)?.type;
+  }
+
+  private shadowTime(job: QueuedJob): { shadow: number; type: string } | undefined {
+    let earliest: { shadow: number; type: string } | undefined;
     for (const type of new Set(job.acceleratorTypes)) {
       const t = this.shadowOnType(type, job.milli);
-      if (t !== undefined && (earliest === undefined || t < earliest)) earliest = t;
+      if (t !== undefined && (earliest === undefined || t < earliest.shadow)) earliest = { shadow: t, type };
     }
     return earliest;
   }
 
   private shadowOnType(type: string, need: number): number | undefined {
+    // Blocked with this much free already: the free pieces do not fit its shape, so it waits for
+    // a holding to end at least (then, with everything that ended by then, it has what it needs).
     let available = this.free.get(type) ?? 0;
-    if (available >= need) return this.now;
     const ending = this.holdings.filter((h) => h.acceleratorType === type).sort((a, b) => a.expectedEnd - b.expectedEnd);
     for (const h of ending) {
       available += h.milli;

@@ -4,7 +4,7 @@
 // peer under the same id), decide (committed or aborted, recorded in the home's history and
 // database: the decision point), tell (sent until delivered). A copy holds nothing and is in no
 // queue until it learns `committed`; it asks the home when it hears nothing, and ends on `aborted`.
-import { condition, log } from '@temporalio/workflow';
+import { condition, log, patched } from '@temporalio/workflow';
 import type { JobResult } from '../api/types';
 import type { HandoffDecision } from '../api/messages';
 import { handoffActs as acts, peerward, type JobRecord } from './job-record';
@@ -13,6 +13,10 @@ import { handoffActs as acts, peerward, type JobRecord } from './job-record';
 export const AVOID_PEER_MS = 60_000;
 /** How often a handed-off home checks on its copy when it has heard nothing (a copy that vanished). */
 export const CHECK_COPY_MS = 60_000;
+/** How often a handed-off home looks whether it has room for the job again (and recalls it if it waits abroad). */
+export const RECALL_LOOK_MS = 15_000;
+/** After a recall that was refused or unanswered, how soon the home looks whether the copy gave the job back after all. */
+export const RECALL_DOUBT_CHECK_MS = 5_000;
 /** How long a pending copy waits for the decision before it asks the home. */
 export const ASK_HOME_MS = 10_000;
 
@@ -50,26 +54,42 @@ export async function handOff(job: JobRecord, peer: string, why: string, abroad:
     return { kind: 'home' };
   }
   job.enter('handed-off', reason, undefined, peer);
-  return followCopy(job, peer, e);
+  return followCopy(job, peer, e, abroad);
 }
 
-/** While the job lives at the peer: forwards a cancel, takes a recall, and ends with the copy's ending. */
-async function followCopy(job: JobRecord, peer: string, e: number): Promise<HandoffEnd> {
+/**
+ * While the job lives at the peer: forwards a cancel, takes a recall, and ends with the copy's
+ * ending. When the home has room for the job again while its copy still waits in the peer's
+ * queue, the home recalls it (the copy refuses once placed), so capacity idle at home does not
+ * wait behind a peer's queue; the peer is then avoided for a while, so the job does not bounce.
+ */
+async function followCopy(job: JobRecord, peer: string, e: number, abroad: boolean): Promise<HandoffEnd> {
   const { status, jobId } = job;
   let forwarded = false;
+  // Behind a patch: handed-off jobs that started following before it replay as they ran.
+  const patchedFollow = patched('recall-when-home-has-room');
+  const lookHome = !abroad && patchedFollow;
+  let automatic = false;
+  let checkCopyAt = Date.now() + CHECK_COPY_MS;
+  let lookHomeAt = Date.now() + RECALL_LOOK_MS;
   for (;;) {
+    // Unpatched, every wait is a fresh CHECK_COPY_MS and every timeout checks the copy, as it ran.
+    if (!patchedFollow) checkCopyAt = Date.now() + CHECK_COPY_MS;
+    const looking = lookHome && !status.pinned;
     await condition(
       () => job.peerEnded !== undefined || job.recalled !== undefined || (status.cancelRequested && !forwarded),
-      CHECK_COPY_MS,
+      Math.max(1, (looking ? Math.min(checkCopyAt, lookHomeAt) : checkCopyAt) - Date.now()),
     );
     if (job.peerEnded) return { kind: 'ended', result: job.peerEnded.result };
     if (job.recalled !== undefined) {
-      // The copy gave the job back (it had not been placed there): home again, at a new epoch, kept home.
+      // The copy gave the job back (it had not been placed there): home again, at a new epoch.
+      // An operator's recall keeps it home; an automatic one only avoids this peer for a while.
       status.epoch = await acts.decideHandoff(jobId, e, 'recalled', `recalled from ${peer}: ${job.recalled}`, false);
       status.handoff = { peer, epoch: e, state: 'recalled', reason: job.recalled };
-      status.pinned = true;
+      if (automatic) job.avoid.set(peer, Date.now() + AVOID_PEER_MS);
+      else status.pinned = true;
       job.recalled = undefined;
-      log.info('recalled', { jobId, event: 'handoff.recalled', peer, epoch: e });
+      log.info('recalled', { jobId, event: 'handoff.recalled', peer, epoch: e, automatic });
       return { kind: 'home' };
     }
     if (status.cancelRequested && !forwarded) {
@@ -77,8 +97,32 @@ async function followCopy(job: JobRecord, peer: string, e: number): Promise<Hand
       await peerward.forwardCancel(peer, job.workflowId, `cancelled at ${status.region}`);
       continue;
     }
+    if (looking && Date.now() >= lookHomeAt) {
+      lookHomeAt = Date.now() + RECALL_LOOK_MS;
+      const home = await acts.roomAtHome(job.spec);
+      if (home.room) {
+        const answer = await acts.recallFromPeer(peer, job.workflowId, `${status.region} has room for it again: ${home.reason}`);
+        if (answer.ok && job.recalled === undefined && job.peerEnded === undefined) {
+          automatic = true;
+          job.recalled = `${status.region} has room for it again`;
+        } else if (!answer.ok) {
+          // Refused (placed there meanwhile) or unanswered: the copy may have given it back
+          // without the answer reaching here, so look at the copy soon rather than in a minute.
+          checkCopyAt = Math.min(checkCopyAt, Date.now() + RECALL_DOUBT_CHECK_MS);
+        }
+        continue;
+      }
+    }
+    if (Date.now() < checkCopyAt) continue;
+    checkCopyAt = Date.now() + CHECK_COPY_MS;
     // Heard nothing for a while: has the copy ended without telling (terminated, or its end signal lost)?
     const ended = await acts.peerCopyOutcome(peer, job.workflowId);
+    if (ended?.givenBack && patchedFollow) {
+      // The copy gave the job back (a recall whose answer was lost): home again, as agreed.
+      automatic = !status.pinned;
+      job.recalled = `${peer} gave it back`;
+      continue;
+    }
     if (ended) return { kind: 'ended', result: ended };
   }
 }

@@ -153,6 +153,8 @@ export function registerJobHandlers(job: JobRecord): void {
   setHandler(
     giveBackUpdate,
     async (reason) => {
+      // Asked again (the home did not hear the first answer): it was given back already.
+      if (job.givenBack) return status;
       const withdrawn = await acts.withdrawCopy(jobId, job.origin!.epoch, `given back to ${job.origin!.region}: ${reason}`);
       if (!withdrawn)
         throw ApplicationFailure.nonRetryable(`giveBack: job ${jobId} has been placed in ${status.region} meanwhile`, 'Refused');
@@ -163,9 +165,10 @@ export function registerJobHandlers(job: JobRecord): void {
       validator: (reason) => {
         reasonText('giveBack', reason);
         if (!job.origin) throw new Error(`giveBack: job ${jobId} was not handed over by another region`);
+        if (job.givenBack) return;
         if (status.phase !== 'pending' && status.phase !== 'waiting')
           throw new Error(`giveBack: job ${jobId} is ${status.phase} in ${status.region}; only a job not yet placed can be given back`);
-        if (status.cancelRequested || job.givenBack) throw new Error(`giveBack: job ${jobId} is already ending`);
+        if (status.cancelRequested) throw new Error(`giveBack: job ${jobId} is already ending`);
       },
     },
   );

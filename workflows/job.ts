@@ -37,7 +37,7 @@ type Admission =
   | { admitted: false; problems: string[] }
   | { admitted: true; epoch: number; state?: string; placement?: Placement; waitingReason?: string };
 
-type Waited = Placement | 'cancelled' | 'timeout' | { peer: string; why: string };
+type Waited = Placement | 'cancelled' | 'timeout' | 'given-back' | { peer: string; why: string };
 
 export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): Promise<JobResult> {
   const job = new JobRecord(spec, workflowInfo().workflowId, region, origin);
@@ -83,7 +83,7 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
           : 'cancelled';
       await handoffActs.withdrawCopy(jobId, origin.epoch, why);
       job.enter('cancelled', why);
-      const result: JobResult = { jobId, outcome: 'cancelled', reason: why, region };
+      const result: JobResult = { jobId, outcome: 'cancelled', reason: why, region, ...(job.givenBack ? { givenBack: true } : {}) };
       if (committedCopy) await peerward.tellOriginEnded(origin, job.workflowId, result);
       return finish(result);
     }
@@ -93,6 +93,10 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
   // Handoff applies to jobs submitted here (a copy stays where it was handed); behind a patch, so
   // jobs started before it replay as they ran.
   const global = !origin && patched('global-handoff');
+  // A committed copy given back (recalled by its home) while it waits in this region's queue ends
+  // here, holding nothing, and does not tell the home (the home has it back); before this patch
+  // such a copy waited on with its row cancelled.
+  const givenBackEnds = origin !== undefined && patched('given-back-copy-ends');
   const admitted = entry;
   let abroad = admitted.state === 'waiting-abroad';
   const policy = handoffPolicy(spec);
@@ -114,7 +118,8 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
       let wake = deadline === undefined ? checkAt : Math.min(checkAt, deadline);
       if (lookingAbroad()) wake = Math.min(wake, lookAbroadAt);
       const left = wake - Date.now();
-      if (left > 0) await condition(() => deliveries.has(status.epoch) || status.cancelRequested, left);
+      if (left > 0) await condition(() => deliveries.has(status.epoch) || status.cancelRequested || (givenBackEnds && job.givenBack), left);
+      if (givenBackEnds && job.givenBack) return 'given-back';
       if (status.cancelRequested) return 'cancelled';
       const delivered = deliveries.get(status.epoch);
       if (delivered) return delivered.placement;
@@ -151,6 +156,11 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
       const got = ready ? ready.placement : await waitForPlacement(deadline);
       if (got === 'cancelled') {
         outcome = 'cancelled';
+        break;
+      }
+      if (got === 'given-back') {
+        outcome = 'cancelled';
+        reason = `given back to ${origin!.region}`;
         break;
       }
       if (got === 'timeout') {
@@ -232,8 +242,10 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
     reason,
     placement: outcome === 'completed' ? placement : (status.placement ?? placement),
     ...(global || origin ? { region: ranIn } : {}),
+    ...(givenBackEnds && job.givenBack ? { givenBack: true } : {}),
   };
   // A committed copy tells its home how the job ended (until delivered); the home ends with it.
-  if (origin && committedCopy) await CancellationScope.nonCancellable(() => peerward.tellOriginEnded(origin, job.workflowId, result));
+  if (origin && committedCopy && !(givenBackEnds && job.givenBack))
+    await CancellationScope.nonCancellable(() => peerward.tellOriginEnded(origin, job.workflowId, result));
   return finish(result);
 }

@@ -123,10 +123,10 @@ export class PlacementTransaction {
       return { failure: badRequest(`job ${input.jobId} is ${job.state}; only a live job can be placed`) };
     if (this.done.has(input.jobId)) return { failure: badRequest(`job ${input.jobId} appears twice in one batch`) };
     this.done.add(input.jobId);
-    const held = hooks.admit?.(input);
-    if (held !== undefined) {
-      const result: AllocateResult = { placed: false, reason: held, blockedBy: 'held' };
-      this.waiting.push([input.jobId, held]);
+    const gate = hooks.admit?.(input);
+    if (gate && 'held' in gate) {
+      const result: AllocateResult = { placed: false, reason: gate.held, blockedBy: 'held' };
+      this.waiting.push([input.jobId, gate.held]);
       hooks.settled?.(input, result);
       return { result };
     }
@@ -134,7 +134,14 @@ export class PlacementTransaction {
       this.bumps.push([input.jobId, input.epoch]);
       job.epoch = input.epoch;
     }
-    const { result, charge } = await this.placeOne(input, { tenant: job.tenant, tier: job.tier as Tier });
+    // Narrowed: the other types are kept for higher-ranked jobs; the reason then says so.
+    const narrowed = gate && gate.onlyTypes.length < input.request.acceleratorTypes.length ? gate.onlyTypes : undefined;
+    const tried = narrowed ? { ...input, request: { ...input.request, acceleratorTypes: narrowed } } : input;
+    const { result, charge } = await this.placeOne(tried, { tenant: job.tenant, tier: job.tier as Tier });
+    if (!result.placed && narrowed) {
+      const kept = input.request.acceleratorTypes.filter((t) => !narrowed.includes(t));
+      result.reason = `${result.reason}; ${kept.join(', ')} kept for higher-ranked jobs`;
+    }
     if (result.placed) {
       this.existing.set(key, result.placement);
       this.placed.push({ id: input.jobId, charge, milli: requestMilli(input.request) });

@@ -30,8 +30,11 @@ export interface AllocatorOptions {
  * batch's transaction. Made fresh for each attempt of the transaction (it may be retried).
  */
 export interface BatchHooks {
-  /** A reason to skip this request now (e.g. it would delay a higher-ranked job), or undefined. */
-  admit?(input: AllocateInput): string | undefined;
+  /**
+   * Whether to try this request now: undefined (as asked), `{ held }` (skip it, with the reason:
+   * e.g. it would delay a higher-ranked job), or `{ onlyTypes }` (try only these of its types).
+   */
+  admit?(input: AllocateInput): { held: string } | { onlyTypes: string[] } | undefined;
   /** Told of each request's outcome. */
   settled?(input: AllocateInput, result: AllocateResult): void;
 }

@@ -283,7 +283,7 @@ describe('global scheduling across three regions', () => {
     });
   });
 
-  test('a handed-off job not yet placed at the peer can be recalled; once placed, a recall is refused', async () => {
+  test('a handed-off job not yet placed at the peer can be recalled, by an operator or by its home once it has room; once placed, a recall is refused', async () => {
     // eu's A100 are all reserved for another tenant: a copy admitted there waits (its summary still shows them free).
     await seedTenants(regions.get('eu').db, ['other']);
     const eu = await regions.client('eu');
@@ -323,6 +323,20 @@ describe('global scheduling across three regions', () => {
         await us.cancel(s.tenant, s.jobId, 'test done');
         expect(await us.result(s.tenant, s.jobId)).toMatchObject({ outcome: 'cancelled', region: 'us' });
       });
+      // The home has room again while the copy still waits abroad: the home takes it back by
+      // itself (within one look, 15 s), not pinned, and runs it.
+      const auto = spec('recall-auto', { handoff: { afterMs: 500 } });
+      await whileUsIsFull('auto', async () => {
+        await us.submit(auto);
+        await eventually(async () => {
+          const at = await us.locate(auto.tenant, auto.jobId);
+          return at.region === 'eu' && at.status.phase === 'waiting' ? true : undefined;
+        }, 'the job waiting at eu');
+      });
+      expect(await us.result(auto.tenant, auto.jobId)).toMatchObject({ outcome: 'completed', region: 'us' });
+      expect(await us.status(auto.tenant, auto.jobId)).toMatchObject({ pinned: false, handoff: { peer: 'eu', state: 'recalled' } });
+      expect(await rowIn('eu', auto.jobId)).toMatchObject({ state: 'cancelled' });
+      expect(await rowIn('us', auto.jobId)).toMatchObject({ state: 'completed' });
       // Placed at the peer: refused, and nothing changes.
       const s = spec('recall-2', { durationMs: 120_000 }, { acceleratorTypes: ['H100'], devicesPerWorker: 8 });
       await us.submit(s);

@@ -1,5 +1,5 @@
 // Peer choice from inventory summaries, and the checks on summaries and peer configuration.
-import { choosePeer, handoffPolicy, type HeldSummary } from '../../scheduling/handoff';
+import { choosePeer, handoffPolicy, roomHere, type HeldSummary } from '../../scheduling/handoff';
 import { parsePeers, validateSummary, type InventorySummary, type TypeSummary } from '../../api/peers';
 import type { JobSpec } from '../../api/types';
 
@@ -29,6 +29,41 @@ const job = (over: Partial<JobSpec['request']> = {}, spec: Partial<JobSpec> = {}
 });
 
 describe('peer choice', () => {
+  test('what this region sent a peer since its summary counts as queued there: jobs looking abroad together spread out', () => {
+    // eu looks roomier (16 free vs 12), but 8 devices already went to eu since its summary.
+    const summaries = new Map([held('eu', { A100: type() }), held('ap', { A100: type({ freeWhole: 12, freeMilli: 12_000 }) })]);
+    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW })).toMatchObject({ peer: 'eu' });
+    const inFlight = new Map([['eu', new Map([['A100', 8000]])]]);
+    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW, inFlight })).toMatchObject({ peer: 'ap' });
+    // Once what was sent fills a peer, it is not chosen at all.
+    const full = new Map([
+      ['eu', new Map([['A100', 16_000]])],
+      ['ap', new Map([['A100', 12_000]])],
+    ]);
+    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW, inFlight: full }).reason).toMatch(
+      /eu: 16 free but 16 queued ahead or on its way/,
+    );
+  });
+
+  test('the home takes a job back only when it has room for it after its own queue', () => {
+    const own = (t: TypeSummary): InventorySummary => ({
+      region: 'us',
+      version: 3,
+      generatedAt: new Date(NOW).toISOString(),
+      types: { A100: t },
+    });
+    expect(roomHere(job(), own(type()))).toMatchObject({ room: true });
+    expect(roomHere(job(), own(type({ freeWhole: 2, freeMilli: 2000, largestFree: { node: 2, rack: 2, pod: 2 } })))).toMatchObject({
+      room: false,
+    });
+    const queued = type({ queue: { ...type().queue, standard: { jobs: 4, milli: 14_000, oldestWaitMs: 5000 } } });
+    expect(roomHere(job(), own(queued))).toEqual({ room: false, reason: 'A100: 16 free where it must land, 14 queued ahead' });
+    // Basic work queued here does not go before a standard job.
+    const basic = type({ queue: { ...type().queue, basic: { jobs: 4, milli: 14_000, oldestWaitMs: 5000 } } });
+    expect(roomHere(job(), own(basic))).toMatchObject({ room: true });
+    expect(roomHere(job({ acceleratorTypes: ['H100'] }), own(type()))).toEqual({ room: false, reason: 'us has none of H100' });
+  });
+
   test('the peer with the most room to spare after its queue is chosen', () => {
     const summaries = new Map([held('eu', { A100: type({ freeWhole: 8, freeMilli: 8000 }) }), held('ap', { A100: type() })]);
     expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW })).toMatchObject({ peer: 'ap' });

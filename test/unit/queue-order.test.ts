@@ -130,7 +130,7 @@ describe('backfill gate', () => {
     };
 
     test('a job that finishes by then may backfill', () => {
-      expect(gateWithJ17().admits(job('short', { durationMs: 41_500 }))).toEqual({ ok: true });
+      expect(gateWithJ17().admits(job('short', { durationMs: 41_500 }))).toEqual({ ok: true, types: ['H100'] });
     });
 
     test('a job that would still be running is held, and the reason says for whom and why', () => {
@@ -142,7 +142,17 @@ describe('backfill gate', () => {
     });
 
     test('a job on another accelerator type is not held, however long it runs', () => {
-      expect(gateWithJ17().admits(job('elsewhere', { acceleratorTypes: ['A100'], durationMs: 86_400_000 }))).toEqual({ ok: true });
+      expect(gateWithJ17().admits(job('elsewhere', { acceleratorTypes: ['A100'], durationMs: 86_400_000 }))).toEqual({
+        ok: true,
+        types: ['A100'],
+      });
+    });
+
+    test('a job that accepts the reserved type and others may run now on the others only', () => {
+      expect(gateWithJ17().admits(job('either', { acceleratorTypes: ['H100', 'A100'], durationMs: 86_400_000 }))).toEqual({
+        ok: true,
+        types: ['A100'],
+      });
     });
   });
 
@@ -159,7 +169,7 @@ describe('backfill gate', () => {
     const gate = new BackfillGate(NOW, new Map([['H100', 1000]]), [hold('H100', 7000, 10_000)]);
     gate.block(job('too-big', { milli: 16_000 }));
     expect(gate.shadowOf('too-big')).toBeUndefined();
-    expect(gate.admits(job('long', { durationMs: 86_400_000 }))).toEqual({ ok: true });
+    expect(gate.admits(job('long', { durationMs: 86_400_000 }))).toEqual({ ok: true, types: ['H100'] });
   });
 
   test('capacity taken in this cycle pushes a later shadow time back', () => {
@@ -174,7 +184,7 @@ describe('backfill gate', () => {
     expect(after.shadowOf('x')).toBe(NOW + 300_000);
   });
 
-  test('a backfill job must finish before every blocked job it shares a type with', () => {
+  test('a backfill job may use a reserved type only if it finishes before the job reserving it starts', () => {
     const gate = new BackfillGate(
       NOW,
       new Map([
@@ -190,10 +200,38 @@ describe('backfill gate', () => {
 
     const h100For60s = gate.admits(job('b-1', { durationMs: 60_000 }));
     expect(h100For60s.ok === false && h100For60s.reason).toMatch(/^held for higher-ranked job j-2 \(/);
-    expect(gate.admits(job('b-2', { durationMs: 30_000 }))).toEqual({ ok: true });
-    expect(gate.admits(job('b-3', { acceleratorTypes: ['A100'], durationMs: 45_000 }))).toEqual({ ok: true });
-    const both = gate.admits(job('b-4', { acceleratorTypes: ['A100', 'H100'], durationMs: 45_000 }));
-    expect(both.ok === false && both.reason).toMatch(/^held for higher-ranked job j-2 \(/);
+    expect(gate.admits(job('b-2', { durationMs: 30_000 }))).toEqual({ ok: true, types: ['H100'] });
+    expect(gate.admits(job('b-3', { acceleratorTypes: ['A100'], durationMs: 45_000 }))).toEqual({ ok: true, types: ['A100'] });
+    // H100 is closed to it (j-2 starts there at 30 s), A100 is open (j-3 starts there at 50 s).
+    expect(gate.admits(job('b-4', { acceleratorTypes: ['A100', 'H100'], durationMs: 45_000 }))).toEqual({ ok: true, types: ['A100'] });
+    const both = gate.admits(job('b-5', { acceleratorTypes: ['A100', 'H100'], durationMs: 60_000 }));
+    expect(both.ok === false && both.reason).toMatch(/^held for higher-ranked job j-2 \(needs 2 H100/);
+  });
+
+  test('a job blocked although enough is free (its shape does not fit the free pieces) waits for a holding to end, not for nothing', () => {
+    const gate = new BackfillGate(NOW, new Map([['H100', 8000]]), [hold('H100', 2000, 20_000), hold('H100', 4000, 90_000)]);
+    gate.block(job('whole-node', { milli: 8000 }));
+    expect(gate.shadowOf('whole-node')).toBe(NOW + 20_000);
+    expect(gate.admits(job('short', { durationMs: 20_000 })).ok).toBe(true);
+    expect(gate.admits(job('long', { durationMs: 20_001 })).ok).toBe(false);
+    // Nothing held on the type: nothing will change by waiting, so it reserves nothing.
+    const idle = new BackfillGate(NOW, new Map([['H100', 8000]]), []);
+    idle.block(job('whole-node', { milli: 8000 }));
+    expect(idle.shadowOf('whole-node')).toBeUndefined();
+  });
+
+  test('a blocked job reserves the one type it is expected to start on, the one that frees first', () => {
+    const gate = new BackfillGate(
+      NOW,
+      new Map([
+        ['H100', 0],
+        ['A100', 0],
+      ]),
+      [hold('H100', 8000, 60_000), hold('A100', 8000, 20_000)],
+    );
+    gate.block(job('either', { milli: 8000, acceleratorTypes: ['H100', 'A100'] }));
+    expect(gate.reservedTypeOf('either')).toBe('A100');
+    expect(gate.admits(job('on-h100', { acceleratorTypes: ['H100'], durationMs: 86_400_000 }))).toEqual({ ok: true, types: ['H100'] });
   });
 
   test('negative capacity is rejected, naming the argument', () => {
