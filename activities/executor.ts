@@ -61,10 +61,11 @@ export class SimulatedExecutor implements Executor {
    * agree.
    */
   async observe(jobId: string, epoch: number): Promise<Observation> {
-    const r = await sql<{ state: ExecutionState; progress_ms: number; duration_ms: number; detail: string | null }>`
+    // bigint columns come back as strings (see db/schema.ts).
+    const r = await sql<{ state: ExecutionState; progress_ms: string; duration_ms: string; detail: string | null }>`
       WITH cur AS (
         SELECT e.job_id, e.epoch, e.state, e.duration_ms, e.fail_at_ms,
-               LEAST(e.duration_ms, e.progress_ms + (EXTRACT(EPOCH FROM clock_timestamp() - e.resumed_at) * 1000)::int) AS progress,
+               LEAST(e.duration_ms, e.progress_ms + (EXTRACT(EPOCH FROM clock_timestamp() - e.resumed_at) * 1000)::bigint) AS progress,
                (SELECT string_agg(DISTINCT n.name, ',') FROM allocations a JOIN nodes n ON n.id = a.node_id
                  WHERE a.job_id = e.job_id AND a.epoch = e.epoch AND n.state = 'down') AS down_nodes
         FROM executions e WHERE e.job_id = ${jobId} AND e.epoch = ${epoch} FOR UPDATE
@@ -89,7 +90,7 @@ export class SimulatedExecutor implements Executor {
       RETURNING e.state, e.progress_ms, e.duration_ms, e.detail`.execute(this.db);
     const row = r.rows[0];
     if (!row) throw new Error(`no run of job ${jobId} epoch ${epoch} was launched`);
-    return { state: row.state, progressMs: row.progress_ms, durationMs: row.duration_ms, detail: row.detail ?? undefined };
+    return { state: row.state, progressMs: Number(row.progress_ms), durationMs: Number(row.duration_ms), detail: row.detail ?? undefined };
   }
 
   private async launched(jobId: string, epoch: number): Promise<boolean> {

@@ -123,15 +123,16 @@ export interface QuotasTable {
 
 export type ExecutionState = 'running' | 'succeeded' | 'failed' | 'lost' | 'stopped';
 
+/** A run's times are bigint milliseconds (a valid run lasts up to 30 days), which pg reads as strings. */
 export interface ExecutionsTable {
   job_id: string;
   epoch: number;
   state: ExecutionState;
-  duration_ms: number;
-  progress_ms: Generated<number>;
-  checkpoint_ms: Generated<number>;
+  duration_ms: ColumnType<string, number, number>;
+  progress_ms: ColumnType<string, number | undefined, number>;
+  checkpoint_ms: ColumnType<string, number | undefined, number>;
   resumed_at: ColumnType<Date, Date | undefined, Date>;
-  fail_at_ms: number | null;
+  fail_at_ms: ColumnType<string | null, number | null | undefined, number | null>;
   detail: string | null;
 }
 

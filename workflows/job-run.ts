@@ -1,10 +1,19 @@
 // One run of a placed job: the executor launched and watched by the run activity, with a
 // preemption's grace period on a durable timer and operator cancels and requeues reaching the run
 // through a cancellation scope. Returns how the run ended; the lifecycle decides what follows.
-import { CancellationScope, condition, isCancellation, log, upsertSearchAttributes } from '@temporalio/workflow';
+import { CancellationScope, condition, isCancellation, log, patched, upsertSearchAttributes } from '@temporalio/workflow';
 import type { Placement } from '../api/types';
 import { WaitingReasonKey } from '../api/search-attributes';
+import { ErrorTypes, findDomainError } from '../api/errors';
 import { acts, watcher, type JobRecord } from './job-record';
+
+/**
+ * Patch: a run that could not be launched or watched (the run activity's non-retryable
+ * `RunFailed`, after its bounded retries) is a failed attempt, retried or failed by the spec's
+ * `maxAttempts` with the executor's reason. Runs started before it ended `failed` with the bare
+ * activity failure.
+ */
+export const RUN_FAILURE_IS_AN_ATTEMPT = 'run-failure-is-an-attempt';
 
 export type RunEnd =
   | { kind: 'succeeded' }
@@ -49,6 +58,8 @@ export async function runPlaced(job: JobRecord, p: Placement): Promise<RunEnd> {
   try {
     if (status.cancelRequested || job.requeueAsked !== undefined) runScope.cancel();
     const seen = await runScope.run(() => watcher.runJob(launch));
+    // The run went by the database's placement where the delivered one differed.
+    if (seen.placement) status.placement = seen.placement;
     if (seen.state === 'succeeded') {
       job.finishedByRun = seen.finished === true;
       return { kind: 'succeeded' };
@@ -56,7 +67,11 @@ export async function runPlaced(job: JobRecord, p: Placement): Promise<RunEnd> {
     if (seen.state === 'lost') return { kind: 'lost', detail: seen.detail ?? 'node lost' };
     return { kind: 'failed', detail: seen.detail ?? `run ended ${seen.state}` };
   } catch (err) {
-    if (!isCancellation(err)) throw err;
+    if (!isCancellation(err)) {
+      const failed = findDomainError(err, ErrorTypes.runFailed);
+      if (failed && patched(RUN_FAILURE_IS_AN_ATTEMPT)) return { kind: 'failed', detail: failed.message };
+      throw err;
+    }
     const cancelling = status.cancelRequested;
     const preemptor = cancelling ? undefined : job.preemptedFor;
     const detail = cancelling ? 'cancelled' : preemptor ? `preempted for ${preemptor}` : `requeue: ${job.requeueAsked}`;
