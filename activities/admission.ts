@@ -7,6 +7,7 @@ import type { JobSpec, Placement } from '../api/types';
 import { tenantChain } from '../api/tenants';
 import { admissionProblems, regionRules, type TenantPolicyRow } from '../scheduling/admission';
 import { allowedPeers, handoffPolicy } from '../scheduling/handoff';
+import { ErrorTypes, findDomainError } from '../api/errors';
 import { QUEUED_REASON, enqueueJob, joinQueue, type Enqueued } from './jobs';
 import { activityLog, type Region } from './region';
 
@@ -52,13 +53,15 @@ export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: s
     // It can only run abroad: admitted to wait for a peer with room, unless no peer may take it.
     if (!handoffPolicy(spec).enabled || !allowedPeers(spec, peers).length) return { admitted: false, problems: [notHere] };
     const reason = `waiting for a peer region with room: ${notHere}`;
-    const entry = await enqueueJob(db, spec, region.name, workflowId, 'waiting-abroad');
+    const entry = await enqueueOrRefuse(() => enqueueJob(db, spec, region.name, workflowId, 'waiting-abroad'));
+    if ('problems' in entry) return entry;
     return { admitted: true, ...entry, waitingReason: reason };
   }
   // Someone waits: this job must not overtake them, so it joins the queue for the scheduler.
   // Nobody waits: it is recorded as `submitted`, not `waiting`, while it is placed, so
   // concurrent admissions do not mistake it for a queue to wait behind.
-  const entry = await enqueueJob(db, spec, region.name, workflowId, queueAhead ? 'waiting' : 'submitted');
+  const entry = await enqueueOrRefuse(() => enqueueJob(db, spec, region.name, workflowId, queueAhead ? 'waiting' : 'submitted'));
+  if ('problems' in entry) return entry;
   // A retry of this step may find the job already placed: the allocator returns that placement.
   const placedBefore = entry.state === 'placed' || entry.state === 'running';
   if (placedBefore || (!queueAhead && entry.state === 'submitted')) {
@@ -89,6 +92,21 @@ export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: s
   await joinQueue(db, spec.jobId, QUEUED_REASON); // a retry may find it mid-admission (`submitted`)
   await region.kick();
   return { admitted: true, ...entry, state: entry.state === 'submitted' ? 'waiting' : entry.state };
+}
+
+/**
+ * The queue entry, or a refusal when the job id is taken (`JobIdTaken`, non-retryable: another
+ * tenant's job holds it, or the job has ended). Refused like any other admission problem, so the
+ * job ends `rejected` with the reason in its result and its `WaitingReason`, holding nothing.
+ */
+async function enqueueOrRefuse(enqueue: () => Promise<Enqueued>): Promise<Enqueued | { admitted: false; problems: string[] }> {
+  try {
+    return await enqueue();
+  } catch (err) {
+    const taken = findDomainError(err, ErrorTypes.jobIdTaken);
+    if (taken) return { admitted: false, problems: [taken.message] };
+    throw err;
+  }
 }
 
 /**

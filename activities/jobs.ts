@@ -2,8 +2,8 @@
 // scheduler, its state and epoch for the allocator and the invariant checker.
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
-import type { JobSpec, StoredJobState } from '../api/types';
-import { staleEpoch, unknownJob } from '../api/errors';
+import { TERMINAL_STATES, type JobSpec, type StoredJobState } from '../api/types';
+import { jobIdTaken, staleEpoch, unknownJob } from '../api/errors';
 
 export interface Enqueued {
   epoch: number;
@@ -18,6 +18,10 @@ export const QUEUED_REASON = 'queued: waiting for the next scheduling cycle';
  * Records a new job with its queue position. As `waiting` it is in the region's queue; as
  * `submitted` it is being placed on admission and no cycle or other admission sees it as queued
  * (see `joinQueue`). A retried call (same job) returns the existing row.
+ *
+ * A job id names one job in a region, once: an id held by another workflow (another tenant's
+ * job), or by a job of this workflow id that has ended (an earlier run), is refused with a
+ * non-retryable `JobIdTaken` that names neither the other job's tenant nor its workflow.
  */
 export async function enqueueJob(
   db: Kysely<Database>,
@@ -46,7 +50,13 @@ export async function enqueueJob(
       .select(['epoch', 'state', 'enqueued_at', 'workflow_id'])
       .where('id', '=', spec.jobId)
       .executeTakeFirstOrThrow());
-  if (row.workflow_id !== workflowId) throw new Error(`job id ${spec.jobId} is already used by workflow ${row.workflow_id}`);
+  if (row.workflow_id !== workflowId)
+    throw jobIdTaken(
+      `jobId: ${spec.jobId} is already taken in region ${region} by another job; job ids are unique in a region, choose another`,
+    );
+  // Admission runs in a run's first workflow task, before anything can end the job: an ended row is an earlier run's.
+  if ((TERMINAL_STATES as readonly string[]).includes(row.state))
+    throw jobIdTaken(`jobId: job ${spec.jobId} has already ${row.state} in region ${region}; a job id is used once, submit under a new id`);
   return { epoch: row.epoch, state: row.state, enqueuedAt: row.enqueued_at.getTime() };
 }
 

@@ -44,6 +44,20 @@ export class InvalidJobSpecError extends Error {
   }
 }
 
+/**
+ * A submission under a job id that has been used: the job's workflow has ended (a job id is used
+ * once; only a rejected job, which held nothing, may be submitted again). Nothing was started.
+ */
+export class JobIdTakenError extends Error {
+  constructor(
+    readonly workflowId: string,
+    message: string,
+  ) {
+    super(message);
+    this.name = 'JobIdTakenError';
+  }
+}
+
 /** An operator action the job or scheduler refused (its validator said why); nothing changed. */
 export class OperatorActionRefusedError extends Error {
   constructor(message: string) {
@@ -144,9 +158,11 @@ export class SchedulerClient {
   }
 
   /**
-   * Starts the job's workflow and returns its id. Submitting the same job id again is a no-op
-   * that returns the same id. With `validate: false` the spec goes to the workflow as is, which
-   * rejects it durably (useful for callers that want the rejection recorded in history).
+   * Starts the job's workflow and returns its id. Submitting a job that is still live again is a
+   * no-op that returns the same id. A job id is used once: submitting a job whose workflow has
+   * ended throws JobIdTakenError and starts nothing, unless it was rejected (it held nothing, so
+   * a corrected submission may take the id). With `validate: false` the spec goes to the workflow
+   * as is, which rejects it durably (useful for callers that want the rejection recorded in history).
    */
   async submit(spec: JobSpec, opts: { validate?: boolean } = {}): Promise<string> {
     if (opts.validate !== false) {
@@ -154,11 +170,13 @@ export class SchedulerClient {
       if (problems.length) throw new InvalidJobSpecError(problems);
     }
     const workflowId = jobWorkflowId(String(spec.tenant), String(spec.jobId));
-    try {
-      await this.temporal.workflow.start<JobWorkflowType>('JobWorkflow', {
+    const start = (workflowIdReusePolicy: 'REJECT_DUPLICATE' | 'ALLOW_DUPLICATE') =>
+      this.temporal.workflow.start<JobWorkflowType>('JobWorkflow', {
         workflowId,
         taskQueue: this.o.taskQueue,
         args: [{ spec, region: this.o.region }],
+        // Refused by the server while the id's last run is retained, whatever this client believes.
+        workflowIdReusePolicy,
         typedSearchAttributes: [
           { key: JobIdKey, value: String(spec.jobId) },
           { key: TenantKey, value: String(spec.tenant) },
@@ -169,10 +187,34 @@ export class SchedulerClient {
         ],
         memo: { spec: summarize(spec) },
       });
+    try {
+      await start('REJECT_DUPLICATE');
     } catch (err) {
       if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+      const ended = await this.endedAs(workflowId);
+      if (ended === undefined) return workflowId; // live: the same submission again
+      if (ended !== 'rejected')
+        throw new JobIdTakenError(
+          workflowId,
+          `job ${String(spec.jobId)} of ${String(spec.tenant)} has already ${ended}; a job id is used once, submit under a new id`,
+        );
+      try {
+        await start('ALLOW_DUPLICATE');
+      } catch (again) {
+        // Another submission of the corrected job got there first: the same submission again.
+        if (!(again instanceof WorkflowExecutionAlreadyStartedError)) throw again;
+      }
     }
     return workflowId;
+  }
+
+  /** How the id's last run ended (its outcome, or how its workflow closed), or undefined while it runs. */
+  private async endedAs(workflowId: string): Promise<string | undefined> {
+    const handle = this.temporal.workflow.getHandle<JobWorkflowType>(workflowId);
+    const { status } = await handle.describe();
+    if (status.name === 'RUNNING') return undefined;
+    if (status.name !== 'COMPLETED') return `ended (${status.name.toLowerCase().replace(/_/g, ' ')})`;
+    return (await handle.result()).outcome;
   }
 
   /** The job's status where it is now (at the peer, for a job handed off there). */
