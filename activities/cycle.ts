@@ -224,9 +224,14 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
   const log = activityLog();
   const out = await runCycle(region.db, region.allocator, region.name, o);
   await Promise.all([
-    ...out.placed.map((p) =>
-      tell(() => client.workflow.getHandle(p.workflowId).signal(placedSignal, { epoch: p.epoch, placement: p.placement })),
-    ),
+    ...out.placed.map(async (p) => {
+      if (await tell(() => client.workflow.getHandle(p.workflowId).signal(placedSignal, { epoch: p.epoch, placement: p.placement })))
+        return;
+      // Its workflow has ended (terminated, without its cleanup): nothing will run it or give the devices back.
+      const why = `its workflow ${p.workflowId} had ended when its placement was delivered`;
+      await region.allocator.finish(p.jobId, p.epoch, 'failed', why).catch(() => undefined);
+      log.warn('placement for an ended workflow released', { jobId: p.jobId, epoch: p.epoch, event: 'scheduler.released-dead' });
+    }),
     ...out.reasons.map((r) =>
       tell(() => client.workflow.getHandle(r.workflowId).signal(waitingSignal, { epoch: r.epoch, reason: r.reason })),
     ),
@@ -248,7 +253,14 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
       reason: p.reason,
     });
     await Promise.all(
-      p.victims.map((v) => tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))),
+      p.victims.map(async (v) => {
+        if (await tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))) return;
+        // A victim whose workflow has ended holds devices nobody will give back: release them now.
+        await region.allocator
+          .finish(v.jobId, v.epoch, 'failed', `its workflow ${v.workflowId} had ended when it was asked to yield`)
+          .catch(() => undefined);
+        log.warn('victim with an ended workflow released', { jobId: v.jobId, event: 'scheduler.released-dead' });
+      }),
     );
   }
   for (const r of out.refused) log.warn('job refused by allocator', { jobId: r.jobId, event: 'scheduler.refused', error: r.error });

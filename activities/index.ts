@@ -14,6 +14,7 @@ import { preemptionStands, requeueJob, setJobPriority } from './jobs';
 import { SimulatedExecutor, type Executor, type LaunchInput, type Observation } from './executor';
 import { admitAndPlace, type AdmissionResult } from './admission';
 import { scheduleCycle, type CycleOptions, type CycleSummary } from './cycle';
+import { reconcileRegion, type ReconcileReport } from './reconcile';
 import { createReservation, setReservationState } from './reservations';
 import { setNodeState } from './nodes';
 import { watchRun, type RunOutcome } from './run-watch';
@@ -119,6 +120,12 @@ export function createActivities({ db, region: name, client, taskQueue, policy, 
     },
     async setReservationState(id: string, state: ReservationState): Promise<void> {
       return setReservationState(region, id, state);
+    },
+
+    // --- the reconciler (reconcile.ts) ----------------------------------------------------------
+    /** One pass: releases jobs whose workflow ended without releasing them, drops stale nominations. */
+    async reconcile(graceMs?: number): Promise<ReconcileReport> {
+      return reconcileRegion(region, graceMs === undefined ? {} : { graceMs });
     },
 
     // --- the inventory exchange (inventory.ts, peers.ts) ----------------------------------------

@@ -41,3 +41,8 @@ export function schedulerTaskQueue(jobsTaskQueue: string): string {
 export function peerExchangeWorkflowId(region: string): string {
   return `peers/${region}`;
 }
+
+/** A region's reconciler workflow: releases what job workflows that ended without their cleanup left. */
+export function reconcilerWorkflowId(region: string): string {
+  return `reconciler/${region}`;
+}

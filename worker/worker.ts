@@ -1,6 +1,7 @@
 // Builds a region's worker: the job, region-scheduler, reservation and peer-exchange workflows
 // plus the allocator, bookkeeping, executor and handoff activities. With peers configured it also
-// makes sure the region's exchange workflow runs, which publishes the region's summary to them.
+// makes sure the region's exchange workflow runs, which publishes the region's summary to them,
+// and, always, that the region's reconciler runs.
 import path from 'node:path';
 import { DefaultLogger, NativeConnection, Worker, bundleWorkflowCode, type WorkerOptions } from '@temporalio/worker';
 import type { Kysely } from 'kysely';
@@ -8,7 +9,7 @@ import { WorkflowExecutionAlreadyStartedError, type Client } from '@temporalio/c
 import type { Database } from '../db/schema';
 import { createActivities } from '../activities';
 import type { PlacementPolicyName } from '../api/types';
-import { peerExchangeWorkflowId, schedulerTaskQueue } from '../api/ids';
+import { peerExchangeWorkflowId, reconcilerWorkflowId, schedulerTaskQueue } from '../api/ids';
 import type { PeerConfig } from '../api/peers';
 import { PeerLinks } from '../activities/peers';
 import type { CycleOptions } from '../activities/cycle';
@@ -33,6 +34,8 @@ export interface RegionWorkerOptions {
   peers?: PeerConfig[];
   /** How often the region publishes its inventory summary to its peers. */
   publishEveryMs?: number;
+  /** The reconciler's pace (defaults: a pass every 30 s, rows older than 60 s). */
+  reconcile?: { everyMs?: number; graceMs?: number };
 }
 
 /**
@@ -103,6 +106,7 @@ export async function createRegionWorker(o: RegionWorkerOptions): Promise<Region
     ...(o.identity ? { identity: `${o.identity}-scheduler` } : {}),
   });
   if (peers.names.length) await ensurePeerExchange(o.client, o.region, o.taskQueue, o.publishEveryMs);
+  await ensureReconciler(o.client, o.region, o.taskQueue, o.reconcile);
   return new RegionWorker(jobs, scheduler, peers);
 }
 
@@ -113,6 +117,24 @@ export async function ensurePeerExchange(client: Client, region: string, taskQue
       workflowId: peerExchangeWorkflowId(region),
       taskQueue: schedulerTaskQueue(taskQueue),
       args: [{ region, ...(publishEveryMs ? { publishEveryMs } : {}) }],
+    });
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+  }
+}
+
+/** Starts the region's reconciler unless it runs already (every worker of the region asks; one runs). */
+export async function ensureReconciler(
+  client: Client,
+  region: string,
+  taskQueue: string,
+  pace: { everyMs?: number; graceMs?: number } = {},
+): Promise<void> {
+  try {
+    await client.workflow.start('ReconcilerWorkflow', {
+      workflowId: reconcilerWorkflowId(region),
+      taskQueue: schedulerTaskQueue(taskQueue),
+      args: [{ region, ...pace }],
     });
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

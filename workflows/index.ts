@@ -3,3 +3,4 @@ export { JobWorkflow } from './job';
 export { RegionSchedulerWorkflow } from './scheduler';
 export { ReservationWorkflow } from './reservation';
 export { PeerExchangeWorkflow } from './exchange';
+export { ReconcilerWorkflow } from './reconciler';

@@ -5,7 +5,7 @@ import type { Kysely } from 'kysely';
 import { requireTemporalBinary, freePort } from '../../scripts/temporal-server';
 import { SEARCH_ATTRIBUTES } from '../../api/search-attributes';
 import { SchedulerClient } from '../../api/client';
-import { createRegionWorker, type RegionWorker } from '../../worker/worker';
+import { createRegionWorker, type RegionWorker, type RegionWorkerOptions } from '../../worker/worker';
 import type { Database } from '../../db/schema';
 import { WORKFLOW_BUNDLE } from './global-setup';
 import type { CycleOptions } from '../../activities/cycle';
@@ -22,7 +22,11 @@ export interface TemporalHarness {
   address: string;
   client: SchedulerClient;
   taskQueue: string;
-  startWorker(db: Kysely<Database>, cycle?: CycleOptions): Promise<{ worker: RegionWorker; done: Promise<void> }>;
+  startWorker(
+    db: Kysely<Database>,
+    cycle?: CycleOptions,
+    more?: Pick<RegionWorkerOptions, 'reconcile'>,
+  ): Promise<{ worker: RegionWorker; done: Promise<void> }>;
   teardown(): Promise<void>;
 }
 
@@ -44,7 +48,7 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
     address: `127.0.0.1:${port}`,
     client,
     taskQueue,
-    async startWorker(db, cycle) {
+    async startWorker(db, cycle, more) {
       const worker = await createRegionWorker({
         connection: env.nativeConnection,
         client: client.temporal,
@@ -54,6 +58,7 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
         region: REGION,
         workflowBundlePath: WORKFLOW_BUNDLE,
         cycle,
+        ...more,
       });
       const entry = { worker, done: worker.run() };
       workers.push(entry);

@@ -1,0 +1,103 @@
+// Job workflows that end without their cleanup (terminated by an operator, reset, cut at the
+// history limit): release only runs in the workflow's own `finally`, so before the reconciler
+// their devices, their queue rows and the capacity nominated to them stayed taken for good.
+import { sql } from 'kysely';
+import { checkInvariants } from '../../db/invariants';
+import { allocationsWithoutLiveWorkflow } from '../../activities/reconcile';
+import { reconcilerStatusQuery } from '../../api/reconciler';
+import { reconcilerWorkflowId } from '../../api/ids';
+import type { JobSpec } from '../../api/types';
+import { createTestDatabase, type TestDatabase } from '../helpers/db';
+import { seedFleet, seedTenants } from '../helpers/fleet';
+import { REGION, eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
+
+let t: TestDatabase;
+let h: TemporalHarness;
+
+beforeAll(async () => {
+  t = await createTestDatabase('reconcile');
+  await seedFleet(t.db, { nodes: [['A100', 8, 2]] });
+  await seedTenants(t.db, ['acme/ml']);
+  h = await startTemporal('jobs-reconcile');
+  await h.startWorker(t.db, undefined, { reconcile: { everyMs: 1000, graceMs: 1500 } });
+});
+afterAll(async () => {
+  await h?.teardown();
+  await t?.drop();
+});
+afterEach(async () => {
+  expect(await checkInvariants(t.db)).toEqual([]);
+  expect(await allocationsWithoutLiveWorkflow(t.db, h.client.temporal)).toEqual([]);
+});
+
+const spec = (jobId: string, o: Partial<JobSpec> = {}, devices = 4): JobSpec => ({
+  jobId,
+  tenant: 'acme/ml',
+  tier: 'standard',
+  priority: 5,
+  durationMs: 600_000,
+  request: { acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: devices, topology: 'any' },
+  ...o,
+});
+const held = async (jobId: string): Promise<number> =>
+  (await t.db.selectFrom('allocations').select('id').where('job_id', '=', jobId).execute()).length;
+const row = (jobId: string) => t.db.selectFrom('jobs').select(['state', 'waiting_reason']).where('id', '=', jobId).executeTakeFirst();
+const phase = async (jobId: string) => (await h.client.status('acme/ml', jobId)).phase;
+const terminate = (jobId: string) => h.client.temporal.workflow.getHandle(`job/acme/ml/${jobId}`).terminate('test: ended without cleanup');
+
+test('a running job whose workflow is terminated is released by the reconciler, and its devices serve the next job', async () => {
+  await h.client.submit(spec('term-run', {}, 8));
+  await eventually(async () => ((await phase('term-run')) === 'running' ? true : undefined), 'term-run running');
+  expect(await held('term-run')).toBe(8);
+  await terminate('term-run');
+  // Invariant 4 is broken now, until the reconciler's next pass.
+  const freed = await eventually(async () => {
+    const r = await row('term-run');
+    return r?.state === 'failed' ? r : undefined;
+  }, 'the reconciler to release term-run');
+  expect(freed.waiting_reason).toMatch(
+    /its workflow job\/acme\/ml\/term-run is terminated and never released the job \(released by the reconciler\)/,
+  );
+  expect(await held('term-run')).toBe(0);
+  const status = await h.client.temporal.workflow.getHandle(reconcilerWorkflowId(REGION)).query(reconcilerStatusQuery);
+  expect(status.released).toBeGreaterThanOrEqual(1);
+  // The freed devices are placed again.
+  await h.client.submit(spec('after-run', { durationMs: 500 }, 8));
+  await h.client.submit(spec('after-run-2', { durationMs: 500 }, 8));
+  expect((await h.client.result('acme/ml', 'after-run')).outcome).toBe('completed');
+  expect((await h.client.result('acme/ml', 'after-run-2')).outcome).toBe('completed');
+});
+
+test('a waiting job whose workflow is terminated is never handed devices it cannot use', async () => {
+  await h.client.submit(spec('blocker', {}, 8));
+  await h.client.submit(spec('blocker-2', {}, 8));
+  await eventually(async () => ((await phase('blocker-2')) === 'running' ? true : undefined), 'the fleet full');
+  await h.client.submit(spec('term-wait', { durationMs: 500 }, 8));
+  await eventually(async () => ((await phase('term-wait')) === 'waiting' ? true : undefined), 'term-wait waiting');
+  await terminate('term-wait');
+  await h.client.cancel('acme/ml', 'blocker', 'free a node');
+  await h.client.result('acme/ml', 'blocker');
+  const gone = await eventually(async () => {
+    const r = await row('term-wait');
+    return r?.state === 'failed' ? r : undefined;
+  }, 'term-wait ended as failed');
+  expect(gone.waiting_reason).toMatch(/job\/acme\/ml\/term-wait (had ended when its placement was delivered|is terminated)/);
+  expect(await held('term-wait')).toBe(0);
+  // The node it would have taken runs the next job.
+  await h.client.submit(spec('after-wait', { durationMs: 500 }, 8));
+  expect((await h.client.result('acme/ml', 'after-wait')).outcome).toBe('completed');
+  await h.client.cancel('acme/ml', 'blocker-2', 'test done');
+  await h.client.result('acme/ml', 'blocker-2');
+});
+
+test('capacity nominated to a job that no longer waits is given back', async () => {
+  await h.client.submit(spec('nom-done', { durationMs: 200 }));
+  await h.client.result('acme/ml', 'nom-done');
+  const node = await t.db.selectFrom('nodes').select('id').orderBy('id').executeTakeFirstOrThrow();
+  // A nomination left for a preemptor that has finished (as a lost cleanup would leave it).
+  await sql`INSERT INTO nominations (preemptor, victim, node_id) VALUES ('nom-done', 'after-wait', ${node.id})`.execute(t.db);
+  await eventually(
+    async () => ((await t.db.selectFrom('nominations').select('preemptor').execute()).length === 0 ? true : undefined),
+    'the nomination dropped',
+  );
+});
