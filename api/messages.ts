@@ -22,11 +22,19 @@ export interface HandoffOrigin {
 // --- handoff (docs: README, "Global scheduling") ---------------------------------------------
 export type HandoffDecision = 'committed' | 'aborted';
 /** Home → copy: the decision of the handoff at `epoch` (sent until delivered). */
-export const handoffDecisionSignal = defineSignal<[{ epoch: number; decision: HandoffDecision }]>('handoffDecision');
+export const handoffDecisionSignal = defineSignal<[HandoffDecisionNotice]>('handoffDecision');
+export interface HandoffDecisionNotice {
+  epoch: number;
+  decision: HandoffDecision;
+}
 /** Copy → home: asks the decision of the handoff at `epoch`; `undecided` while the home has not decided. */
 export const handoffDecisionQuery = defineQuery<HandoffDecision | 'undecided', [epoch: number]>('handoffDecision');
 /** Copy → home: the job ended at the peer (sent until delivered); the home ends with the same outcome. */
-export const handedJobEndedSignal = defineSignal<[{ epoch: number; result: JobResult }]>('handedJobEnded');
+export const handedJobEndedSignal = defineSignal<[HandedJobEnded]>('handedJobEnded');
+export interface HandedJobEnded {
+  epoch: number;
+  result: JobResult;
+}
 /** On the home workflow: keep the job in its home region from now on (no handoff). */
 export const pinUpdate = defineUpdate<JobStatus, [reason: string]>('pin');
 /** On the home workflow: take a handed-off job back before it starts at the peer; refused once it has been placed there. */
@@ -44,17 +52,28 @@ export const requeueUpdate = defineUpdate<JobStatus, [reason: string]>('requeue'
 /** Changes the job's priority within its tier (0..1000); applies to its queue position at the next cycle. */
 export const setPriorityUpdate = defineUpdate<JobStatus, [priority: number]>('setPriority');
 
+// A job checks every signal's argument before acting on it (api/validation.ts: validatePlacedDelivery,
+// validateWaitingNotice, validatePreemptRequest, validateHandoffDecision, validateHandedJobEnded,
+// validateCancelReason) and ignores a malformed one, logging why.
 export interface PlacedDelivery {
   epoch: number;
   placement: Placement;
 }
-/** From the region scheduler: the job was placed at this epoch. */
+/** From the region scheduler: the job was placed at this epoch (the run checks it against the database before launching). */
 export const placedSignal = defineSignal<[PlacedDelivery]>('placed');
+export interface WaitingNotice {
+  epoch: number;
+  reason: string;
+}
 /** From the region scheduler: why the job still waits. */
-export const waitingSignal = defineSignal<[{ epoch: number; reason: string }]>('waiting');
+export const waitingSignal = defineSignal<[WaitingNotice]>('waiting');
 
+export interface PreemptRequest {
+  preemptor: string;
+  graceMs: number;
+}
 /** From the region scheduler: release your devices for `preemptor` after `graceMs` (checkpoint first). */
-export const preemptSignal = defineSignal<[{ preemptor: string; graceMs: number }]>('preempt');
+export const preemptSignal = defineSignal<[PreemptRequest]>('preempt');
 
 // --- the region scheduler --------------------------------------------------------------------
 /** RegionSchedulerWorkflow's input, carried across continue-as-new. */

@@ -1,5 +1,5 @@
-// Pure validation of job specs. Each problem names the field, the value and the rule broken.
-import { TIERS, TOPOLOGIES, TYPE_PREFERENCES, type JobSpec, type ResourceRequest } from './types';
+// Pure validation of job specs and of the messages a job is sent. Each problem names the field, the value and the rule broken.
+import { TERMINAL_STATES, TIERS, TOPOLOGIES, TYPE_PREFERENCES, type JobSpec, type ResourceRequest } from './types';
 
 export const LIMITS = {
   maxWorkers: 1024,
@@ -160,4 +160,102 @@ export function validateReservation(r: {
   if (Number.isNaN(end)) problems.push(`endsAt: ${JSON.stringify(r.endsAt)} must be an ISO timestamp`);
   if (!Number.isNaN(start) && !Number.isNaN(end) && end <= start) problems.push(`endsAt: ${r.endsAt} must be after startsAt ${r.startsAt}`);
   return problems;
+}
+
+// --- messages to a job -------------------------------------------------------------------------
+// A job checks every message before acting on it: a handler that throws on a malformed argument
+// fails its workflow task on every replay, wedging the job with whatever it holds. A message with
+// problems is logged with them and ignored.
+
+/** The longest free text a message may carry (a reason), as the status query would show it. */
+export const MAX_MESSAGE_TEXT = 4096;
+
+const object = (v: unknown): v is Record<string, unknown> => typeof v === 'object' && v !== null && !Array.isArray(v);
+const positiveInt = (field: string, v: unknown): string[] => (int(v) && v > 0 ? [] : [`${field}: ${show(v)} must be a positive integer`]);
+const text = (field: string, v: unknown): string[] =>
+  typeof v !== 'string'
+    ? [`${field}: ${show(v)} must be a string`]
+    : v.length > MAX_MESSAGE_TEXT
+      ? [`${field}: must be at most ${MAX_MESSAGE_TEXT} characters (got ${v.length})`]
+      : [];
+
+/** Problems with a `placed` delivery to job `jobId`: the epoch, and a placement of this job at that epoch with its workers' devices. */
+export function validatePlacedDelivery(input: unknown, jobId: string): string[] {
+  if (!object(input)) return [`placed: ${show(input)} must be an object { epoch, placement }`];
+  const problems = positiveInt('epoch', input.epoch);
+  const p = input.placement;
+  if (!object(p)) return [...problems, `placement: ${show(p)} must be an object { jobId, epoch, acceleratorType, workers }`];
+  if (p.jobId !== jobId) problems.push(`placement.jobId: ${show(p.jobId)} must be this job's id ${show(jobId)}`);
+  if (p.epoch !== input.epoch) problems.push(`placement.epoch: ${show(p.epoch)} must equal the delivery's epoch ${show(input.epoch)}`);
+  if (typeof p.acceleratorType !== 'string' || !p.acceleratorType)
+    problems.push(`placement.acceleratorType: ${show(p.acceleratorType)} must be an accelerator type name`);
+  if (!Array.isArray(p.workers) || p.workers.length === 0 || p.workers.length > LIMITS.maxWorkers) {
+    problems.push(`placement.workers: ${show(p.workers)} must be a non-empty list of at most ${LIMITS.maxWorkers} workers`);
+    return problems;
+  }
+  (p.workers as unknown[]).forEach((w, i) => {
+    const at = `placement.workers[${i}]`;
+    if (!object(w)) {
+      problems.push(`${at}: ${show(w)} must be an object { workerIdx, nodeId, nodeName, deviceIdx, milli }`);
+      return;
+    }
+    if (!int(w.workerIdx) || w.workerIdx < 0) problems.push(`${at}.workerIdx: ${show(w.workerIdx)} must be an integer of at least 0`);
+    problems.push(...positiveInt(`${at}.nodeId`, w.nodeId));
+    if (typeof w.nodeName !== 'string' || !w.nodeName) problems.push(`${at}.nodeName: ${show(w.nodeName)} must be a node name`);
+    if (
+      !Array.isArray(w.deviceIdx) ||
+      w.deviceIdx.length === 0 ||
+      w.deviceIdx.length > LIMITS.maxDevicesPerWorker ||
+      !w.deviceIdx.every((d) => int(d) && d >= 0)
+    )
+      problems.push(`${at}.deviceIdx: ${show(w.deviceIdx)} must be a non-empty list of device indexes (integers of at least 0)`);
+    if (!int(w.milli) || w.milli < 1 || w.milli > 1000) problems.push(`${at}.milli: ${show(w.milli)} must be an integer from 1 to 1000`);
+  });
+  return problems;
+}
+
+/** Problems with a `waiting` notice: the epoch it is about, and why the job still waits. */
+export function validateWaitingNotice(input: unknown): string[] {
+  if (!object(input)) return [`waiting: ${show(input)} must be an object { epoch, reason }`];
+  return [...positiveInt('epoch', input.epoch), ...text('reason', input.reason)];
+}
+
+/** Problems with a `preempt` request: the preempting job's id and a grace period in milliseconds. */
+export function validatePreemptRequest(input: unknown): string[] {
+  if (!object(input)) return [`preempt: ${show(input)} must be an object { preemptor, graceMs }`];
+  const problems: string[] = [];
+  if (typeof input.preemptor !== 'string' || !ID.test(input.preemptor))
+    problems.push(`preemptor: ${show(input.preemptor)} must be a job id`);
+  if (!int(input.graceMs) || input.graceMs < 0 || input.graceMs > LIMITS.maxDurationMs)
+    problems.push(`graceMs: ${show(input.graceMs)} must be an integer from 0 to ${LIMITS.maxDurationMs}`);
+  return problems;
+}
+
+/** Problems with a home's `handoffDecision` for a copy: the handoff's epoch and the decision. */
+export function validateHandoffDecision(input: unknown): string[] {
+  if (!object(input)) return [`handoffDecision: ${show(input)} must be an object { epoch, decision }`];
+  const problems = positiveInt('epoch', input.epoch);
+  if (input.decision !== 'committed' && input.decision !== 'aborted')
+    problems.push(`decision: ${show(input.decision)} must be committed or aborted`);
+  return problems;
+}
+
+/** Problems with a copy's `handedJobEnded` to its home: the handoff's epoch and how the job ended there. */
+export function validateHandedJobEnded(input: unknown): string[] {
+  if (!object(input)) return [`handedJobEnded: ${show(input)} must be an object { epoch, result }`];
+  const problems = positiveInt('epoch', input.epoch);
+  const r = input.result;
+  if (!object(r)) return [...problems, `result: ${show(r)} must be a job result { jobId, outcome, reason?, region? }`];
+  if (typeof r.jobId !== 'string' || !r.jobId) problems.push(`result.jobId: ${show(r.jobId)} must be a job id`);
+  if (!TERMINAL_STATES.includes(r.outcome as never))
+    problems.push(`result.outcome: ${show(r.outcome)} must be one of ${TERMINAL_STATES.join(', ')}`);
+  if (r.reason !== undefined) problems.push(...text('result.reason', r.reason));
+  if (r.region !== undefined && (typeof r.region !== 'string' || !REGION.test(r.region)))
+    problems.push(`result.region: ${show(r.region)} must be a region name`);
+  return problems;
+}
+
+/** Problems with a `cancel` signal's reason: none given, or a string. */
+export function validateCancelReason(reason: unknown): string[] {
+  return reason === undefined ? [] : text('cancel: reason', reason);
 }

@@ -1,9 +1,19 @@
 // The messages a JobWorkflow answers: the status query, operator actions (cancel, requeue,
 // setPriority, pin, recall; each update refuses with a reason, changing nothing, when it does not
 // apply), the region scheduler's deliveries (placed, waiting, preempt) and the handoff protocol's
-// messages between a home and a copy. Every update has a validator.
-import { ApplicationFailure, log, setHandler } from '@temporalio/workflow';
-import { validatePriority } from '../api/validation';
+// messages between a home and a copy. Every update has a validator; every signal's argument is
+// checked (api/validation.ts) and a malformed one is logged and ignored, never thrown: a handler
+// that throws fails the workflow task on every replay and wedges the job with what it holds.
+import { ApplicationFailure, log, patched, setHandler } from '@temporalio/workflow';
+import {
+  validateCancelReason,
+  validateHandedJobEnded,
+  validateHandoffDecision,
+  validatePlacedDelivery,
+  validatePreemptRequest,
+  validatePriority,
+  validateWaitingNotice,
+} from '../api/validation';
 import {
   cancelSignal,
   cancelUpdate,
@@ -22,6 +32,13 @@ import {
 } from '../api/messages';
 import { acts, type JobRecord } from './job-record';
 
+/**
+ * Patch: signals with a malformed argument are ignored. Before it, a malformed argument either
+ * threw (that task never completed, so nothing in any history depends on it) or was acted on;
+ * a history in which a worker acted on one replays as it ran.
+ */
+export const CHECKED_MESSAGES = 'checked-job-messages';
+
 const reasonText = (action: string, reason: unknown): void => {
   if (typeof reason !== 'string') throw new Error(`${action}: reason ${JSON.stringify(reason)} must be a string`);
 };
@@ -34,8 +51,18 @@ export function registerJobHandlers(job: JobRecord): void {
       ? `it ${status.phase === 'handed-off' ? 'runs in' : 'is being handed to'} ${status.handoff?.peer}`
       : undefined;
 
+  /** Whether to ignore a signal with these problems (logged once, with the message's name). */
+  const malformed = (message: string, problems: string[]): boolean => {
+    if (!problems.length || !patched(CHECKED_MESSAGES)) return false;
+    log.warn('malformed message ignored', { jobId, event: 'job.message-ignored', message, problems });
+    return true;
+  };
+
   setHandler(statusQuery, () => status);
-  setHandler(cancelSignal, (reason) => job.requestCancel(reason));
+  setHandler(cancelSignal, (reason) => {
+    if (malformed(cancelSignal.name, validateCancelReason(reason))) return;
+    job.requestCancel(reason);
+  });
   setHandler(
     cancelUpdate,
     (reason) => {
@@ -91,14 +118,20 @@ export function registerJobHandlers(job: JobRecord): void {
     },
   );
   setHandler(preemptSignal, (p) => {
+    if (malformed(preemptSignal.name, validatePreemptRequest(p))) return;
     if ((status.phase !== 'placed' && status.phase !== 'running') || job.preemptFor || status.cancelRequested) return;
     job.preemptFor = p;
     log.info('preemption requested', { jobId, event: 'job.preempt-requested', preemptor: p.preemptor, graceMs: p.graceMs });
   });
+  // A well-formed placement is still only a claim: the run activity launches on the database's
+  // placement of the job at that epoch, and one the database never made sends the job back to the queue.
   setHandler(placedSignal, (d) => {
+    if (malformed(placedSignal.name, validatePlacedDelivery(d, jobId))) return;
     if (d.epoch >= status.epoch) job.deliveries.set(d.epoch, d);
   });
-  setHandler(waitingSignal, ({ epoch, reason }) => {
+  setHandler(waitingSignal, (w) => {
+    if (malformed(waitingSignal.name, validateWaitingNotice(w))) return;
+    const { epoch, reason } = w;
     if (epoch === status.epoch && status.phase === 'waiting' && !job.deliveries.has(epoch) && reason !== status.waitingReason)
       job.enter('waiting', reason);
   });
@@ -106,6 +139,7 @@ export function registerJobHandlers(job: JobRecord): void {
   // --- handoff, at home ---
   setHandler(handoffDecisionQuery, (epoch) => job.decisionFor(epoch));
   setHandler(handedJobEndedSignal, (ended) => {
+    if (malformed(handedJobEndedSignal.name, validateHandedJobEnded(ended))) return;
     if (status.phase === 'handed-off' && ended.epoch === status.handoff?.epoch) job.peerEnded = ended;
   });
   setHandler(
@@ -147,7 +181,9 @@ export function registerJobHandlers(job: JobRecord): void {
   );
 
   // --- handoff, as a copy at a peer ---
-  setHandler(handoffDecisionSignal, ({ epoch, decision }) => {
+  setHandler(handoffDecisionSignal, (d) => {
+    if (malformed(handoffDecisionSignal.name, validateHandoffDecision(d))) return;
+    const { epoch, decision } = d;
     if (job.origin && epoch === job.origin.epoch && job.heard === undefined) job.heard = decision;
   });
   setHandler(
