@@ -3,7 +3,8 @@
 // workflow's own `finally`) and releases it. A row is suspect when its job is not finished and
 // its workflow is not among the running ones the server lists; a suspect is released only after
 // the server confirms, for that one workflow id, that it is closed or unknown. Rows touched
-// within the grace period are left alone (their workflow may be starting). Nominations expire.
+// within the grace period are left alone (their workflow may be starting). Nominations expire,
+// and quota usage that drifted from what holds devices is rebuilt (db/migrations/0009).
 import { sql } from 'kysely';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { StoredJobState } from '../api/types';
@@ -31,6 +32,8 @@ export interface ReconcileReport {
   released: Array<{ jobId: string; epoch: number; state: string; why: string }>;
   /** Nominations dropped: older than the TTL, or kept for a job no longer waiting. */
   nominationsDropped: number;
+  /** Quota rules whose usage disagreed with what holds devices, rebuilt. */
+  quotaRulesRepaired: number;
 }
 
 const UNFINISHED: StoredJobState[] = [
@@ -74,7 +77,7 @@ export async function reconcileRegion(region: Region, o: ReconcileOptions = {}):
     .where('updated_at', '<', new Date(Date.now() - graceMs))
     .orderBy('updated_at')
     .execute();
-  const report: ReconcileReport = { checked: rows.length, live: 0, released: [], nominationsDropped: 0 };
+  const report: ReconcileReport = { checked: rows.length, live: 0, released: [], nominationsDropped: 0, quotaRulesRepaired: 0 };
   if (rows.length) {
     const running = await runningJobWorkflows(region);
     const suspects = rows.filter((r) => !running.has(r.workflow_id));
@@ -116,7 +119,18 @@ export async function reconcileRegion(region: Region, o: ReconcileOptions = {}):
   report.nominationsDropped = dropped.rows[0].n;
   if (report.nominationsDropped)
     log.warn('nominations dropped by the reconciler', { event: 'reconciler.nominations', count: report.nominationsDropped });
-  if (report.released.length || report.nominationsDropped) await region.kick();
+  // Quota usage: a counter the allocator moves; when it disagrees with what holds devices now
+  // (one snapshot, so a placement in flight is wholly in or out), it is rebuilt from the holders.
+  const drift = await sql<{ n: number }>`
+    SELECT ((SELECT count(*) FROM quota_usage_expected WHERE used <> expected)
+      + (SELECT count(*) FROM quota_charges_expected c JOIN jobs j ON j.id = c.id
+         WHERE j.quota_charge IS DISTINCT FROM c.keys OR j.quota_milli IS DISTINCT FROM c.milli))::int AS n`.execute(region.db);
+  if (drift.rows[0].n > 0) {
+    const fixed = await sql<{ n: number }>`SELECT recompute_quota_usage() AS n`.execute(region.db);
+    report.quotaRulesRepaired = fixed.rows[0].n;
+    log.warn('quota usage repaired by the reconciler', { event: 'reconciler.quota', rules: report.quotaRulesRepaired });
+  }
+  if (report.released.length || report.nominationsDropped || report.quotaRulesRepaired) await region.kick();
   return report;
 }
 

@@ -9,6 +9,7 @@ import * as m0004 from './migrations/0004_host_resources';
 import * as m0005 from './migrations/0005_statement_triggers';
 import * as m0006 from './migrations/0006_global';
 import * as m0007 from './migrations/0007_reliability';
+import * as m0009 from './migrations/0009_quota_usage';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/scheduler';
 
@@ -21,6 +22,7 @@ const migrations: Record<string, Migration> = {
   '0005_statement_triggers': m0005,
   '0006_global': m0006,
   '0007_reliability': m0007,
+  '0009_quota_usage': m0009,
 };
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 

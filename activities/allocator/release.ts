@@ -34,7 +34,7 @@ export async function releaseJob(
         ok AS (SELECT l.* FROM locked l, seen s WHERE l.v = s.v AND l.epoch <= ${epoch}),
         del AS (DELETE FROM allocations a USING ok WHERE a.job_id = ok.id RETURNING 1),
         quota AS (
-          UPDATE quotas SET used_milli = used_milli - ok.quota_milli FROM ok
+          UPDATE quotas SET used_milli = greatest(0, used_milli - ok.quota_milli) FROM ok
           WHERE ok.quota_milli IS NOT NULL AND quotas.tenant || '|' || quotas.accelerator_type = ANY(ok.quota_charge)
           RETURNING 1),
         job AS (

@@ -101,3 +101,58 @@ test('capacity nominated to a job that no longer waits is given back', async () 
     'the nomination dropped',
   );
 });
+
+describe('quota usage follows the rules', () => {
+  const used = async (tenant: string): Promise<number | undefined> => {
+    const q = await t.db
+      .selectFrom('quotas')
+      .select('used_milli')
+      .where('tenant', '=', tenant)
+      .where('accelerator_type', '=', 'A100')
+      .executeTakeFirst();
+    return q === undefined ? undefined : Number(q.used_milli);
+  };
+
+  test('a rule added while the tenant runs jobs starts at what they hold, so the tenant cannot go past it', async () => {
+    await h.client.submit(spec('q-run', {}, 8));
+    await eventually(async () => ((await phase('q-run')) === 'running' ? true : undefined), 'q-run running');
+    await t.db
+      .insertInto('quotas')
+      .values({ tenant: 'acme', accelerator_type: 'A100', nominal: 8, borrowing_limit: 0, lending_limit: null })
+      .execute();
+    expect(await used('acme')).toBe(8000);
+    // Eight more would put acme at 16 of its 8: refused by quota, not placed on the free node.
+    await h.client.submit(spec('q-over', { durationMs: 500 }, 8));
+    const waiting = await eventually(async () => {
+      const st = await h.client.status('acme/ml', 'q-over');
+      return st.phase === 'waiting' && /over quota/.test(st.waitingReason ?? '') ? st : undefined;
+    }, 'q-over held by quota');
+    expect(waiting.waitingReason).toMatch(/acme uses 8 of nominal 8 A100/);
+    await h.client.cancel('acme/ml', 'q-over', 'test done');
+    await h.client.result('acme/ml', 'q-over');
+  });
+
+  test('a rule removed and added again while a job holds devices: its release still frees them', async () => {
+    await t.db.deleteFrom('quotas').where('tenant', '=', 'acme').execute();
+    await t.db
+      .insertInto('quotas')
+      .values({ tenant: 'acme', accelerator_type: 'A100', nominal: 16, borrowing_limit: 0, lending_limit: null })
+      .execute();
+    expect(await used('acme')).toBe(8000);
+    await h.client.cancel('acme/ml', 'q-run', 'test done');
+    expect((await h.client.result('acme/ml', 'q-run')).outcome).toBe('cancelled');
+    expect(await held('q-run')).toBe(0);
+    expect(await used('acme')).toBe(0);
+  });
+
+  test('usage that drifted from what holds devices is repaired by the reconciler', async () => {
+    await h.client.submit(spec('q-drift', {}, 4));
+    await eventually(async () => ((await phase('q-drift')) === 'running' ? true : undefined), 'q-drift running');
+    await sql`UPDATE quotas SET used_milli = 12000 WHERE tenant = 'acme'`.execute(t.db);
+    await eventually(async () => ((await used('acme')) === 4000 ? true : undefined), 'the reconciler to repair acme');
+    await h.client.cancel('acme/ml', 'q-drift', 'test done');
+    await h.client.result('acme/ml', 'q-drift');
+    expect(await used('acme')).toBe(0);
+    await t.db.deleteFrom('quotas').where('tenant', '=', 'acme').execute();
+  });
+});
