@@ -293,12 +293,16 @@ describe('operator control', () => {
     const after = await row('rq-1');
     expect(after?.enqueued_at.getTime()).toBe(before?.enqueued_at.getTime());
     expect(after?.epoch).toBe(2);
-    const execs = await t.db
-      .selectFrom('executions')
-      .select(['epoch', 'state', 'checkpoint_ms'])
-      .where('job_id', '=', 'rq-1')
-      .orderBy('epoch')
-      .execute();
+    // `running` means the run was asked for; the executor records the launch a moment later.
+    const execs = await eventually(async () => {
+      const rows = await t.db
+        .selectFrom('executions')
+        .select(['epoch', 'state', 'checkpoint_ms'])
+        .where('job_id', '=', 'rq-1')
+        .orderBy('epoch')
+        .execute();
+      return rows.length === 2 ? rows : undefined;
+    }, "rq-1's second run launched");
     expect(execs[0]).toMatchObject({ epoch: 1, state: 'stopped' });
     expect(Number(execs[1].checkpoint_ms)).toBeGreaterThan(1000); // bigint, read as a string
     expect((await h.client.result('acme/ml', 'rq-1')).outcome).toBe('completed');
