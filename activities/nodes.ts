@@ -6,24 +6,46 @@ import type { NodeState } from '../db/schema';
 import { jobsOnNode } from './jobs';
 import { activityLog, tell, type Region } from './region';
 
-/** Sets a node's state; a drain also sends every job on it back to the queue. */
-export async function setNodeState(region: Region, name: string, state: NodeState): Promise<NodeActionResult> {
+/** How long a drain waits for one job to accept its requeue. */
+export const DRAIN_ANSWER_MS = 10_000;
+
+/**
+ * Sets a node's state; a drain also sends every job on it back to the queue, all at once, each
+ * bounded by DRAIN_ANSWER_MS: one job whose workflow does not answer is reported, not waited for.
+ */
+export async function setNodeState(region: Region, name: string, state: NodeState, answerMs = DRAIN_ANSWER_MS): Promise<NodeActionResult> {
   const log = activityLog();
   const node = await region.db.updateTable('nodes').set({ state }).where('name', '=', name).returning(['id', 'state']).executeTakeFirst();
   if (!node) throw badRequest(`node ${JSON.stringify(name)} does not exist`);
   log.info('node state', { event: `node.${state}`, node: name });
   const requeued: string[] = [];
+  const unanswered: string[] = [];
   if (state === 'draining')
-    for (const job of await jobsOnNode(region.db, node.id)) {
-      const sent = await tell(() =>
-        region.client.workflow.getHandle(job.workflowId).executeUpdate(requeueUpdate, { args: [`node ${name} is draining`] }),
-      ).catch((err: Error) => {
-        // A job that finished or moved on meanwhile no longer needs moving.
-        log.warn('drain could not requeue job', { jobId: job.id, node: name, error: err.message });
-        return false;
-      });
-      if (sent) requeued.push(job.id);
-    }
+    await Promise.all(
+      (await jobsOnNode(region.db, node.id)).map(async (job) => {
+        const silence = new AbortController();
+        const timer = setTimeout(() => silence.abort(), answerMs);
+        try {
+          const sent = await region.client.withAbortSignal(silence.signal, () =>
+            tell(() =>
+              region.client.workflow.getHandle(job.workflowId).executeUpdate(requeueUpdate, { args: [`node ${name} is draining`] }),
+            ),
+          );
+          if (sent) requeued.push(job.id);
+        } catch (err) {
+          // A refusal (it finished or moved on meanwhile) needs nothing; silence is reported.
+          if (silence.signal.aborted) unanswered.push(job.id);
+          log.warn('drain could not requeue job', {
+            jobId: job.id,
+            node: name,
+            error: (err as Error).message,
+            unanswered: silence.signal.aborted,
+          });
+        } finally {
+          clearTimeout(timer);
+        }
+      }),
+    );
   if (state === 'ready') await region.kick();
-  return { node: name, state, requeued };
+  return { node: name, state, requeued: requeued.sort(), ...(unanswered.length ? { unanswered: unanswered.sort() } : {}) };
 }

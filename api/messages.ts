@@ -100,6 +100,12 @@ export interface NodeActionResult {
   state: string;
   /** Jobs sent back to the queue by a drain. */
   requeued: string[];
+  /**
+   * Jobs a drain asked but that did not answer in time (their workflow is stuck or gone): the
+   * node stays draining, so nothing new lands there; each requeues at its next answer, or the
+   * reconciler releases it if its workflow has ended.
+   */
+  unanswered?: string[];
 }
 export const cordonUpdate = defineUpdate<NodeActionResult, [node: string]>('cordon');
 export const uncordonUpdate = defineUpdate<NodeActionResult, [node: string]>('uncordon');

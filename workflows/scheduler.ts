@@ -106,8 +106,15 @@ export async function RegionSchedulerWorkflow(input: RegionSchedulerInput): Prom
       kicks >= (input.kicksPerRun ?? KICKS_PER_RUN) ||
       workflowInfo().continueAsNewSuggested
     ) {
-      await condition(allHandlersFinished);
-      await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles, placed: status.placed });
+      // An operator action still in flight keeps this run going (cycles go on) until it ends:
+      // before this patch, the loop waited for it here, and one stuck action stopped scheduling.
+      if (patched('cycles-while-handlers-run')) {
+        if (allHandlersFinished())
+          await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles, placed: status.placed });
+      } else {
+        await condition(allHandlersFinished);
+        await continueAsNew<typeof RegionSchedulerWorkflow>({ ...input, pending, cycles: status.cycles, placed: status.placed });
+      }
     }
   }
 }

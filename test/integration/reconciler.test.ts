@@ -156,3 +156,31 @@ describe('quota usage follows the rules', () => {
     await t.db.deleteFrom('quotas').where('tenant', '=', 'acme').execute();
   });
 });
+
+test('a drain does not wait on a job whose workflow never answers, and scheduling goes on', async () => {
+  const node = await t.db.selectFrom('nodes').select(['id', 'name']).orderBy('id').executeTakeFirstOrThrow();
+  // A job holding 4 devices on the node whose workflow runs nowhere (no worker polls its queue):
+  // it accepts no update, as a workflow stuck on a failing task would.
+  const wedged = spec('wedged');
+  await h.client.temporal.workflow.start('JobWorkflow', {
+    workflowId: 'job/acme/ml/wedged',
+    taskQueue: 'nowhere',
+    args: [{ spec: wedged, region: REGION }],
+  });
+  await sql`INSERT INTO jobs (id, tenant, tier, priority, region, workflow_id, spec, state, epoch)
+    VALUES ('wedged', 'acme/ml', 'standard', 5, ${REGION}, 'job/acme/ml/wedged', ${JSON.stringify(wedged)}::jsonb, 'running', 1)`.execute(
+    t.db,
+  );
+  await sql`INSERT INTO allocations (job_id, epoch, node_id, device_idx, milli, worker_idx) SELECT 'wedged', 1, ${node.id}, d, 1000, 0 FROM generate_series(0, 3) d`.execute(
+    t.db,
+  );
+  const drained = await h.client.drain(node.name);
+  expect(drained).toMatchObject({ node: node.name, state: 'draining', requeued: [], unanswered: ['wedged'] });
+  // The region goes on scheduling (on the other node).
+  await h.client.submit(spec('after-drain', { durationMs: 500 }, 8));
+  expect((await h.client.result('acme/ml', 'after-drain')).outcome).toBe('completed');
+  // Its workflow ended without cleanup: the reconciler gives its devices back.
+  await h.client.temporal.workflow.getHandle('job/acme/ml/wedged').terminate('test done');
+  await eventually(async () => ((await held('wedged')) === 0 ? true : undefined), 'the wedged job released');
+  await h.client.uncordon(node.name);
+});
