@@ -9,6 +9,7 @@ import * as m0004 from './migrations/0004_host_resources';
 import * as m0005 from './migrations/0005_statement_triggers';
 import * as m0006 from './migrations/0006_global';
 import * as m0007 from './migrations/0007_reliability';
+import * as m0008 from './migrations/0008_queue_index';
 import * as m0009 from './migrations/0009_quota_usage';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/scheduler';
@@ -22,6 +23,7 @@ const migrations: Record<string, Migration> = {
   '0005_statement_triggers': m0005,
   '0006_global': m0006,
   '0007_reliability': m0007,
+  '0008_queue_index': m0008,
   '0009_quota_usage': m0009,
 };
 const provider: MigrationProvider = { getMigrations: async () => migrations };
@@ -64,12 +66,27 @@ function statementHash(text: string): string {
 }
 
 /**
+ * Bounds on every connection, so a failover or a half-open socket fails a query (which its caller
+ * retries) instead of wedging the pool: connecting gives up after 10 s; TCP keepalive finds a dead
+ * peer; a statement is cancelled after 5 min and a lock wait after 1 min; a session idle inside a
+ * transaction for 1 min is ended by the server.
+ */
+export const POOL_LIMITS = {
+  connectionTimeoutMillis: 10_000,
+  keepAlive: true,
+  keepAliveInitialDelayMillis: 10_000,
+  statement_timeout: 300_000,
+  lock_timeout: 60_000,
+  idle_in_transaction_session_timeout: 60_000,
+} as const;
+
+/**
  * A pool that survives lost connections (server restart, terminated backend): the query in
  * flight fails with its error and is retried by its caller, instead of an unhandled 'error'
  * event on the client or pool taking the whole process down.
  */
 export function resilientPool(url: string, poolSize: number): Pool {
-  const pool = new Pool({ connectionString: url, max: poolSize, Client: PreparingClient });
+  const pool = new Pool({ connectionString: url, max: poolSize, Client: PreparingClient, ...POOL_LIMITS });
   pool.on('error', () => undefined);
   pool.on('connect', (client) => client.on('error', () => undefined));
   return pool;
@@ -111,7 +128,8 @@ export async function dropDatabase(url: string): Promise<void> {
 }
 
 export async function migrateToLatest(db: Kysely<Database>): Promise<string[]> {
-  const migrator = new Migrator({ db, provider });
+  // 0008 was written after 0009 was applied in places: a database that has 0009 applies 0008 too.
+  const migrator = new Migrator({ db, provider, allowUnorderedMigrations: true });
   const { error, results } = await migrator.migrateToLatest();
   if (error) throw new Error(`migration failed: ${String(error)}`, { cause: error });
   return (results ?? []).filter((r) => r.status === 'Success').map((r) => r.migrationName);
