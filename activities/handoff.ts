@@ -296,9 +296,7 @@ export async function admitCopy(
     return { admitted: true, epoch: row.epoch };
   return {
     admitted: false,
-    problems: [
-      `jobId: ${spec.jobId} is already used in ${region.name} by ${row?.workflow_id ?? 'another job'} (${row?.state ?? 'unknown'})`,
-    ],
+    problems: [`jobId: ${spec.jobId} is already taken in ${region.name} by another job`],
   };
 }
 
