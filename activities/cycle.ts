@@ -1,20 +1,29 @@
-// One scheduling cycle of a region: rank the waiting jobs (tier, priority, aging), place them in
-// that order through the batch allocator in one transaction, hold capacity for a blocked
-// higher-ranked job against backfill that would delay it, then tell each job workflow what
-// happened. Delivery is best effort: a job that misses its signal finds its placement by its own
-// periodic check.
-import { sql, type Kysely } from 'kysely';
+// One scheduling cycle of a region: read the head of the queue in rank order (tier, priority,
+// aging) through its index, place those jobs in that order through the batch allocator in one
+// transaction, hold capacity for a blocked higher-ranked job against backfill that would delay it,
+// then tell each job workflow what happened. Delivery is best effort: a job that misses its signal
+// finds its placement by its own periodic check.
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Database } from '../db/schema';
-import type { AllocateResult, Placement, ResourceRequest, Tier } from '../api/types';
+import { TIERS, type AllocateResult, type JobSpec, type Placement, type ResourceRequest, type Tier } from '../api/types';
 import type { AllocateInput, Allocator, BatchHooks } from './allocator';
 import { placedSignal, preemptSignal, waitingSignal } from '../api/messages';
 import { activityLog, tell, type Region } from './region';
 import { requestMilli } from '../scheduling/geometry';
 import { planPreemption, type PreemptionPlan } from './preemption';
-import { BackfillGate, DEFAULT_QUEUE_CONFIG, rankQueue, type Holding, type QueueConfig, type QueuedJob } from '../scheduling/queue';
+import {
+  BackfillGate,
+  DEFAULT_QUEUE_CONFIG,
+  QUEUE_KEY_EPOCH,
+  TIER_RANK,
+  rankQueue,
+  type Holding,
+  type QueueConfig,
+  type QueuedJob,
+} from '../scheduling/queue';
 
 export interface CycleOptions {
-  /** Most waiting jobs read per cycle (oldest first), bounding the cycle's work. */
+  /** Most waiting jobs read per cycle (the head of the queue, in rank order), bounding the cycle's work. */
   scanLimit?: number;
   /** Most jobs tried in one placement transaction, in rank order. */
   batchLimit?: number;
@@ -51,14 +60,9 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
   const scanLimit = o.scanLimit ?? 2000;
   const batchLimit = o.batchLimit ?? 256;
   const cfg = o.queue ?? DEFAULT_QUEUE_CONFIG;
-  const rows = await db
-    .selectFrom('jobs')
-    .select(['id', 'tier', 'priority', 'enqueued_at', 'epoch', 'workflow_id', 'spec', 'waiting_reason'])
-    .where('region', '=', region)
-    .where('state', '=', 'waiting')
-    .orderBy('enqueued_at')
-    .limit(scanLimit + 1)
-    .execute();
+  // The head of the queue, however long it is: read in queueKey order, then ranked exactly (the
+  // key counts aging continuously, the rank in whole steps; they differ by less than one step).
+  const rows = (await waitingQueueQuery(region, scanLimit + 1, cfg).execute(db)).rows;
   const more = rows.length > scanLimit;
   const now = Date.now();
   const waiting: WaitingJob[] = rows.slice(0, scanLimit).map((r) => {
@@ -180,6 +184,50 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
     await sql`UPDATE jobs AS j SET waiting_reason = u.reason FROM unnest(${preempting.map((r) => r.jobId)}::text[], ${preempting.map((r) => r.reason)}::text[]) AS u(id, reason)
       WHERE j.id = u.id AND j.state = 'waiting'`.execute(db);
   return { ...outcome, ms: Date.now() - started };
+}
+
+interface QueueRow {
+  id: string;
+  tier: string;
+  priority: number;
+  enqueued_at: Date;
+  epoch: number;
+  workflow_id: string;
+  spec: JobSpec;
+  waiting_reason: string | null;
+}
+
+/**
+ * The statement a cycle reads the head of a region's queue with: waiting jobs by queueKey
+ * (scheduling/queue.ts), highest first, then oldest, then by id. With the default queue settings
+ * its ORDER BY is the expression of the index `jobs_queue_rank` (migration 0008), so PostgreSQL
+ * reads the first `limit` entries of the index however many jobs wait. Other settings order by
+ * their own weights, correctly but by sorting every waiting job of the region: an index for them
+ * is a new migration with their numbers (the integration test `queue-backlog` checks the match).
+ */
+export function waitingQueueQuery(region: string, limit: number, cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): RawBuilder<QueueRow> {
+  return sql<QueueRow>`
+    SELECT id, tier, priority, enqueued_at, epoch, workflow_id, spec, waiting_reason FROM jobs
+    WHERE region = ${region} AND state = 'waiting'
+    ORDER BY ${queueKeySql(cfg)} DESC, enqueued_at, id
+    LIMIT ${limit}`;
+}
+
+/**
+ * queueKey as SQL over a jobs row. Written out from the settings (numbers checked finite), not
+ * bound: an index expression matches a query's only when both carry the same constants.
+ */
+export function queueKeySql(cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): RawBuilder<number> {
+  const num = (what: string, v: number): string => {
+    if (!Number.isFinite(v)) throw new Error(`queue settings: ${what} must be a finite number, got ${v}`);
+    return v < 0 ? `(${v})` : String(v);
+  };
+  const tiers = TIERS.map((t) => `WHEN '${t}' THEN ${num(`tierWeight × ${t}`, TIER_RANK[t] * cfg.tierWeight)}`).join(' ');
+  const epoch = new Date(QUEUE_KEY_EPOCH).toISOString();
+  return sql.raw(
+    `(CASE tier ${tiers} ELSE 0 END + priority - date_part('epoch', enqueued_at - TIMESTAMPTZ '${epoch}')` +
+      ` * ${num('agingStep × 1000', cfg.agingStep * 1000)} / ${num('agingIntervalMs', cfg.agingIntervalMs)})`,
+  );
 }
 
 /**

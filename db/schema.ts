@@ -141,6 +141,8 @@ export interface NominationsTable {
   victim: string;
   node_id: number;
   created_at: ColumnType<Date, Date | undefined, never>;
+  /** When the preempt signal was last delivered to the victim; NULL until one is. */
+  told_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
 export type ReservationState = 'pending' | 'active' | 'ended' | 'cancelled';

@@ -28,7 +28,8 @@ export interface QueuedJob {
   durationMs: number;
 }
 
-const TIER_RANK: Record<Tier, number> = { premium: 2, standard: 1, basic: 0 };
+/** Tier steps of effective priority: a tier's weight is its step × QueueConfig.tierWeight. */
+export const TIER_RANK: Readonly<Record<Tier, number>> = { premium: 2, standard: 1, basic: 0 };
 
 export function effectivePriority(job: QueuedJob, now: number, cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): number {
   // A clock behind enqueuedAt (another worker's clock, a requeue stamped ahead) must not lower priority.
@@ -46,6 +47,21 @@ export function rankQueue<J extends QueuedJob>(jobs: readonly J[], now: number, 
     return a.job.jobId < b.job.jobId ? -1 : a.job.jobId > b.job.jobId ? 1 : 0;
   });
   return keyed.map((k) => k.job);
+}
+
+/** The origin of queueKey's time axis (any fixed instant would do; the index uses this one). */
+export const QUEUE_KEY_EPOCH = Date.UTC(2000, 0, 1);
+
+/**
+ * A job's place in the queue as one number that does not depend on `now`, so the database can
+ * index it: effective priority with aging counted continuously instead of in whole steps, less
+ * the aging every job has gained since QUEUE_KEY_EPOCH (the same for all of them). Higher goes
+ * first. It orders as rankQueue does up to the rounding of aging to whole steps: of two jobs
+ * enqueued by `now`, one whose key is at least `agingStep` above the other's ranks ahead of it.
+ * A cycle reads the queue in this order (activities/cycle.ts) and ranks what it read.
+ */
+export function queueKey(job: Pick<QueuedJob, 'tier' | 'priority' | 'enqueuedAt'>, cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): number {
+  return TIER_RANK[job.tier] * cfg.tierWeight + job.priority - (cfg.agingStep * (job.enqueuedAt - QUEUE_KEY_EPOCH)) / cfg.agingIntervalMs;
 }
 
 /** A placed or running job's hold on capacity, with when it is expected to end. */

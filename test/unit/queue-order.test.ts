@@ -1,6 +1,14 @@
 // Queue order and the backfill gate: who goes first, and who may slip past a blocked job.
 import fc from 'fast-check';
-import { BackfillGate, DEFAULT_QUEUE_CONFIG, effectivePriority, rankQueue, type Holding, type QueuedJob } from '../../scheduling/queue';
+import {
+  BackfillGate,
+  DEFAULT_QUEUE_CONFIG,
+  effectivePriority,
+  queueKey,
+  rankQueue,
+  type Holding,
+  type QueuedJob,
+} from '../../scheduling/queue';
 import { TIERS } from '../../api/types';
 
 const NOW = 1_700_000_000_000;
@@ -96,6 +104,50 @@ describe('queue ranking', () => {
         }
       }),
       { numRuns: 200 },
+    );
+  });
+});
+
+describe('queue key (the order the database reads the queue in)', () => {
+  test('a fresh premium job keys above basic and standard jobs that have not aged past the tier gap', () => {
+    const premium = job('premium-new', { tier: 'premium', priority: 0 });
+    const standard = job('standard-18min', { tier: 'standard', priority: 0, enqueuedAt: NOW - 18 * 60_000 });
+    const basic = job('basic-39min', { tier: 'basic', priority: 0, enqueuedAt: NOW - 39 * 60_000 });
+    expect(queueKey(premium)).toBeGreaterThan(queueKey(standard));
+    expect(queueKey(premium)).toBeGreaterThan(queueKey(basic));
+    // The basic job has aged past the standard one: both orders agree.
+    expect(queueKey(basic)).toBeGreaterThan(queueKey(standard));
+    expect(ids(rankQueue([standard, premium, basic], NOW))).toEqual(['premium-new', 'basic-39min', 'standard-18min']);
+  });
+
+  test('the key does not change while a job waits, and the rank it stands for grows with its wait', () => {
+    const waiting = job('w', { enqueuedAt: NOW - 5 * 60_000 });
+    const cfg = DEFAULT_QUEUE_CONFIG;
+    // rank = key + agingStep × (now − epoch) / agingIntervalMs, up to the rounding to whole steps.
+    for (const now of [NOW, NOW + 60_000, NOW + 3_600_000]) {
+      const continuous = queueKey(waiting) + (cfg.agingStep * (now - Date.UTC(2000, 0, 1))) / cfg.agingIntervalMs;
+      expect(effectivePriority(waiting, now)).toBeLessThanOrEqual(continuous + 1e-6);
+      expect(effectivePriority(waiting, now)).toBeGreaterThan(continuous - cfg.agingStep);
+    }
+  });
+
+  test('for any two jobs enqueued by now, one keyed at least one aging step higher ranks ahead', () => {
+    const queuedJob = fc.record({
+      jobId: fc.string({ maxLength: 4 }),
+      tier: fc.constantFrom(...TIERS),
+      priority: fc.integer({ min: 0, max: 1000 }),
+      enqueuedAt: fc.integer({ min: NOW - 6 * 3_600_000, max: NOW }),
+      acceleratorTypes: fc.constant<string[]>(['H100']),
+      milli: fc.constant(1000),
+      durationMs: fc.constant(60_000),
+    });
+    fc.assert(
+      fc.property(queuedJob, queuedJob, (a, b) => {
+        fc.pre(queueKey(a) >= queueKey(b) + DEFAULT_QUEUE_CONFIG.agingStep);
+        expect(effectivePriority(a, NOW)).toBeGreaterThan(effectivePriority(b, NOW));
+        expect(rankQueue([b, a], NOW)[0]).toBe(a);
+      }),
+      { numRuns: 500 },
     );
   });
 });
