@@ -15,6 +15,8 @@ export interface WorkerConfig {
   peers: PeerConfig[];
   /** PUBLISH_EVERY_MS: how often the region sends its summary to its peers (default 2000). */
   publishEveryMs?: number;
+  /** RECONCILE_EVERY_MS / RECONCILE_GRACE_MS: the reconciler's pace (defaults 30 s / 60 s). */
+  reconcile: { everyMs?: number; graceMs?: number };
 }
 
 /** Reads and checks the peer list; a problem stops the worker with every entry and field named. */
@@ -48,6 +50,10 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfi
     policy,
     peers: peersFromEnv(region, env),
     ...(env.PUBLISH_EVERY_MS !== undefined ? { publishEveryMs: positiveInt('PUBLISH_EVERY_MS', env.PUBLISH_EVERY_MS) } : {}),
+    reconcile: {
+      ...(env.RECONCILE_EVERY_MS !== undefined ? { everyMs: positiveInt('RECONCILE_EVERY_MS', env.RECONCILE_EVERY_MS) } : {}),
+      ...(env.RECONCILE_GRACE_MS !== undefined ? { graceMs: positiveInt('RECONCILE_GRACE_MS', env.RECONCILE_GRACE_MS) } : {}),
+    },
   };
 }
 

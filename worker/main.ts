@@ -26,6 +26,7 @@ async function main(): Promise<void> {
     workflowBundlePath: process.env.WORKFLOW_BUNDLE,
     peers: config.peers,
     publishEveryMs: config.publishEveryMs,
+    reconcile: config.reconcile,
     identity: `${config.region}-worker-${process.pid}`,
   });
   log.info({ event: 'worker.start', taskQueue: config.taskQueue, namespace: config.namespace, pid: process.pid }, 'worker started');
