@@ -2,7 +2,8 @@
 // aging) through its index, place those jobs in that order through the batch allocator in one
 // transaction, hold capacity for a blocked higher-ranked job against backfill that would delay it,
 // then tell each job workflow what happened. Delivery is best effort: a job that misses its signal
-// finds its placement by its own periodic check.
+// finds its placement by its own periodic check, and a victim that was never told to yield is
+// told again while the capacity it must free stays nominated.
 import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Database } from '../db/schema';
 import { TIERS, type AllocateResult, type JobSpec, type Placement, type ResourceRequest, type Tier } from '../api/types';
@@ -32,6 +33,12 @@ export interface CycleOptions {
   preemptLimit?: number;
   /** Time a victim has to checkpoint before it must release. */
   preemptGraceMs?: number;
+  /**
+   * A victim of a standing nomination is told again when it still holds the nominated capacity
+   * this long after the nomination with no tell recorded (the first was lost), or this long past
+   * its grace period after the last tell (it was busy yielding to another preemptor then).
+   */
+  preemptRetellMs?: number;
 }
 
 interface WaitingJob extends QueuedJob {
@@ -50,6 +57,8 @@ export interface CycleOutcome {
   refused: Array<{ jobId: string; error: string }>;
   /** Preemptions started this cycle: each victim must be told. */
   preemptions: PreemptionPlan[];
+  /** Standing preemptions whose victims must be told again (see CycleOptions.preemptRetellMs). */
+  retells: PreemptionPlan[];
   /** More waiting jobs than this cycle took. */
   more: boolean;
   ms: number;
@@ -88,6 +97,12 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
     reasons: [],
     refused: [],
     preemptions: [],
+    retells: await victimsToRetell(
+      db,
+      region,
+      o.preemptGraceMs ?? DEFAULT_PREEMPT_GRACE_MS,
+      o.preemptRetellMs ?? DEFAULT_PREEMPT_RETELL_MS,
+    ),
     more: more || waiting.length > ranked.length,
     ms: 0,
   };
@@ -231,6 +246,35 @@ export function queueKeySql(cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): RawBuilder
 }
 
 /**
+ * Victims of standing nominations to tell again: the preemptor still waits, the victim still
+ * holds a nominated node at its current epoch (it has not yielded; a victim placed again later
+ * never lands on a node nominated to another job), and either no tell was recorded `retellMs`
+ * after the nomination (the first was lost: the cycle's activity died after the nominations
+ * committed, and a retried cycle only says the preemptor is "preempting"), or the last tell is
+ * `graceMs + retellMs` old (the victim was yielding to another preemptor when told, and ignored
+ * it). The victim's workflow takes a repeated preempt for the preemptor it is yielding to as one.
+ */
+async function victimsToRetell(db: Kysely<Database>, region: string, graceMs: number, retellMs: number): Promise<PreemptionPlan[]> {
+  const rows = await sql<{ preemptor: string; victim: string; workflow_id: string; epoch: number; reason: string | null }>`
+    SELECT n.preemptor, n.victim, v.workflow_id, v.epoch, p.waiting_reason AS reason
+    FROM nominations n
+      JOIN jobs p ON p.id = n.preemptor AND p.region = ${region} AND p.state = 'waiting'
+      JOIN jobs v ON v.id = n.victim AND v.state IN ('placed', 'running')
+    WHERE EXISTS (SELECT 1 FROM allocations a WHERE a.job_id = v.id AND a.epoch = v.epoch AND a.node_id = n.node_id)
+    GROUP BY n.preemptor, n.victim, v.workflow_id, v.epoch, p.waiting_reason
+    HAVING (max(n.told_at) IS NULL AND min(n.created_at) < now() - ${retellMs} * interval '1 millisecond')
+        OR max(n.told_at) < now() - ${graceMs + retellMs} * interval '1 millisecond'
+    ORDER BY n.preemptor, n.victim`.execute(db);
+  const plans = new Map<string, PreemptionPlan>();
+  for (const r of rows.rows) {
+    const plan = plans.get(r.preemptor) ?? { preemptor: r.preemptor, victims: [], reason: r.reason ?? 'preempting' };
+    plan.victims.push({ jobId: r.victim, workflowId: r.workflow_id, epoch: r.epoch });
+    plans.set(r.preemptor, plan);
+  }
+  return [...plans.values()];
+}
+
+/**
  * Free milli-devices per accelerator type on ready nodes, and what each live job holds with
  * when it is expected to end. Aggregates over all nodes: a database serves one region.
  */
@@ -257,6 +301,8 @@ async function capacityPicture(db: Kysely<Database>, region: string): Promise<{ 
 
 /** Time a preempted job has to checkpoint before it releases, unless the region configures another. */
 export const DEFAULT_PREEMPT_GRACE_MS = 10_000;
+/** See CycleOptions.preemptRetellMs. */
+export const DEFAULT_PREEMPT_RETELL_MS = 5_000;
 
 export interface CycleSummary {
   considered: number;
@@ -292,6 +338,22 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
       nodes: p.placement.workers.map((w) => w.nodeName),
     });
   const graceMs = o.preemptGraceMs ?? DEFAULT_PREEMPT_GRACE_MS;
+  const told: Array<{ preemptor: string; victim: string }> = [];
+  const tellVictims = async (p: PreemptionPlan): Promise<void> => {
+    await Promise.all(
+      p.victims.map(async (v) => {
+        if (await tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))) {
+          told.push({ preemptor: p.preemptor, victim: v.jobId });
+          return;
+        }
+        // A victim whose workflow has ended holds devices nobody will give back: release them now.
+        await region.allocator
+          .finish(v.jobId, v.epoch, 'failed', `its workflow ${v.workflowId} had ended when it was asked to yield`)
+          .catch(() => undefined);
+        log.warn('victim with an ended workflow released', { jobId: v.jobId, event: 'scheduler.released-dead' });
+      }),
+    );
+  };
   for (const p of out.preemptions) {
     log.info('preemption', {
       event: 'scheduler.preempt',
@@ -300,17 +362,22 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
       victims: p.victims.map((v) => v.jobId),
       reason: p.reason,
     });
-    await Promise.all(
-      p.victims.map(async (v) => {
-        if (await tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))) return;
-        // A victim whose workflow has ended holds devices nobody will give back: release them now.
-        await region.allocator
-          .finish(v.jobId, v.epoch, 'failed', `its workflow ${v.workflowId} had ended when it was asked to yield`)
-          .catch(() => undefined);
-        log.warn('victim with an ended workflow released', { jobId: v.jobId, event: 'scheduler.released-dead' });
-      }),
-    );
+    await tellVictims(p);
   }
+  for (const p of out.retells) {
+    log.warn('victims told again to yield', {
+      event: 'scheduler.preempt-retold',
+      jobId: p.preemptor,
+      preemptor: p.preemptor,
+      victims: p.victims.map((v) => v.jobId),
+    });
+    await tellVictims(p);
+  }
+  // Recorded after delivery: a tell lost before this write is resent (see victimsToRetell).
+  if (told.length)
+    await sql`UPDATE nominations AS n SET told_at = now()
+      FROM unnest(${told.map((t) => t.preemptor)}::text[], ${told.map((t) => t.victim)}::text[]) AS u(preemptor, victim)
+      WHERE n.preemptor = u.preemptor AND n.victim = u.victim`.execute(region.db);
   for (const r of out.refused) log.warn('job refused by allocator', { jobId: r.jobId, event: 'scheduler.refused', error: r.error });
   return { considered: out.considered, placed: out.placed.length, waiting: out.considered - out.placed.length, more: out.more, ms: out.ms };
 }

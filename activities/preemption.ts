@@ -1,7 +1,9 @@
 // Turns the pure victim choice into a preemption: reads the preemptor's entitlement (tier,
 // nominal quota, reservation), the candidate nodes of each acceptable type and the running jobs on
 // them, asks `chooseVictims`, and records the nominations — the nodes kept for the preemptor while
-// its victims wind down — in one transaction. Delivering the `preempt` signals is the caller's.
+// its victims wind down — in one transaction. Delivering the `preempt` signals is the caller's
+// (activities/cycle.ts), which records each delivery (`told_at`) and tells again a victim whose
+// tell was lost, for as long as its nomination stands.
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import type { Tier } from '../api/types';
