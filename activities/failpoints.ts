@@ -1,4 +1,4 @@
-// Failpoints: named places in the handoff protocol where a fault-injection test can stop this
+// Failpoints: named places (mostly in the handoff protocol) where a fault-injection test can stop this
 // worker process at an exact step (SIGKILL to itself), or hold it there while the test kills a
 // Temporal server, to prove that a crash between any two steps loses and duplicates nothing.
 // Inert unless SCHED_FAILPOINTS names the point; each fires once per SCHED_FAILPOINT_DIR.
@@ -14,6 +14,7 @@ export const FAILPOINTS = [
   'handoff.copy.admitted', // the copy is pending in the peer database; the activity has not returned
   'handoff.copy.activated', // the copy joined the peer queue; the activity has not returned
   'handoff.copy.ending', // the copy ended; the home is about to be told
+  'job.requeue', // a requeue's release is about to start (the job shows `releasing`)
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

@@ -1,5 +1,6 @@
 // The jobs table mirrors each job's lifecycle: its queue position and priority for the region
 // scheduler, its state and epoch for the allocator and the invariant checker.
+import { failpoint } from './failpoints';
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 import { TERMINAL_STATES, type JobSpec, type StoredJobState } from '../api/types';
@@ -93,6 +94,7 @@ export async function requeueJob(
   reason: string,
   preemptedBy?: string,
 ): Promise<number> {
+  await failpoint('job.requeue');
   const row = await db
     .updateTable('jobs')
     .set({

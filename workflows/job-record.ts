@@ -120,8 +120,11 @@ export class JobRecord {
   }
 
   /** Ended, or ending: nothing more can be asked of it. */
+  /** Set as the job's final release starts (a requeue's release is not final: a cancel still stops it). */
+  finalRelease = false;
+
   finished(): boolean {
-    return (TERMINAL_STATES as readonly JobState[]).includes(this.status.phase) || this.status.phase === 'releasing';
+    return (TERMINAL_STATES as readonly JobState[]).includes(this.status.phase) || (this.status.phase === 'releasing' && this.finalRelease);
   }
 
   requestCancel(reason?: string): void {

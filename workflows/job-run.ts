@@ -15,6 +15,9 @@ import { acts, watcher, type JobRecord } from './job-record';
  */
 export const RUN_FAILURE_IS_AN_ATTEMPT = 'run-failure-is-an-attempt';
 
+/** Patch: a run that ended lost or failed is stopped at the executor before its devices are released. */
+export const STOP_AFTER_FAILED_RUN = 'stop-after-failed-run';
+
 export type RunEnd =
   | { kind: 'succeeded' }
   | { kind: 'cancelled' }
@@ -64,12 +67,25 @@ export async function runPlaced(job: JobRecord, p: Placement): Promise<RunEnd> {
       job.finishedByRun = seen.finished === true;
       return { kind: 'succeeded' };
     }
-    if (seen.state === 'lost') return { kind: 'lost', detail: seen.detail ?? 'node lost' };
-    return { kind: 'failed', detail: seen.detail ?? `run ended ${seen.state}` };
+    const end: RunEnd =
+      seen.state === 'lost'
+        ? { kind: 'lost', detail: seen.detail ?? 'node lost' }
+        : { kind: 'failed', detail: seen.detail ?? `run ended ${seen.state}` };
+    // A run lost or failed on one worker may go on on the others (a gang's survivors): stop it
+    // before its devices are released and given to another job.
+    if (patched(STOP_AFTER_FAILED_RUN))
+      await CancellationScope.nonCancellable(() =>
+        acts.stopRun(jobId, epoch, end.kind === 'lost' ? `lost: ${end.detail}` : `failed: ${end.detail}`, false),
+      );
+    return end;
   } catch (err) {
     if (!isCancellation(err)) {
       const failed = findDomainError(err, ErrorTypes.runFailed);
-      if (failed && patched(RUN_FAILURE_IS_AN_ATTEMPT)) return { kind: 'failed', detail: failed.message };
+      if (failed && patched(RUN_FAILURE_IS_AN_ATTEMPT)) {
+        if (patched(STOP_AFTER_FAILED_RUN))
+          await CancellationScope.nonCancellable(() => acts.stopRun(jobId, epoch, `failed: ${failed.message}`, false));
+        return { kind: 'failed', detail: failed.message };
+      }
       throw err;
     }
     const cancelling = status.cancelRequested;

@@ -229,6 +229,7 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
     await CancellationScope.nonCancellable(async () => {
       // Final state and release in one transaction: no cycle places it afterwards, and nothing
       // ever sees a finished job holding devices. A run that completed has done it already.
+      job.finalRelease = true;
       if (!(job.finishedByRun && outcome === 'completed')) {
         job.enter('releasing');
         await acts.finish(jobId, status.epoch, outcome, reason ?? null);

@@ -1,6 +1,9 @@
 // Job workflows that end without their cleanup (terminated by an operator, reset, cut at the
 // history limit): release only runs in the workflow's own `finally`, so before the reconciler
 // their devices, their queue rows and the capacity nominated to them stayed taken for good.
+import fs from 'node:fs';
+import os from 'node:os';
+import path from 'node:path';
 import { sql } from 'kysely';
 import { checkInvariants } from '../../db/invariants';
 import { allocationsWithoutLiveWorkflow } from '../../activities/reconcile';
@@ -186,4 +189,26 @@ test('a drain does not wait on a job whose workflow never answers, and schedulin
   await h.client.temporal.workflow.getHandle('job/acme/ml/wedged').terminate('test done');
   await eventually(async () => ((await held('wedged')) === 0 ? true : undefined), 'the wedged job released');
   await h.client.uncordon(node.name);
+});
+
+test('a cancel while a requeue releases the job is taken, and the job ends cancelled instead of running again', async () => {
+  const dir = fs.mkdtempSync(path.join(os.tmpdir(), 'fp-'));
+  Object.assign(process.env, { SCHED_FAILPOINTS: 'job.requeue', SCHED_FAILPOINT_DIR: dir, SCHED_FAILPOINT_ACTION: 'pause' });
+  try {
+    await h.client.submit(spec('rq-cancel', {}, 4));
+    await eventually(async () => ((await phase('rq-cancel')) === 'running' ? true : undefined), 'rq-cancel running');
+    await h.client.requeue('acme/ml', 'rq-cancel', 'move it');
+    await eventually(
+      async () => (fs.existsSync(path.join(dir, 'job.requeue.reached')) ? true : undefined),
+      'the requeue to start its release',
+    );
+    expect(await phase('rq-cancel')).toBe('releasing');
+    // Refused before ("already releasing"), and the job then ran again.
+    expect(await h.client.cancel('acme/ml', 'rq-cancel', 'stop it')).toMatchObject({ cancelRequested: true });
+    fs.writeFileSync(path.join(dir, 'job.requeue.release'), '');
+    expect(await h.client.result('acme/ml', 'rq-cancel')).toMatchObject({ outcome: 'cancelled' });
+    expect(await held('rq-cancel')).toBe(0);
+  } finally {
+    delete process.env.SCHED_FAILPOINTS;
+  }
 });

@@ -328,6 +328,12 @@ describe('operator control', () => {
     const recovered = await until(a, (st) => st.epoch === 3 && st.phase === 'running', 'requeued after node loss');
     expect(recovered.lastRequeue).toBe(`node down: ${n0}`);
     expect(await heldOn('node-a')).toEqual([n1, n1, n1, n1]);
+    // The lost run was told to stop (a gang's workers on live nodes would run on) before its devices went back.
+    const history = await h.client.temporal.workflow.getHandle('job/acme/ml/node-a').fetchHistory();
+    const stops = (history.events ?? [])
+      .filter((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'stopRun')
+      .map((e) => JSON.parse(Buffer.from(e.activityTaskScheduledEventAttributes!.input!.payloads![2].data!).toString('utf8')) as string);
+    expect(stops).toContain(`lost: node down: ${n0}`);
     await expect(h.client.cordon('no-such-node')).rejects.toThrow('node "no-such-node" does not exist');
   });
 
