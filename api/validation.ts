@@ -10,6 +10,12 @@ export const LIMITS = {
   /** 10,000 cores and 1 PiB: beyond any host, and within the database's integer columns. */
   maxCpuMilliPerWorker: 10_000_000,
   maxMemoryMibPerWorker: 1_073_741_824,
+  /** Names and lists: bounded so a spec stays small in every row, history and search attribute. */
+  maxNameLength: 63,
+  maxAcceleratorTypes: 16,
+  maxAllowedRegions: 32,
+  maxNodeLabels: 32,
+  maxLabelValueLength: 253,
 } as const;
 
 const REGION = /^[a-z0-9][a-z0-9-]{0,62}$/;
@@ -22,9 +28,13 @@ export function validatePriority(priority: unknown): string[] {
 }
 
 const ID = /^[a-z0-9][a-z0-9._-]{0,62}$/;
-const TENANT = /^[a-z0-9][a-z0-9_-]*(\/[a-z0-9][a-z0-9_-]*){0,2}$/;
+const TENANT = /^[a-z0-9][a-z0-9_-]{0,62}(\/[a-z0-9][a-z0-9_-]{0,62}){0,2}$/;
 
-const show = (v: unknown): string => JSON.stringify(v) ?? String(v);
+/** A value as a problem quotes it: JSON, cut at 120 characters (a bad value may be huge). */
+const show = (v: unknown): string => {
+  const text = JSON.stringify(v) ?? String(v);
+  return text.length > 120 ? `${text.slice(0, 117)}...` : text;
+};
 const int = (v: unknown): v is number => typeof v === 'number' && Number.isInteger(v);
 
 export function validateSpec(input: unknown): string[] {
@@ -35,7 +45,9 @@ export function validateSpec(input: unknown): string[] {
   if (typeof spec.jobId !== 'string' || !ID.test(spec.jobId))
     problems.push(`jobId: ${show(spec.jobId)} must be 1-63 lowercase letters, digits, '.', '_' or '-', starting with a letter or digit`);
   if (typeof spec.tenant !== 'string' || !TENANT.test(spec.tenant))
-    problems.push(`tenant: ${show(spec.tenant)} must be a path org[/team[/project]] of lowercase names`);
+    problems.push(
+      `tenant: ${show(spec.tenant)} must be a path org[/team[/project]] of lowercase names of at most ${LIMITS.maxNameLength} characters`,
+    );
   if (!TIERS.includes(spec.tier as never)) problems.push(`tier: ${show(spec.tier)} must be one of ${TIERS.join(', ')}`);
   problems.push(...validatePriority(spec.priority));
   if (!int(spec.durationMs) || spec.durationMs <= 0 || spec.durationMs > LIMITS.maxDurationMs)
@@ -45,9 +57,12 @@ export function validateSpec(input: unknown): string[] {
     spec.allowedRegions !== undefined &&
     (!Array.isArray(spec.allowedRegions) ||
       spec.allowedRegions.length === 0 ||
+      spec.allowedRegions.length > LIMITS.maxAllowedRegions ||
       !spec.allowedRegions.every((r) => typeof r === 'string' && REGION.test(r)))
   )
-    problems.push(`allowedRegions: ${show(spec.allowedRegions)} must be a non-empty list of region names (lowercase letters, digits, '-')`);
+    problems.push(
+      `allowedRegions: ${show(spec.allowedRegions)} must be a list of 1 to ${LIMITS.maxAllowedRegions} region names (lowercase letters, digits, '-')`,
+    );
   if (spec.checkpointable !== undefined && typeof spec.checkpointable !== 'boolean')
     problems.push(`checkpointable: ${show(spec.checkpointable)} must be true or false`);
   if (spec.maxWaitMs !== undefined && (!int(spec.maxWaitMs) || spec.maxWaitMs <= 0 || spec.maxWaitMs > LIMITS.maxDurationMs))
@@ -90,9 +105,12 @@ export function validateRequest(input: unknown): string[] {
   if (
     !Array.isArray(r.acceleratorTypes) ||
     r.acceleratorTypes.length === 0 ||
-    !r.acceleratorTypes.every((t) => typeof t === 'string' && t.length > 0)
+    r.acceleratorTypes.length > LIMITS.maxAcceleratorTypes ||
+    !r.acceleratorTypes.every((t) => typeof t === 'string' && t.length > 0 && t.length <= LIMITS.maxNameLength)
   )
-    problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must be a non-empty list of accelerator type names`);
+    problems.push(
+      `request.acceleratorTypes: ${show(r.acceleratorTypes)} must be a list of 1 to ${LIMITS.maxAcceleratorTypes} accelerator type names of at most ${LIMITS.maxNameLength} characters`,
+    );
   else if (new Set(r.acceleratorTypes).size !== r.acceleratorTypes.length)
     problems.push(`request.acceleratorTypes: ${show(r.acceleratorTypes)} must not repeat a type`);
   if (r.typePreference !== undefined && !TYPE_PREFERENCES.includes(r.typePreference as never))
@@ -131,8 +149,14 @@ export function validateRequest(input: unknown): string[] {
       typeof r.nodeLabels === 'object' &&
       r.nodeLabels !== null &&
       !Array.isArray(r.nodeLabels) &&
-      Object.values(r.nodeLabels).every((v) => typeof v === 'string');
-    if (!ok) problems.push(`request.nodeLabels: ${show(r.nodeLabels)} must map label names to string values`);
+      Object.keys(r.nodeLabels).length <= LIMITS.maxNodeLabels &&
+      Object.entries(r.nodeLabels).every(
+        ([k, v]) => k.length > 0 && k.length <= LIMITS.maxNameLength && typeof v === 'string' && v.length <= LIMITS.maxLabelValueLength,
+      );
+    if (!ok)
+      problems.push(
+        `request.nodeLabels: ${show(r.nodeLabels)} must map at most ${LIMITS.maxNodeLabels} label names (1-${LIMITS.maxNameLength} characters) to string values of at most ${LIMITS.maxLabelValueLength} characters`,
+      );
   }
   return problems;
 }

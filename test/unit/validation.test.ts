@@ -41,7 +41,7 @@ describe('job spec validation', () => {
     [
       'no accelerator types',
       { ...good, request: { ...good.request, acceleratorTypes: [] } },
-      'request.acceleratorTypes: [] must be a non-empty list',
+      'request.acceleratorTypes: [] must be a list of 1 to 16 accelerator type names',
     ],
     [
       'fractional CPU',
@@ -81,6 +81,32 @@ describe('job spec validation', () => {
     ['zero duration', { ...good, durationMs: 0 }, 'durationMs: 0 must be a positive integer'],
     ['bad tenant path', { ...good, tenant: 'Acme//x' }, 'tenant: "Acme//x" must be a path org[/team[/project]]'],
     ['uppercase job id', { ...good, jobId: 'Train' }, 'jobId: "Train" must be 1-63 lowercase letters'],
+    ['a tenant name of 64 characters', { ...good, tenant: `acme/${'t'.repeat(64)}` }, 'of at most 63 characters'],
+    [
+      'seventeen accelerator types',
+      { ...good, request: { ...good.request, acceleratorTypes: Array.from({ length: 17 }, (_, i) => `t${i}`) } },
+      'must be a list of 1 to 16 accelerator type names',
+    ],
+    [
+      'a type name of 64 characters',
+      { ...good, request: { ...good.request, acceleratorTypes: ['x'.repeat(64)] } },
+      'accelerator type names of at most 63 characters',
+    ],
+    [
+      'thirty-three node labels',
+      { ...good, request: { ...good.request, nodeLabels: Object.fromEntries(Array.from({ length: 33 }, (_, i) => [`k${i}`, 'v'])) } },
+      'must map at most 32 label names',
+    ],
+    [
+      'a label value of 254 characters',
+      { ...good, request: { ...good.request, nodeLabels: { zone: 'z'.repeat(254) } } },
+      'string values of at most 253 characters',
+    ],
+    [
+      'thirty-three allowed regions',
+      { ...good, allowedRegions: Array.from({ length: 33 }, (_, i) => `r${i}`) },
+      'must be a list of 1 to 32 region names',
+    ],
   ])('%s is rejected naming the field and the rule', (_name, spec, message) => {
     const problems = validateSpec(spec);
     expect(problems).toHaveLength(1);
@@ -90,4 +116,10 @@ describe('job spec validation', () => {
   test('a non-object is rejected', () => {
     expect(validateSpec(null)).toEqual(['spec: must be an object']);
   });
+});
+
+test('a huge bad value is quoted cut short, not whole', () => {
+  const [problem] = validateSpec({ ...good, jobId: 'X'.repeat(100_000) });
+  expect(problem.length).toBeLessThan(300);
+  expect(problem).toMatch(/^jobId: "XXX+\.\.\. must be 1-63/);
 });
