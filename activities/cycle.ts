@@ -208,7 +208,8 @@ interface QueueRow {
   enqueued_at: Date;
   epoch: number;
   workflow_id: string;
-  spec: JobSpec;
+  /** Only what a cycle needs of the spec: its request and duration, not the whole document. */
+  spec: Pick<JobSpec, 'request' | 'durationMs'>;
   waiting_reason: string | null;
 }
 
@@ -222,7 +223,8 @@ interface QueueRow {
  */
 export function waitingQueueQuery(region: string, limit: number, cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): RawBuilder<QueueRow> {
   return sql<QueueRow>`
-    SELECT id, tier, priority, enqueued_at, epoch, workflow_id, spec, waiting_reason FROM jobs
+    SELECT id, tier, priority, enqueued_at, epoch, workflow_id,
+      jsonb_build_object('request', spec->'request', 'durationMs', spec->'durationMs') AS spec, waiting_reason FROM jobs
     WHERE region = ${region} AND state = 'waiting'
     ORDER BY ${queueKeySql(cfg)} DESC, enqueued_at, id
     LIMIT ${limit}`;
