@@ -11,6 +11,25 @@ export interface JobWorkflowInput {
   region: string;
   /** Set on a copy started by a handoff: the home region and its epoch for this handoff. */
   origin?: HandoffOrigin;
+  /** Set when a long-waiting job continued as new: where it stood (it is admitted and waiting). */
+  resume?: JobResume;
+}
+
+/** A waiting job's state carried into its next run when its history grew long. */
+export interface JobResume {
+  status: JobStatus;
+  /** Handoff decisions by epoch (what a copy at a peer may still ask). */
+  decisions: Array<[number, HandoffDecision]>;
+  /** Peers avoided, and until when. */
+  avoid: Array<[string, number]>;
+  /** A copy: it learned `committed` and tells its home how the job ends. */
+  committedCopy: boolean;
+  /** Waiting for a peer (it cannot run at home). */
+  abroad: boolean;
+  /** The maxWaitMs deadline, as an absolute time. */
+  deadline?: number;
+  /** Runs it continued through so far. */
+  continued: number;
 }
 
 /** Where a handed-off copy came from: the home region (one of this region's peers) and the handoff's epoch there. */

@@ -119,10 +119,10 @@ export class JobRecord {
     log.info('job phase', { jobId: this.jobId, event: `job.${phase}`, epoch: this.status.epoch, waitingReason });
   }
 
-  /** Ended, or ending: nothing more can be asked of it. */
   /** Set as the job's final release starts (a requeue's release is not final: a cancel still stops it). */
   finalRelease = false;
 
+  /** Ended, or ending: nothing more can be asked of it. */
   finished(): boolean {
     return (TERMINAL_STATES as readonly JobState[]).includes(this.status.phase) || (this.status.phase === 'releasing' && this.finalRelease);
   }

@@ -9,8 +9,10 @@ import {
   ActivityFailure,
   ApplicationFailure,
   CancellationScope,
+  ContinueAsNew,
   allHandlersFinished,
   condition,
+  continueAsNew,
   isCancellation,
   log,
   patched,
@@ -31,17 +33,28 @@ export const PLACEMENT_CHECK_MS = 30_000;
 export const MAX_PLACEMENT_CHECK_MS = 5 * 60_000;
 /** How often a job looking abroad asks again which peer could take it. */
 export const PEER_RETRY_MS = 5_000;
+/**
+ * A waiting job continues as new once its history has this many events (or the server suggests
+ * it): a job that waits for weeks must not reach the server's history limit, which terminates it.
+ */
+export const LONG_WAIT_EVENTS = 2_000;
 
 /** What admission answered: a home job may come placed, or waiting abroad; a copy is pending. */
 type Admission =
   | { admitted: false; problems: string[] }
   | { admitted: true; epoch: number; state?: string; placement?: Placement; waitingReason?: string };
 
-type Waited = Placement | 'cancelled' | 'timeout' | 'given-back' | { peer: string; why: string };
+type Waited = Placement | 'cancelled' | 'timeout' | 'given-back' | 'continue' | { peer: string; why: string };
 
-export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): Promise<JobResult> {
+export async function JobWorkflow({ spec, region, origin, resume }: JobWorkflowInput): Promise<JobResult> {
   const job = new JobRecord(spec, workflowInfo().workflowId, region, origin);
   const { status, jobId, deliveries } = job;
+  if (resume) {
+    Object.assign(status, resume.status);
+    for (const [e, d] of resume.decisions) job.decisions.set(e, d);
+    for (const [p, until] of resume.avoid) job.avoid.set(p, until);
+    if (resume.committedCopy) job.heard = 'committed';
+  }
   registerJobHandlers(job);
 
   const finish = async (result: JobResult): Promise<JobResult> => {
@@ -49,15 +62,19 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
     return result;
   };
 
-  const problems = validateSpec(spec);
+  const problems = resume ? [] : validateSpec(spec);
   if (problems.length) {
     const reason = `invalid spec: ${problems.join('; ')}`;
     job.enter('rejected', reason);
     return finish({ jobId, outcome: 'rejected', reason });
   }
   // The client set the submitted state at start; this task's own changes go out in one upsert below.
-  status.phase = 'admitting' as JobState; // (widened: handlers change it too)
-  const entry: Admission = origin ? await local.admitCopy(spec, origin) : await local.admitAndPlace(spec);
+  if (!resume) status.phase = 'admitting' as JobState; // (widened: handlers change it too)
+  const entry: Admission = resume
+    ? { admitted: true, epoch: status.epoch, state: resume.abroad ? 'waiting-abroad' : 'waiting', waitingReason: status.waitingReason }
+    : origin
+      ? await local.admitCopy(spec, origin)
+      : await local.admitAndPlace(spec);
   if (!entry.admitted) {
     const reason = `not admitted${origin ? ` in ${region} (handed over by ${origin.region})` : ''}: ${entry.problems.join('; ')}`;
     job.enter('rejected', reason);
@@ -68,10 +85,12 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
   let reason: string | undefined;
   let placement: Placement | undefined;
   let ranIn = region;
+  /** Continuing as new: the finally below must not release. */
+  let continuing = false;
   /** The copy learned `committed`: it must tell its home how the job ends. */
-  let committedCopy = false;
+  let committedCopy = resume?.committedCopy ?? false;
 
-  if (origin) {
+  if (origin && !resume) {
     job.enter('pending', `pending: handed over by ${origin.region}, waiting for its decision`, undefined, origin.region);
     committedCopy = await awaitDecision(job);
     if (!committedCopy || status.cancelRequested) {
@@ -123,6 +142,10 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
       if (status.cancelRequested) return 'cancelled';
       const delivered = deliveries.get(status.epoch);
       if (delivered) return delivered.placement;
+      // A long wait: start a fresh history (between messages, nothing delivered, no handler running).
+      const info = workflowInfo();
+      if ((info.continueAsNewSuggested || info.historyLength >= LONG_WAIT_EVENTS) && allHandlersFinished() && deliveries.size === 0)
+        if (patched('continue-long-waits')) return 'continue';
       if (Date.now() >= checkAt || (deadline !== undefined && Date.now() >= deadline)) {
         // Missed delivery, or a scheduler that stopped: look for ourselves (the check wakes it).
         if (!abroad) {
@@ -137,7 +160,7 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
   };
 
   try {
-    let deadline = spec.maxWaitMs ? Date.now() + spec.maxWaitMs : undefined;
+    let deadline = resume ? resume.deadline : spec.maxWaitMs ? Date.now() + spec.maxWaitMs : undefined;
     // Placed on admission: straight to running, no waiting state and no scheduler round trip.
     if (admitted.placement) deliveries.set(entry.epoch, { epoch: entry.epoch, placement: admitted.placement });
     for (;;) {
@@ -154,6 +177,29 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
               : (admitted.waitingReason ?? 'queued: waiting for the next scheduling cycle'),
         );
       const got = ready ? ready.placement : await waitForPlacement(deadline);
+      if (got === 'continue') {
+        continuing = true;
+        log.info('long wait continues as new', {
+          jobId,
+          event: 'job.continued',
+          epoch: status.epoch,
+          events: workflowInfo().historyLength,
+        });
+        return await continueAsNew<typeof JobWorkflow>({
+          spec,
+          region,
+          ...(origin ? { origin } : {}),
+          resume: {
+            status: { ...status },
+            decisions: [...job.decisions],
+            avoid: [...job.avoid],
+            committedCopy,
+            abroad,
+            ...(deadline !== undefined ? { deadline } : {}),
+            continued: (resume?.continued ?? 0) + 1,
+          },
+        });
+      }
       if (got === 'cancelled') {
         outcome = 'cancelled';
         break;
@@ -216,6 +262,8 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
       }
     }
   } catch (err) {
+    // Continuing as new is not an ending: nothing is released, the next run carries on.
+    if (err instanceof ContinueAsNew) throw err;
     if (isCancellation(err)) outcome = 'cancelled';
     else if (err instanceof ActivityFailure && err.cause instanceof ApplicationFailure && err.cause.type === ErrorTypes.badRequest) {
       outcome = 'rejected';
@@ -225,17 +273,18 @@ export async function JobWorkflow({ spec, region, origin }: JobWorkflowInput): P
       reason = err instanceof Error ? err.message : String(err);
     }
   } finally {
-    // Release always runs, even when the workflow itself is being cancelled.
-    await CancellationScope.nonCancellable(async () => {
-      // Final state and release in one transaction: no cycle places it afterwards, and nothing
-      // ever sees a finished job holding devices. A run that completed has done it already.
-      job.finalRelease = true;
-      if (!(job.finishedByRun && outcome === 'completed')) {
-        job.enter('releasing');
-        await acts.finish(jobId, status.epoch, outcome, reason ?? null);
-      }
-      job.enter(outcome, reason);
-    });
+    // Release always runs, even when the workflow itself is being cancelled (not when it continues as new).
+    if (!continuing)
+      await CancellationScope.nonCancellable(async () => {
+        // Final state and release in one transaction: no cycle places it afterwards, and nothing
+        // ever sees a finished job holding devices. A run that completed has done it already.
+        job.finalRelease = true;
+        if (!(job.finishedByRun && outcome === 'completed')) {
+          job.enter('releasing');
+          await acts.finish(jobId, status.epoch, outcome, reason ?? null);
+        }
+        job.enter(outcome, reason);
+      });
   }
   const result: JobResult = {
     jobId,

@@ -212,3 +212,32 @@ test('a cancel while a requeue releases the job is taken, and the job ends cance
     delete process.env.SCHED_FAILPOINTS;
   }
 });
+
+test('a job that waits long continues as new with a fresh history, keeps its place, and runs when room frees', async () => {
+  await h.client.submit(spec('cw-block-1', {}, 8));
+  await h.client.submit(spec('cw-block-2', {}, 8));
+  await eventually(async () => ((await phase('cw-block-2')) === 'running' ? true : undefined), 'the fleet full');
+  await h.client.submit(spec('cw-wait', { durationMs: 500 }, 8));
+  await eventually(async () => ((await phase('cw-wait')) === 'waiting' ? true : undefined), 'cw-wait waiting');
+  const handle = h.client.temporal.workflow.getHandle('job/acme/ml/cw-wait');
+  const first = (await handle.describe()).runId;
+  // A busy wait's history: stale notices, each an event of its own (as weeks of waiting would make).
+  for (let i = 0; i < 44; i++)
+    await Promise.all(Array.from({ length: 50 }, () => handle.signal('waiting', { epoch: 99, reason: 'stale notice' })));
+  const next = await eventually(
+    async () => {
+      const d = await handle.describe();
+      return d.runId !== first && d.status.name === 'RUNNING' ? d : undefined;
+    },
+    'cw-wait to continue as new',
+    60_000,
+  );
+  expect(next.historyLength).toBeLessThan(200);
+  expect(await h.client.status('acme/ml', 'cw-wait')).toMatchObject({ phase: 'waiting', epoch: 1, attempt: 0 });
+  await h.client.cancel('acme/ml', 'cw-block-1', 'make room');
+  expect(await h.client.result('acme/ml', 'cw-wait')).toMatchObject({ outcome: 'completed' });
+  expect(await row('cw-wait')).toMatchObject({ state: 'completed' });
+  expect(await held('cw-wait')).toBe(0);
+  await h.client.cancel('acme/ml', 'cw-block-2', 'test done');
+  await h.client.result('acme/ml', 'cw-block-2');
+});
