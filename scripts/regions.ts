@@ -123,10 +123,7 @@ export class Regions {
   }
 
   /** A worker inside this process for the region, configured with the other regions as peers. */
-  async startWorker(
-    name: string,
-    o: { bundlePath?: string; cycle?: CycleOptions; publishEveryMs?: number } = {},
-  ): Promise<RegionWorker> {
+  async startWorker(name: string, o: { bundlePath?: string; cycle?: CycleOptions; publishEveryMs?: number } = {}): Promise<RegionWorker> {
     const r = this.get(name);
     const native = await NativeConnection.connect({ address: r.address });
     const conn = await Connection.connect({ address: r.address });
