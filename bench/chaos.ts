@@ -28,6 +28,7 @@ import { Regions } from '../scripts/regions';
 import { requireTemporalBinary } from '../scripts/temporal-server';
 import { envNumber, envUrl } from './env';
 import { runBench, say, seedTenants, sleep } from './harness';
+import { seeded } from './fleet';
 import { fmt, quantiles } from './stats';
 import { benchBundle } from './temporal';
 
@@ -51,16 +52,6 @@ const WORKERS = 2;
 const TERMINAL = new Set(['completed', 'cancelled', 'failed', 'rejected']);
 const PROGRESS_EVERY_MS = 15_000;
 
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
-}
 const random = seeded(SEED);
 const pick = <T>(xs: readonly T[]): T => xs[Math.floor(random() * xs.length)];
 
@@ -120,8 +111,10 @@ runBench(async ({ cleanup }) => {
   const gpus = nodes.reduce((s, n) => s + n.gpus, 0);
   say(`• chaos: ${nodes.length} openb nodes (${gpus} GPUs), ${tasks.length} task shapes, ${RATE} jobs/s for ${SECONDS} s`);
   const bundlePath = await benchBundle('chaos', cleanup);
+  const soak = KILLS === 0 && SERVER_RESTARTS === 0 && PG_RESTARTS === 0;
   const regions = await Regions.start([REGION], {
-    tag: 'chaos',
+    // A soak and a chaos run may go side by side: each its own database and server.
+    tag: soak ? 'soak' : 'chaos',
     databaseUrl: envUrl('BENCH_DATABASE_URL', 'postgres://postgres@127.0.0.1:5432/postgres').toString(),
   });
   cleanup.add('stop the region', () => regions.stop());
@@ -154,7 +147,6 @@ runBench(async ({ cleanup }) => {
   const end = t0 + SECONDS * 1000;
   const at = (share: number): number => t0 + share * SECONDS * 1000;
   const live = (): string[] => c.submitted.slice(-200);
-  const soak = KILLS === 0 && SERVER_RESTARTS === 0 && PG_RESTARTS === 0;
   const memory: Array<{ at: number; mib: number }> = [];
 
   // --- submissions -----------------------------------------------------------------------------

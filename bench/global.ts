@@ -31,6 +31,7 @@ import { readOpenbNodes, readOpenbTasks, seedOpenbFleet, type OpenbNode } from '
 import { Regions } from '../scripts/regions';
 import { envChoices, envNumber, envUrl, SettingError } from './env';
 import { Cleanup, runBench, say, seedTenants, sleep } from './harness';
+import { seeded } from './fleet';
 import { fmt, mean, quantiles } from './stats';
 import { benchBundle, eventMs, type HistoryEvent } from './temporal';
 
@@ -99,18 +100,6 @@ interface Workload {
   offered: Map<string, number>;
   pool: number;
   meanRunS: number;
-}
-
-/** A small seeded generator (mulberry32), so both modes and every run see the same stream. */
-function seeded(seed: number): () => number {
-  let a = seed >>> 0;
-  return () => {
-    a = (a + 0x6d2b79f5) >>> 0;
-    let t = a;
-    t = Math.imul(t ^ (t >>> 15), t | 1);
-    t ^= t + Math.imul(t ^ (t >>> 7), t | 61);
-    return ((t ^ (t >>> 14)) >>> 0) / 4294967296;
-  };
 }
 
 /** Whether one worker of `request` fits some node of `nodes` (type, devices, host CPU and memory). */
