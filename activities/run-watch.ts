@@ -34,7 +34,12 @@ export const MAX_LAUNCH_ATTEMPTS = 5;
  * run was handed (the run used the database's). A placement the database never made ends as
  * `lost`, before anything is launched: the job goes back to the queue.
  */
-export type RunOutcome = Observation & { finished?: boolean; placement?: Placement };
+export type RunOutcome = Observation & {
+  finished?: boolean;
+  placement?: Placement;
+  /** Nothing was launched (the placement was not the database's): there is no run to stop. */
+  notLaunched?: boolean;
+};
 
 export async function watchRun(region: Region, input: LaunchInput): Promise<RunOutcome> {
   const ctx = Context.current();
@@ -42,7 +47,7 @@ export async function watchRun(region: Region, input: LaunchInput): Promise<RunO
   const checked = await placementOnRecord(region, input);
   if ('notPlaced' in checked) {
     ctx.log.warn('run refused: not placed', { jobId, epoch, event: 'run.not-placed', detail: checked.notPlaced });
-    return { state: 'lost', progressMs: 0, durationMs: input.durationMs, detail: checked.notPlaced };
+    return { state: 'lost', progressMs: 0, durationMs: input.durationMs, detail: checked.notPlaced, notLaunched: true };
   }
   const { placement, corrected } = checked;
   if (corrected)

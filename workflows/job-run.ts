@@ -73,7 +73,7 @@ export async function runPlaced(job: JobRecord, p: Placement): Promise<RunEnd> {
         : { kind: 'failed', detail: seen.detail ?? `run ended ${seen.state}` };
     // A run lost or failed on one worker may go on on the others (a gang's survivors): stop it
     // before its devices are released and given to another job.
-    if (patched(STOP_AFTER_FAILED_RUN))
+    if (!seen.notLaunched && patched(STOP_AFTER_FAILED_RUN))
       await CancellationScope.nonCancellable(() =>
         acts.stopRun(jobId, epoch, end.kind === 'lost' ? `lost: ${end.detail}` : `failed: ${end.detail}`, false),
       );
@@ -81,11 +81,7 @@ export async function runPlaced(job: JobRecord, p: Placement): Promise<RunEnd> {
   } catch (err) {
     if (!isCancellation(err)) {
       const failed = findDomainError(err, ErrorTypes.runFailed);
-      if (failed && patched(RUN_FAILURE_IS_AN_ATTEMPT)) {
-        if (patched(STOP_AFTER_FAILED_RUN))
-          await CancellationScope.nonCancellable(() => acts.stopRun(jobId, epoch, `failed: ${failed.message}`, false));
-        return { kind: 'failed', detail: failed.message };
-      }
+      if (failed && patched(RUN_FAILURE_IS_AN_ATTEMPT)) return { kind: 'failed', detail: failed.message };
       throw err;
     }
     const cancelling = status.cancelRequested;

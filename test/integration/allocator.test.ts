@@ -661,10 +661,15 @@ describe('accelerator types without preference', () => {
     await setQuota(t.db, 'acme', 'X2', 0);
     await setQuota(t.db, 'acme', 'X1', 4);
     await registerTestJob(t.db, 'none-quota');
+    // A rule starts at what the tenant already holds on its type (the earlier cases' jobs).
+    const usage = async () =>
+      (await t.db.selectFrom('quotas').select(['accelerator_type', 'used_milli']).orderBy('accelerator_type').execute()).map(
+        (u) => [u.accelerator_type, Number(u.used_milli)] as const,
+      );
+    const before = new Map(await usage());
     const r = await allocator.allocate({ jobId: 'none-quota', epoch: 1, request: x({ typePreference: 'none' }), policy: 'best-fit' });
     expect(r.placed && r.placement.acceleratorType).toBe('X1');
-    const used = await t.db.selectFrom('quotas').select(['accelerator_type', 'used_milli']).orderBy('accelerator_type').execute();
-    expect(used.map((u) => [u.accelerator_type, Number(u.used_milli)])).toEqual([
+    expect((await usage()).map(([type, used]) => [type, used - before.get(type)!])).toEqual([
       ['X1', 1000],
       ['X2', 0],
     ]);
