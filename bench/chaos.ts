@@ -16,6 +16,7 @@
 // (malformed messages sent, 40), CHAOS_CONVERGE_S (wait for convergence, 300), CHAOS_SEED.
 import { execFile } from 'node:child_process';
 import fs from 'node:fs';
+import path from 'node:path';
 import { promisify } from 'node:util';
 import { sql } from 'kysely';
 import type { JobSpec, Tier } from '../api/types';
@@ -23,7 +24,7 @@ import { jobWorkflowId } from '../api/ids';
 import type { SchedulerClient } from '../api/client';
 import { checkInvariants } from '../db/invariants';
 import { allocationsWithoutLiveWorkflow } from '../activities/reconcile';
-import { readOpenbNodes, readOpenbTasks, seedOpenbFleet } from '../scripts/openb';
+import { OPENB_DIR, readOpenbNodes, readOpenbTasks, seedOpenbFleet, type OpenbNode, type OpenbTask } from '../scripts/openb';
 import { Regions } from '../scripts/regions';
 import { requireTemporalBinary } from '../scripts/temporal-server';
 import { envNumber, envUrl } from './env';
@@ -90,12 +91,44 @@ interface Counters {
   submitFailures: number;
 }
 
+/**
+ * The openb fleet and tasks when the trace is here (OPENB_DIR, default ../shared/data/openb);
+ * otherwise an openb-like mix of the same shape (8-GPU and 4-GPU nodes of two models; shares,
+ * 1/2/4/8-GPU tasks and 2×4 gangs), so the run works on a clone without the trace.
+ */
+function fleetAndTasks(): { fleet: OpenbNode[]; tasks: OpenbTask[] } {
+  if (fs.existsSync(path.join(OPENB_DIR, 'openb_node_list_gpu_node.csv'))) return { fleet: readOpenbNodes(), tasks: readOpenbTasks() };
+  say(`• no openb trace in ${OPENB_DIR}: an openb-like synthetic mix instead`);
+  const fleet: OpenbNode[] = Array.from({ length: NODES }, (_, i) => ({
+    name: `syn-node-${i}`,
+    gpus: i % 4 === 3 ? 4 : 8,
+    model: i % 2 ? 'V100' : 'T4',
+    cpuMilli: 96_000,
+    memoryMib: 393_216,
+  }));
+  const request = (workers: number, devicesPerWorker: number, milliPerWorker?: number): OpenbTask['request'] => ({
+    acceleratorTypes: ['T4', 'V100'],
+    workers,
+    devicesPerWorker,
+    ...(milliPerWorker ? { milliPerWorker } : {}),
+    topology: 'any',
+    cpuMilliPerWorker: 4000,
+    memoryMibPerWorker: 16_384,
+  });
+  const tasks: OpenbTask[] = [
+    ...[250, 500, 500, 750].map((m, i) => ({ name: `share-${i}`, request: request(1, 0, m) })),
+    ...[1, 1, 1, 2, 2, 4, 8].map((d, i) => ({ name: `whole-${i}`, request: request(1, d) })),
+    { name: 'gang', request: request(2, 4) },
+  ];
+  return { fleet, tasks };
+}
+
 runBench(async ({ cleanup }) => {
-  const fleet = readOpenbNodes();
+  const { fleet, tasks: shapes } = fleetAndTasks();
   const step = Math.max(1, Math.floor(fleet.length / NODES));
   const nodes = fleet.filter((_, i) => i % step === 0).slice(0, NODES);
   const models = new Set(nodes.map((n) => n.model));
-  const tasks = readOpenbTasks()
+  const tasks = shapes
     .map((t) => ({ ...t, request: { ...t.request, acceleratorTypes: t.request.acceleratorTypes.filter((m) => models.has(m)) } }))
     .filter(
       (t) =>

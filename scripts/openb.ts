@@ -83,7 +83,8 @@ export async function seedOpenbFleet(
   const perRack = opts.nodesPerRack ?? 16;
   const perPod = opts.racksPerPod ?? 8;
   // The catalogue holds every openb model, even those without a node in this sample.
-  const models = new Set([...readOpenbNodes().map((n) => n.model), ...nodes.map((n) => n.model)]);
+  const traced = fs.existsSync(path.join(OPENB_DIR, 'openb_node_list_gpu_node.csv')) ? readOpenbNodes() : [];
+  const models = new Set([...traced.map((n) => n.model), ...nodes.map((n) => n.model)]);
   await db
     .insertInto('accelerator_types')
     .values([...models].map((m) => ({ name: m, family: 'gpu' as const, model: m, memory_mib: 0 })))
