@@ -10,6 +10,7 @@ import { TIERS, type AllocateResult, type JobSpec, type Placement, type Resource
 import type { AllocateInput, Allocator, BatchHooks } from './allocator';
 import { placedSignal, preemptSignal, waitingSignal } from '../api/messages';
 import { activityLog, tell, type Region } from './region';
+import { releaseEndedJob } from './reconcile';
 import { requestMilli } from '../scheduling/geometry';
 import { planPreemption, type PreemptionPlan } from './preemption';
 import {
@@ -324,8 +325,7 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
       if (await tell(() => client.workflow.getHandle(p.workflowId).signal(placedSignal, { epoch: p.epoch, placement: p.placement })))
         return;
       // Its workflow has ended (terminated, without its cleanup): nothing will run it or give the devices back.
-      const why = `its workflow ${p.workflowId} had ended when its placement was delivered`;
-      await region.allocator.finish(p.jobId, p.epoch, 'failed', why).catch(() => undefined);
+      await releaseEndedJob(region, p.jobId, p.epoch, `its workflow ${p.workflowId} had ended when its placement was delivered`, false);
       log.warn('placement for an ended workflow released', { jobId: p.jobId, epoch: p.epoch, event: 'scheduler.released-dead' });
     }),
     ...out.reasons.map((r) =>
@@ -349,9 +349,7 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
           return;
         }
         // A victim whose workflow has ended holds devices nobody will give back: release them now.
-        await region.allocator
-          .finish(v.jobId, v.epoch, 'failed', `its workflow ${v.workflowId} had ended when it was asked to yield`)
-          .catch(() => undefined);
+        await releaseEndedJob(region, v.jobId, v.epoch, `its workflow ${v.workflowId} had ended when it was asked to yield`, true);
         log.warn('victim with an ended workflow released', { jobId: v.jobId, event: 'scheduler.released-dead' });
       }),
     );

@@ -8,6 +8,7 @@
 import { sql } from 'kysely';
 import { WorkflowNotFoundError } from '@temporalio/client';
 import type { StoredJobState } from '../api/types';
+import type { ReleaseResult } from './allocator';
 import { activityLog, type Region } from './region';
 
 /** Rows touched this recently are not looked at: their workflow may still be starting. */
@@ -66,6 +67,29 @@ async function closedStatus(region: Pick<Region, 'client'>, workflowId: string):
   }
 }
 
+/**
+ * Ends a job whose workflow has ended without releasing it: `failed` with `why`, its devices and
+ * quota given back and, when it may have been launched, its run stopped (best effort: it may be
+ * gone). Undefined when its row has moved on meanwhile (a newer epoch: someone runs it).
+ */
+export async function releaseEndedJob(
+  region: Region,
+  jobId: string,
+  epoch: number,
+  why: string,
+  launched: boolean,
+): Promise<ReleaseResult | undefined> {
+  let result: ReleaseResult;
+  try {
+    result = await region.allocator.finish(jobId, epoch, 'failed', why);
+  } catch (err) {
+    activityLog().warn('release of an ended job skipped', { jobId, epoch, event: 'release-ended.skipped', error: (err as Error).message });
+    return undefined;
+  }
+  if (launched) await region.executor.stop(jobId, epoch, why).catch(() => undefined);
+  return result;
+}
+
 /** One pass: releases the jobs whose workflow is gone and drops stale nominations. */
 export async function reconcileRegion(region: Region, o: ReconcileOptions = {}): Promise<ReconcileReport> {
   const graceMs = o.graceMs ?? RECONCILE_GRACE_MS;
@@ -86,16 +110,8 @@ export async function reconcileRegion(region: Region, o: ReconcileOptions = {}):
       const closed = await closedStatus(region, r.workflow_id);
       if (closed === undefined) continue;
       const why = `its workflow ${r.workflow_id} is ${closed} and never released the job (released by the reconciler)`;
-      let result;
-      try {
-        result = await region.allocator.finish(r.id, r.epoch, 'failed', why);
-      } catch (err) {
-        // Moved on meanwhile (a newer epoch: someone runs it): not this pass's to release.
-        log.warn('reconciler skipped a job', { jobId: r.id, event: 'reconciler.skipped', error: (err as Error).message });
-        continue;
-      }
-      // A run launched for it goes on without anyone watching: stop it (best effort; it may be gone).
-      if (r.state === 'placed' || r.state === 'running') await region.executor.stop(r.id, r.epoch, why).catch(() => undefined);
+      const result = await releaseEndedJob(region, r.id, r.epoch, why, r.state === 'placed' || r.state === 'running');
+      if (!result) continue;
       report.released.push({ jobId: r.id, epoch: r.epoch, state: r.state, why });
       log.warn('job released by the reconciler', {
         jobId: r.id,

@@ -27,6 +27,7 @@ import { jobWorkflowId } from '../api/ids';
 import type { SchedulerClient } from '../api/client';
 import type { Database } from '../db/schema';
 import { requestMilli } from '../scheduling/geometry';
+import { SPEC_MILLI } from '../activities/inventory';
 import { readOpenbNodes, readOpenbTasks, seedOpenbFleet, type OpenbNode } from '../scripts/openb';
 import { Regions } from '../scripts/regions';
 import { envChoices, envNumber, envUrl, SettingError } from './env';
@@ -203,10 +204,6 @@ interface Sample {
   regions: Map<string, RegionSample>;
 }
 
-/** The milli-devices a job row asks for, from its spec (as the inventory summary reads it). */
-const MILLI = sql`(spec->'request'->>'workers')::bigint * CASE WHEN (spec->'request'->>'devicesPerWorker')::int > 0
-  THEN (spec->'request'->>'devicesPerWorker')::bigint * 1000 ELSE coalesce((spec->'request'->>'milliPerWorker')::bigint, 0) END`;
-
 /**
  * Held: what allocations hold. Demand: what the region's own unfinished jobs ask for, wherever they
  * wait or run (each job counted once, at home). Out: its jobs living at a peer now or that ended
@@ -224,7 +221,7 @@ async function sampleRegion(db: Kysely<Database>): Promise<RegionSample> {
     in: number;
   }>`
     SELECT (SELECT coalesce(sum(milli), 0) FROM allocations)::bigint AS held,
-      coalesce(sum(${MILLI}) FILTER (WHERE origin_region IS NULL AND state NOT IN ('completed', 'cancelled', 'rejected', 'failed')), 0)::bigint AS demand,
+      coalesce(sum(${SPEC_MILLI}) FILTER (WHERE origin_region IS NULL AND state NOT IN ('completed', 'cancelled', 'rejected', 'failed')), 0)::bigint AS demand,
       count(*) FILTER (WHERE origin_region IS NULL AND state IN ('completed', 'cancelled', 'rejected', 'failed'))::int AS done,
       count(*) FILTER (WHERE state IN ('placed', 'running'))::int AS placed,
       count(*) FILTER (WHERE placed_at IS NOT NULL)::int AS "everPlaced",
