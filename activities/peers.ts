@@ -3,7 +3,8 @@
 // stalled one.
 import fs from 'node:fs';
 import { Client, Connection, type ConnectionOptions } from '@temporalio/client';
-import type { PeerConfig } from '../api/peers';
+import { peerEndpoint, type PeerConfig } from '../api/peers';
+import { temporalConnectionOptions } from '../api/temporal-connection';
 
 /** How long one call to a peer may take before it counts as unreachable. */
 export const PEER_CALL_MS = 5_000;
@@ -61,19 +62,9 @@ export class PeerLinks {
 
 /** Connection options for a peer, TLS files read now (so a renewed certificate is picked up on reconnect). */
 export function connectionOptions(peer: PeerConfig): ConnectionOptions {
-  const t = peer.tls;
   return {
-    address: peer.temporalAddress,
+    ...temporalConnectionOptions(peerEndpoint(peer), fs.readFileSync, `peer ${peer.name}`),
     // A peer that does not answer must not hold a caller for long: the first connect is bounded too.
     connectTimeout: PEER_CALL_MS,
-    ...(t
-      ? {
-          tls: {
-            ...(t.serverName ? { serverNameOverride: t.serverName } : {}),
-            ...(t.caFile ? { serverRootCACertificate: fs.readFileSync(t.caFile) } : {}),
-            ...(t.certFile && t.keyFile ? { clientCertPair: { crt: fs.readFileSync(t.certFile), key: fs.readFileSync(t.keyFile) } } : {}),
-          },
-        }
-      : {}),
   };
 }

@@ -4,9 +4,10 @@ import {
   WorkflowExecutionAlreadyStartedError,
   WorkflowNotFoundError,
   WorkflowUpdateFailedError,
-  type Connection,
+  Connection,
   type WorkflowHandle,
 } from '@temporalio/client';
+import { temporalConnectionOptions, type ReadFile, type TemporalEndpoint } from './temporal-connection';
 import type { JobResult, JobSpec, JobStatus } from './types';
 import { jobWorkflowId, reservationWorkflowId, schedulerTaskQueue, schedulerWorkflowId } from './ids';
 import { validatePriority, validateSpec } from './validation';
@@ -323,4 +324,20 @@ function summarize(spec: JobSpec): string {
   const r = spec.request;
   const each = r ? workerSize(r) : '?';
   return `${spec.tier}/${spec.priority} ${r?.workers}×${each} ${r?.acceleratorTypes?.join('|')} ${r?.topology} for ${spec.durationMs}ms`;
+}
+
+/**
+ * Connects a client to a region's Temporal frontend as configured (address, namespace, TLS, API
+ * key: see api/temporal-connection.ts), e.g. `connectSchedulerClient({ endpoint:
+ * temporalEndpointFromEnv(process.env, defaults), readFile: fs.readFileSync, taskQueue, region })`.
+ * `readFile` reads the TLS files; close with `client.temporal.connection.close()`.
+ */
+export async function connectSchedulerClient(o: {
+  endpoint: TemporalEndpoint;
+  readFile: ReadFile;
+  taskQueue: string;
+  region: string;
+}): Promise<SchedulerClient> {
+  const connection = await Connection.connect(temporalConnectionOptions(o.endpoint, o.readFile));
+  return new SchedulerClient({ connection, namespace: o.endpoint.namespace, taskQueue: o.taskQueue, region: o.region });
 }

@@ -2,6 +2,8 @@
 // send each other. Regions talk only peer to peer, through each other's Temporal namespaces;
 // there is no global database and no global leader.
 
+import { addressProblems, tlsProblems, type TemporalEndpoint, type TemporalTls } from './temporal-connection';
+
 const REGION = /^[a-z0-9][a-z0-9-]{0,62}$/;
 
 /** Whether `name` is a well-formed region name (lowercase letters, digits, '-'). */
@@ -9,13 +11,8 @@ export function isRegionName(name: unknown): name is string {
   return typeof name === 'string' && REGION.test(name);
 }
 
-/** TLS for a peer's Temporal endpoint: files on this host, read when the connection is made. */
-export interface PeerTls {
-  serverName?: string;
-  caFile?: string;
-  certFile?: string;
-  keyFile?: string;
-}
+/** TLS for a peer's Temporal endpoint: files on this host, read when the connection is made (same rules as TEMPORAL_TLS_*). */
+export type PeerTls = TemporalTls;
 
 /** A peer region, as this region reaches it. */
 export interface PeerConfig {
@@ -53,8 +50,8 @@ export function parsePeers(input: unknown, self: string): { peers: PeerConfig[];
     if (!isRegionName(p.name)) problems.push(`${at}.name: ${show(p.name)} must be a region name (lowercase letters, digits, '-')`);
     else if (p.name === self) problems.push(`${at}.name: ${p.name} is this region itself`);
     else if (seen.has(p.name)) problems.push(`${at}.name: ${p.name} is listed twice`);
-    if (typeof p.temporalAddress !== 'string' || !/^[^\s:]+:\d{1,5}$/.test(p.temporalAddress))
-      problems.push(`${at}.temporalAddress: ${show(p.temporalAddress)} must be host:port`);
+    if (typeof p.temporalAddress !== 'string') problems.push(`${at}.temporalAddress: ${show(p.temporalAddress)} must be host:port`);
+    else problems.push(...addressProblems(p.temporalAddress, `${at}.temporalAddress`));
     for (const k of ['namespace', 'taskQueue'] as const)
       if (p[k] !== undefined && (typeof p[k] !== 'string' || !(p[k] as string).trim()))
         problems.push(`${at}.${k}: ${show(p[k])} must be a non-empty string`);
@@ -66,7 +63,15 @@ export function parsePeers(input: unknown, self: string): { peers: PeerConfig[];
         for (const [k, v] of Object.entries(t))
           if (!['serverName', 'caFile', 'certFile', 'keyFile'].includes(k)) problems.push(`${at}.tls: unknown field ${k}`);
           else if (typeof v !== 'string' || !v) problems.push(`${at}.tls.${k}: ${show(v)} must be a non-empty string`);
-        if ((t.certFile === undefined) !== (t.keyFile === undefined)) problems.push(`${at}.tls: certFile and keyFile go together (mTLS)`);
+        const f = (k: string): string => `${at}.tls.${k}`;
+        problems.push(
+          ...tlsProblems(t as PeerTls, {
+            serverName: f('serverName'),
+            caFile: f('caFile'),
+            certFile: f('certFile'),
+            keyFile: f('keyFile'),
+          }),
+        );
         tls = t as PeerTls;
       }
     }
@@ -82,6 +87,11 @@ export function parsePeers(input: unknown, self: string): { peers: PeerConfig[];
     }
   });
   return { peers: problems.length ? [] : peers, problems };
+}
+
+/** A peer as a Temporal endpoint, so its connection is made by the same function as every other. */
+export function peerEndpoint(peer: PeerConfig): TemporalEndpoint {
+  return { address: peer.temporalAddress, namespace: peer.namespace, ...(peer.tls ? { tls: peer.tls } : {}) };
 }
 
 export const TOPOLOGY_LEVELS = ['node', 'rack', 'pod'] as const;

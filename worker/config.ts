@@ -3,11 +3,14 @@ import { PLACEMENT_POLICIES, type PlacementPolicyName } from '../api/types';
 import fs from 'node:fs';
 import { jobTaskQueue, regionNamespace } from '../api/ids';
 import { parsePeers, type PeerConfig } from '../api/peers';
+import { temporalEndpointFromEnv, type TemporalEndpoint } from '../api/temporal-connection';
 
 export interface WorkerConfig {
   region: string;
   temporalAddress: string;
   namespace: string;
+  /** The region's own Temporal frontend: address, namespace, TLS and API key (TEMPORAL_* variables). */
+  temporal: TemporalEndpoint;
   taskQueue: string;
   databaseUrl: string;
   policy: PlacementPolicyName;
@@ -41,10 +44,12 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfi
   const policy = (env.PLACEMENT_POLICY ?? 'fgd') as PlacementPolicyName;
   if (!PLACEMENT_POLICIES.includes(policy))
     throw new Error(`PLACEMENT_POLICY ${JSON.stringify(policy)} must be one of ${PLACEMENT_POLICIES.join(', ')}`);
+  const temporal = temporalEndpointFromEnv(env, { address: '127.0.0.1:7233', namespace: regionNamespace(region) });
   return {
     region,
-    temporalAddress: env.TEMPORAL_ADDRESS ?? '127.0.0.1:7233',
-    namespace: env.TEMPORAL_NAMESPACE ?? regionNamespace(region),
+    temporalAddress: temporal.address,
+    namespace: temporal.namespace,
+    temporal,
     taskQueue: env.TASK_QUEUE ?? jobTaskQueue(region),
     databaseUrl: env.DATABASE_URL ?? 'postgres://postgres@127.0.0.1:5432/scheduler',
     policy,

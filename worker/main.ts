@@ -1,8 +1,10 @@
 // Worker process entry point: `npm run worker`. Stops gracefully on SIGTERM/SIGINT (the SDK
 // finishes in-flight tasks within the shutdown grace time).
+import fs from 'node:fs';
 import { NativeConnection } from '@temporalio/worker';
 import { Client, Connection } from '@temporalio/client';
 import { configFromEnv } from './config';
+import { describeEndpoint, temporalConnectionOptions } from '../api/temporal-connection';
 import { createLogger, installTemporalLogging } from './logger';
 import { createRegionWorker } from './worker';
 import { openDatabase } from '../db/connection';
@@ -12,8 +14,9 @@ async function main(): Promise<void> {
   const log = createLogger(config.region);
   installTemporalLogging(log);
   const db = openDatabase(config.databaseUrl);
-  const connection = await NativeConnection.connect({ address: config.temporalAddress });
-  const clientConnection = await Connection.connect({ address: config.temporalAddress });
+  // TLS files are read here, once per connection, so a restarted worker picks up renewed certificates.
+  const connection = await NativeConnection.connect(temporalConnectionOptions(config.temporal, fs.readFileSync));
+  const clientConnection = await Connection.connect(temporalConnectionOptions(config.temporal, fs.readFileSync));
   const client = new Client({ connection: clientConnection, namespace: config.namespace });
   const worker = await createRegionWorker({
     connection,
@@ -29,7 +32,16 @@ async function main(): Promise<void> {
     reconcile: config.reconcile,
     identity: `${config.region}-worker-${process.pid}`,
   });
-  log.info({ event: 'worker.start', taskQueue: config.taskQueue, namespace: config.namespace, pid: process.pid }, 'worker started');
+  log.info(
+    {
+      event: 'worker.start',
+      taskQueue: config.taskQueue,
+      namespace: config.namespace,
+      temporal: describeEndpoint(config.temporal),
+      pid: process.pid,
+    },
+    'worker started',
+  );
   if (config.peers.length)
     log.info({ event: 'worker.peers', peers: config.peers.map((p) => `${p.name}@${p.temporalAddress}`) }, 'peers configured');
   try {

@@ -175,7 +175,7 @@ describe('summaries and peer configuration are checked', () => {
     expect(problems).toEqual([
       'peers[0].name: us is this region itself',
       'peers[0].temporalAddress: "nowhere" must be host:port',
-      'peers[1].tls: certFile and keyFile go together (mTLS)',
+      'peers[1].tls.certFile and peers[1].tls.keyFile go together (the mTLS client certificate and its key): peers[1].tls.keyFile is missing',
       'peers[2]: unknown field extra',
       'peers[2].name: eu is listed twice',
     ]);
