@@ -11,6 +11,7 @@ import { requestMilli } from '../scheduling/geometry';
 import type { CandidateNode } from '../scheduling/placement';
 import { descendantsLikePattern, inSubtree } from '../api/tenants';
 import { chooseVictims, type RunningJob } from '../scheduling/preemption';
+import { recordPreemptions } from './metrics';
 
 export interface PreemptionPlan {
   preemptor: string;
@@ -46,7 +47,7 @@ export async function planPreemption(
   return db.transaction().execute(async (trx) => {
     const job = await trx
       .selectFrom('jobs')
-      .select(['id', 'tenant', 'tier', 'epoch', 'state', 'spec', 'preempted_by'])
+      .select(['id', 'tenant', 'tier', 'region', 'epoch', 'state', 'spec', 'preempted_by'])
       .where('id', '=', jobId)
       .forUpdate()
       .executeTakeFirst();
@@ -177,6 +178,10 @@ export async function planPreemption(
         .onConflict((oc) => oc.doNothing())
         .execute();
       await trx.updateTable('jobs').set({ waiting_reason: decision.reason, updated_at: new Date() }).where('id', '=', jobId).execute();
+      recordPreemptions(
+        job.region,
+        decision.victims.map((v) => running.get(v)!.tier),
+      );
       return {
         preemptor: jobId,
         victims: decision.victims.map((v) => ({ jobId: v, workflowId: running.get(v)!.workflowId, epoch: running.get(v)!.epoch })),

@@ -20,6 +20,8 @@ export interface WorkerConfig {
   publishEveryMs?: number;
   /** RECONCILE_EVERY_MS / RECONCILE_GRACE_MS: the reconciler's pace (defaults 30 s / 60 s). */
   reconcile: { everyMs?: number; graceMs?: number };
+  /** METRICS_PORT (and METRICS_HOST, default 127.0.0.1): serve /metrics, /healthz, /readyz; off when unset. */
+  metrics?: { port: number; host: string };
 }
 
 /** Reads and checks the peer list; a problem stops the worker with every entry and field named. */
@@ -59,11 +61,20 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfi
       ...(env.RECONCILE_EVERY_MS !== undefined ? { everyMs: positiveInt('RECONCILE_EVERY_MS', env.RECONCILE_EVERY_MS) } : {}),
       ...(env.RECONCILE_GRACE_MS !== undefined ? { graceMs: positiveInt('RECONCILE_GRACE_MS', env.RECONCILE_GRACE_MS) } : {}),
     },
+    ...(env.METRICS_PORT !== undefined
+      ? { metrics: { port: tcpPort('METRICS_PORT', env.METRICS_PORT), host: env.METRICS_HOST ?? '127.0.0.1' } }
+      : {}),
   };
 }
 
 function positiveInt(name: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} ${JSON.stringify(value)} must be a positive whole number of milliseconds`);
+  return n;
+}
+
+function tcpPort(name: string, value: string): number {
+  const n = Number(value);
+  if (!/^\d+$/.test(value) || n < 1 || n > 65535) throw new Error(`${name} ${JSON.stringify(value)} must be a TCP port, 1..65535`);
   return n;
 }

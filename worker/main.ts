@@ -30,6 +30,7 @@ async function main(): Promise<void> {
     peers: config.peers,
     publishEveryMs: config.publishEveryMs,
     reconcile: config.reconcile,
+    metrics: config.metrics,
     identity: `${config.region}-worker-${process.pid}`,
   });
   log.info(
@@ -42,6 +43,7 @@ async function main(): Promise<void> {
     },
     'worker started',
   );
+  if (worker.metrics) log.info({ event: 'worker.metrics', url: worker.metrics.url }, 'metrics, /healthz and /readyz served');
   if (config.peers.length)
     log.info({ event: 'worker.peers', peers: config.peers.map((p) => `${p.name}@${p.temporalAddress}`) }, 'peers configured');
   try {

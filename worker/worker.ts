@@ -13,6 +13,7 @@ import { peerExchangeWorkflowId, reconcilerWorkflowId, schedulerTaskQueue } from
 import type { PeerConfig } from '../api/peers';
 import { PeerLinks } from '../activities/peers';
 import type { CycleOptions } from '../activities/cycle';
+import { startWorkerMetrics, type MetricsServer } from './metrics-server';
 
 export interface RegionWorkerOptions {
   connection: NativeConnection;
@@ -36,6 +37,8 @@ export interface RegionWorkerOptions {
   publishEveryMs?: number;
   /** The reconciler's pace (defaults: a pass every 30 s, rows older than 60 s). */
   reconcile?: { everyMs?: number; graceMs?: number };
+  /** Serve /metrics, /healthz and /readyz on this port (0: any free port); none when absent. */
+  metrics?: { port: number; host?: string };
 }
 
 /**
@@ -48,6 +51,8 @@ export class RegionWorker {
     readonly jobs: Worker,
     readonly scheduler: Worker,
     private readonly peers?: PeerLinks,
+    /** The worker's metrics and health endpoint, when configured; closed when the worker stops. */
+    readonly metrics?: MetricsServer,
   ) {}
 
   /** Runs both until shutdown; if one fails, the other is shut down and the failure rethrown. */
@@ -62,6 +67,7 @@ export class RegionWorker {
       await Promise.all(runs);
     } finally {
       await this.peers?.close();
+      await this.metrics?.close();
     }
   }
 
@@ -107,7 +113,8 @@ export async function createRegionWorker(o: RegionWorkerOptions): Promise<Region
   });
   if (peers.names.length) await ensurePeerExchange(o.client, o.region, o.taskQueue, o.publishEveryMs);
   await ensureReconciler(o.client, o.region, o.taskQueue, o.reconcile);
-  return new RegionWorker(jobs, scheduler, peers);
+  const metrics = o.metrics && (await startWorkerMetrics({ region: o.region, db: o.db, connection: o.connection, ...o.metrics }));
+  return new RegionWorker(jobs, scheduler, peers, metrics);
 }
 
 /** Starts the region's exchange workflow unless it runs already (every worker of the region asks; one runs). */

@@ -37,6 +37,8 @@ export interface LockedJob {
   tenant: string;
   tier: string;
   state: StoredJobState;
+  /** Seconds since the job was submitted, as the lock was taken (for the placement-latency metric). */
+  waited_s: number;
 }
 
 /** What a placement transaction decides against, read in the round trip that locks its jobs. */
@@ -64,9 +66,9 @@ interface PlacementRow {
  * small tables every placement checks: quota rules, open reservations, nominations. A statement
  * reads the snapshot it started with; if a job row changed between that snapshot and its lock
  * (another placement or release of it committed meanwhile), the read runs again — the rows are
- * ours by then, so the second read is current.
+ * ours by then, so the second read is current. `onConflict` hears of each such read (a metric).
  */
-export async function lockAndRead(trx: Trx, ids: string[]): Promise<PlacementContext> {
+export async function lockAndRead(trx: Trx, ids: string[], onConflict?: () => void): Promise<PlacementContext> {
   for (let attempt = 1; ; attempt++) {
     const r = await sql<{
       jobs: LockedJob[];
@@ -77,9 +79,10 @@ export async function lockAndRead(trx: Trx, ids: string[]): Promise<PlacementCon
       nominations: PlacementContext['nominations'];
     }>`
       WITH seen AS (SELECT id, xmin::text AS v FROM jobs WHERE id = ANY(${ids}::text[])),
-      locked AS (SELECT id, epoch, tenant, tier, state, xmin::text AS v FROM jobs WHERE id = ANY(${ids}::text[]) ORDER BY id FOR UPDATE)
+      locked AS (SELECT id, epoch, tenant, tier, state, created_at, xmin::text AS v FROM jobs WHERE id = ANY(${ids}::text[]) ORDER BY id FOR UPDATE)
       SELECT
-        coalesce((SELECT json_agg(json_build_object('id', id, 'epoch', epoch, 'tenant', tenant, 'tier', tier, 'state', state)) FROM locked), '[]') AS jobs,
+        coalesce((SELECT json_agg(json_build_object('id', id, 'epoch', epoch, 'tenant', tenant, 'tier', tier, 'state', state,
+          'waited_s', extract(epoch FROM clock_timestamp() - created_at))) FROM locked), '[]') AS jobs,
         (SELECT count(*)::int FROM locked l JOIN seen s USING (id) WHERE l.v <> s.v) AS moved,
         coalesce((SELECT json_agg(json_build_object('job_id', a.job_id, 'epoch', a.epoch, 'worker_idx', a.worker_idx, 'node_id', a.node_id,
             'name', n.name, 'accelerator_type', n.accelerator_type, 'device_idx', a.device_idx, 'milli', a.milli)
@@ -93,6 +96,7 @@ export async function lockAndRead(trx: Trx, ids: string[]): Promise<PlacementCon
       trx,
     );
     const row = r.rows[0];
+    if (row.moved > 0) onConflict?.();
     if (row.moved > 0 && attempt < 10) continue;
     if (row.moved > 0) throw new Error(`placement: jobs ${ids.join(', ')} kept changing under their lock (10 reads)`);
     // The quota table is operators' data: a malformed rule stops placements with an error that

@@ -16,6 +16,7 @@ import { InventoryShape } from './inventory-shape';
 import { PlacementTransaction, type ItemOutcome, type PlacementSettings } from './transaction';
 import { releaseJob } from './release';
 import type { AllocateInput, AllocatorOptions, BatchHooks, BatchItemResult, ReleaseResult } from './types';
+import { recordAllocatorRetry, recordPlacements } from '../metrics';
 
 export type { AllocateInput, AllocatorOptions, BatchHooks, BatchItemResult, ReleaseResult } from './types';
 export { readPlacements } from './context';
@@ -32,7 +33,12 @@ export class Allocator {
     options: AllocatorOptions | PlacementPolicyName = {},
   ) {
     const o = typeof options === 'string' ? { policy: options } : options;
-    this.settings = { defaultPolicy: o.policy ?? 'fgd', candidateLimit: o.candidateLimit ?? 32, mix: new RecentMix(o.mixWindow ?? 2000) };
+    this.settings = {
+      defaultPolicy: o.policy ?? 'fgd',
+      candidateLimit: o.candidateLimit ?? 32,
+      mix: new RecentMix(o.mixWindow ?? 2000),
+      region: o.region ?? 'local',
+    };
     this.where = o.region ? `region ${o.region}` : 'this region';
     this.shape = new InventoryShape(db);
   }
@@ -85,12 +91,19 @@ export class Allocator {
    */
   private async placeChecked(inputs: AllocateInput[], makeHooks?: () => BatchHooks): Promise<ItemOutcome[]> {
     for (const input of inputs) this.settings.mix.add(input.request);
-    return withTransientRetry(() =>
-      this.db.transaction().execute(async (trx) => {
+    let attempts = 0;
+    const outcomes = await withTransientRetry(() => {
+      if (attempts++) recordAllocatorRetry(this.settings.region);
+      return this.db.transaction().execute(async (trx) => {
         const placement = await PlacementTransaction.open(trx, this.settings, inputs);
         return placement.placeAll(inputs, makeHooks?.() ?? {});
-      }),
+      });
+    });
+    recordPlacements(
+      this.settings.region,
+      outcomes.flatMap((o) => o.placed ?? []),
     );
+    return outcomes;
   }
 
   /** Frees everything the job holds. Idempotent; refused for an epoch older than the job's. */

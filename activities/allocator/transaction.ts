@@ -13,6 +13,7 @@ import { findCandidates } from './candidates';
 import { lockAndRead, lockQuota, type LockedJob, type LockedQuota } from './context';
 import { writePlacements } from './write';
 import type { AllocateInput, BatchHooks } from './types';
+import { recordAllocatorConflict, type PlacementEvent } from '../metrics';
 
 type Trx = Transaction<Database>;
 
@@ -20,6 +21,8 @@ type Trx = Transaction<Database>;
 export interface ItemOutcome {
   result?: AllocateResult;
   failure?: Error;
+  /** Set when this transaction placed the job (not for a placement it already held): for the metrics, once committed. */
+  placed?: PlacementEvent;
 }
 
 /** What the transaction needs from its allocator. */
@@ -27,6 +30,8 @@ export interface PlacementSettings {
   defaultPolicy: PlacementPolicyName;
   candidateLimit: number;
   mix: RecentMix;
+  /** The region the metrics name. */
+  region: string;
 }
 
 const LIVE_FOR_PLACEMENT = new Set(['submitted', 'waiting', 'placed', 'running']);
@@ -80,7 +85,7 @@ export class PlacementTransaction {
   /** Locks the inputs' jobs and reads what every placement decides against: one round trip, plus the quota rows' lock. */
   static async open(trx: Trx, settings: PlacementSettings, inputs: readonly AllocateInput[]): Promise<PlacementTransaction> {
     const ids = [...new Set(inputs.map((i) => i.jobId))];
-    const context = await lockAndRead(trx, ids);
+    const context = await lockAndRead(trx, ids, () => recordAllocatorConflict(settings.region));
     const jobs = new Map(context.jobs.map((j) => [j.id, j]));
     const quota = await lockQuota(
       trx,
@@ -163,6 +168,15 @@ export class PlacementTransaction {
         );
     } else this.waiting.push([input.jobId, result.reason]);
     hooks.settled?.(input, result);
+    if (result.placed)
+      return {
+        result,
+        placed: {
+          tier: job.tier,
+          acceleratorType: result.placement.acceleratorType,
+          waitedSeconds: input.epoch === 1 ? job.waited_s : undefined,
+        },
+      };
     return { result };
   }
 
