@@ -341,6 +341,9 @@ export async function metricsText(): Promise<string> {
     processMetrics = true;
     collectDefaultMetrics({ register: metricsRegistry });
   }
+  // Read the regions first: every gauge of the scrape then comes from the same read, and a failed
+  // read is already counted when the error counter is written out.
+  await regionStates();
   return metricsRegistry.metrics();
 }
 
