@@ -23,7 +23,7 @@ function exprs(node: unknown, where = ''): Array<{ where: string; expr: string }
 const PROMQL_WORDS = new Set(['by', 'without', 'on', 'ignoring', 'group_left', 'group_right', 'and', 'or', 'unless', 'offset', 'bool']);
 
 /** The metric names a PromQL expression selects: identifiers left once strings, matchers, ranges, groupings and function calls are removed. */
-export function metricsIn(expr: string): string[] {
+function metricsIn(expr: string): string[] {
   const bare = expr
     .replace(/"(?:[^"\\]|\\.)*"/g, '""')
     .replace(/\{[^}]*\}/g, ' ')
