@@ -18,7 +18,8 @@ import { msToTs } from '@temporalio/common/lib/time';
 import { dropDatabase, ensureDatabase } from '../db/connection';
 import { Pool } from 'pg';
 import { registerSearchAttributes } from './register-search-attributes';
-import { temporalConnectionOptions, type TemporalConnectionOptions } from '../api/temporal-connection';
+import { TestWorkflowEnvironment } from '@temporalio/testing';
+import { temporalConnectionOptions, temporalEndpointFromEnv, type TemporalConnectionOptions } from '../api/temporal-connection';
 
 /** The go.temporal.io/server version the project's Temporal CLI (v1.5.1) is built on; its go.mod has no replace directive. */
 export const TEMPORAL_SERVER_VERSION = 'v1.29.1';
@@ -317,6 +318,41 @@ export async function ensureNamespace(conn: Connection, namespace: string, reten
       await new Promise((r) => setTimeout(r, 300));
     }
   }
+}
+
+/** The frontend `npm run temporal:cluster` starts by default. */
+export const DEFAULT_CLUSTER_ADDRESS = '127.0.0.1:7350';
+
+/**
+ * For tests run with TEMPORAL_TARGET=cluster: a test environment on the configured cluster
+ * (TEMPORAL_ADDRESS and the TLS / API key variables; default the local cluster), in `namespace`,
+ * registered here with the search attributes so that test files never share one. `dropNamespace`
+ * deletes it (the server removes its workflows in the background).
+ */
+export async function existingClusterEnvironment(
+  namespace: string,
+): Promise<{ env: TestWorkflowEnvironment; address: string; dropNamespace(): Promise<void> }> {
+  const endpoint = temporalEndpointFromEnv(process.env, { address: DEFAULT_CLUSTER_ADDRESS, namespace });
+  const options = temporalConnectionOptions(endpoint, fs.readFileSync);
+  const admin = await Connection.connect({ ...options, connectTimeout: 10_000 });
+  try {
+    await ensureNamespace(admin, namespace, 1);
+    await registerSearchAttributes(admin, namespace);
+  } finally {
+    await admin.close();
+  }
+  const env = await TestWorkflowEnvironment.createFromExistingServer({
+    address: endpoint.address,
+    namespace,
+    connectionOptions: { tls: options.tls, ...(options.apiKey !== undefined ? { apiKey: options.apiKey } : {}) },
+  });
+  return {
+    env,
+    address: endpoint.address,
+    dropNamespace: async () => {
+      await env.connection.operatorService.deleteNamespace({ namespace }).catch(() => undefined);
+    },
+  };
 }
 
 interface ClusterState {

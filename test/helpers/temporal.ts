@@ -3,6 +3,7 @@ import { TestWorkflowEnvironment } from '@temporalio/testing';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { Kysely } from 'kysely';
 import { requireTemporalBinary, freePort } from '../../scripts/temporal-server';
+import { existingClusterEnvironment } from '../../scripts/temporal-cluster';
 import { SEARCH_ATTRIBUTES } from '../../api/search-attributes';
 import { SchedulerClient } from '../../api/client';
 import { createRegionWorker, type RegionWorker, type RegionWorkerOptions } from '../../worker/worker';
@@ -11,7 +12,15 @@ import { WORKFLOW_BUNDLE } from './global-setup';
 import type { CycleOptions } from '../../activities/cycle';
 import type { JobSpec, JobStatus } from '../../api/types';
 
-export const NAMESPACE = 'sched-test';
+/**
+ * TEMPORAL_TARGET=cluster runs against an existing cluster (TEMPORAL_ADDRESS and the TLS variables;
+ * `npm run temporal:cluster` starts one) instead of a dev server per file; each file then gets a
+ * namespace of its own there.
+ */
+const TARGET = process.env.TEMPORAL_TARGET ?? 'dev';
+if (TARGET !== 'dev' && TARGET !== 'cluster') throw new Error(`TEMPORAL_TARGET ${JSON.stringify(TARGET)} must be dev or cluster`);
+
+export const NAMESPACE = TARGET === 'cluster' ? `sched-test-${process.pid}-${Date.now() % 1_000_000}` : 'sched-test';
 
 // Tests keep the SDK quiet unless something goes wrong.
 Runtime.install({ logger: new DefaultLogger('WARN') });
@@ -31,6 +40,7 @@ export interface TemporalHarness {
 }
 
 export async function startTemporal(taskQueue: string): Promise<TemporalHarness> {
+  if (TARGET === 'cluster') return harness(taskQueue, await existingClusterEnvironment(NAMESPACE));
   const port = await freePort();
   const env = await TestWorkflowEnvironment.createLocal({
     server: {
@@ -41,11 +51,19 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
       searchAttributes: SEARCH_ATTRIBUTES,
     },
   });
+  return harness(taskQueue, { env, address: `127.0.0.1:${port}` });
+}
+
+function harness(
+  taskQueue: string,
+  server: { env: TestWorkflowEnvironment; address: string; dropNamespace?(): Promise<void> },
+): TemporalHarness {
+  const { env, address } = server;
   const client = new SchedulerClient({ connection: env.connection, namespace: NAMESPACE, taskQueue, region: REGION });
   const workers: Array<{ worker: RegionWorker; done: Promise<void> }> = [];
   return {
     env,
-    address: `127.0.0.1:${port}`,
+    address,
     client,
     taskQueue,
     async startWorker(db, cycle, more) {
@@ -67,6 +85,7 @@ export async function startTemporal(taskQueue: string): Promise<TemporalHarness>
     async teardown() {
       for (const w of workers) if (w.worker.getState() === 'RUNNING') w.worker.shutdown();
       await Promise.allSettled(workers.map((w) => w.done));
+      await server.dropNamespace?.();
       await env.teardown();
     },
   };
