@@ -15,6 +15,7 @@ export const FAILPOINTS = [
   'handoff.copy.activated', // the copy joined the peer queue; the activity has not returned
   'handoff.copy.ending', // the copy ended; the home is about to be told
   'job.requeue', // a requeue's release is about to start (the job shows `releasing`)
+  'autoscale.provisioned', // a provisioning request is recorded at the provider; the activity has not returned
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

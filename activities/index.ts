@@ -24,6 +24,10 @@ import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inven
 import * as handoff from './handoff';
 import type { HandoffDecision, HandoffOrigin } from '../api/messages';
 import type { InventorySummary } from '../api/peers';
+import type { AutoscalerLimits, ProviderConfig } from '../api/autoscaler';
+import { Providers } from './providers';
+import type { PlacementObjective } from '../scheduling/capacity';
+import { addScalableDevices, observeProviders, planCapacity, provisionCapacity, recordSettings, releaseIdleNode } from './autoscale';
 
 export type { Admitted, AdmissionResult } from './admission';
 export { DEFAULT_PREEMPT_GRACE_MS } from './cycle';
@@ -40,18 +44,34 @@ export interface ActivityDeps {
   cycle?: CycleOptions;
   /** The region's peers (none: a region on its own). */
   peers?: PeerLinks;
+  /** Capacity providers besides the owned fleet (none: the fleet is fixed). */
+  providers?: ProviderConfig[];
+  /** How placement weighs price (default `cost`: no change while every node costs 0). */
+  objective?: PlacementObjective;
 }
 
-export function createActivities({ db, region: name, client, taskQueue, policy, executor, cycle, peers }: ActivityDeps) {
+export function createActivities({
+  db,
+  region: name,
+  client,
+  taskQueue,
+  policy,
+  executor,
+  cycle,
+  peers,
+  providers: providerConfigs,
+  objective,
+}: ActivityDeps) {
   const region = regionOf({
     name,
     db,
     client,
     taskQueue,
-    allocator: new Allocator(db, { policy, region: name }),
+    allocator: new Allocator(db, { policy, region: name, objective }),
     executor: executor ?? new SimulatedExecutor(db),
     peers: peers ?? new PeerLinks(name, []),
   });
+  const providers = new Providers(db, providerConfigs ?? []);
 
   return {
     // --- a job's lifecycle (admission.ts, jobs.ts, allocator/) --------------------------------
@@ -132,6 +152,7 @@ export function createActivities({ db, region: name, client, taskQueue, policy, 
     /** Sends this region's summary to every peer at once; an unreachable peer is reported, not waited for. */
     async publishSummary(): Promise<Record<string, { ok: true; version: number } | { ok: false; error: string }>> {
       const summary = await summarizeInventory(db, name);
+      await addScalableDevices(db, name, providers, summary);
       const sent = await Promise.all(
         region.peers.names.map(async (peer) => {
           try {
@@ -154,6 +175,29 @@ export function createActivities({ db, region: name, client, taskQueue, policy, 
       return Object.fromEntries(
         [...(await readPeerSummaries(db))].map(([k, v]) => [k, { version: v.summary.version, receivedAt: v.receivedAt }]),
       );
+    },
+
+    // --- the autoscaler (autoscale.ts, providers/) -------------------------------------------
+    /** The providers configured and their offerings in this region. */
+    async autoscaleProviders() {
+      return { providers: providers.names, offerings: providers.offerings(name) };
+    },
+    /** Applies what the providers report (nodes ready, failed requests, reclaim notices, nodes lost), each event once. */
+    async autoscaleObserve() {
+      return observeProviders(region, providers);
+    },
+    /** Reads demand waiting for capacity and capacity on its way; proposes requests and names idle nodes. */
+    async autoscalePlan(limits: AutoscalerLimits, paused: boolean, now: number) {
+      await recordSettings(db, name, limits, paused);
+      return planCapacity(region, providers, limits, now);
+    },
+    /** One provisioning request, idempotent on its request id. */
+    async autoscaleProvision(r: { requestId: string; provider: string; offering: string; count: number }) {
+      return provisionCapacity(providers, r);
+    },
+    /** Cordons, checks and releases a provider node idle past the limit (never one holding work). */
+    async autoscaleRelease(node: string) {
+      return releaseIdleNode(region, providers, node);
     },
 
     // --- handoff, at home (handoff.ts) ----------------------------------------------------------

@@ -2,6 +2,7 @@
 import type { ColumnType, Generated, Insertable, Selectable } from 'kysely';
 import type { JobSpec, StoredJobState } from '../api/types';
 import type { InventorySummary } from '../api/peers';
+import type { AutoscalerLimits } from '../api/autoscaler';
 
 export type NodeState = 'ready' | 'cordoned' | 'draining' | 'down';
 export type AcceleratorFamily = 'gpu' | 'npu';
@@ -45,6 +46,15 @@ export interface NodesTable {
   memory_mib: ColumnType<number | null, number | null | undefined, number | null>;
   /** Kept by trigger: memory_mib minus what allocations hold. */
   free_memory_mib: ColumnType<number | null, never, never>;
+  /** The provider the node belongs to (`owned` for the owned fleet), and what it was provisioned as. */
+  provider: Generated<string>;
+  offering: ColumnType<string | null, string | null | undefined, string | null>;
+  provision_request: ColumnType<string | null, string | null | undefined, string | null>;
+  /** Price of one of its devices for an hour (0: owned). */
+  price_per_device_hour: Generated<number>;
+  spot: Generated<boolean>;
+  /** Since when it holds nothing, as the autoscaler last saw (NULL: busy, or not watched). */
+  idle_since: ColumnType<Date | null, Date | null | undefined, Date | null>;
 }
 
 export interface JobsTable {
@@ -159,6 +169,62 @@ export interface ReservationsTable {
   created_at: ColumnType<Date, Date | undefined, never>;
 }
 
+export type ProvisionState = 'provisioning' | 'fulfilled' | 'partial' | 'failed';
+
+/** A provisioning request, keyed by the caller's request id (a retry finds the row). */
+export interface ProvisionRequestsTable {
+  request_id: string;
+  provider: string;
+  offering: string;
+  region: string;
+  count: number;
+  state: ProvisionState;
+  outcome_granted: number;
+  outcome_error: string | null;
+  granted: number | null;
+  error: string | null;
+  requested_at: ColumnType<Date, Date | undefined, Date>;
+  ready_at: Date;
+  settled_at: Date | null;
+}
+
+export type ProviderNodeState = 'running' | 'released' | 'reclaimed' | 'lost';
+
+export interface ProviderNodesTable {
+  name: string;
+  provider: string;
+  offering: string;
+  request_id: string;
+  idx: number;
+  region: string;
+  state: ProviderNodeState;
+  ready_at: Date;
+  notice_at: Date | null;
+  reclaim_at: Date | null;
+  noticed: Generated<boolean>;
+  ended_at: Date | null;
+}
+
+export interface ProviderEventsTable {
+  id: Generated<string>;
+  provider: string;
+  region: string;
+  kind: 'node-ready' | 'provisioning-failed' | 'node-lost' | 'spot-reclaim-notice';
+  request_id: string | null;
+  node: string | null;
+  reclaim_at: Date | null;
+  detail: string | null;
+  at: Generated<Date>;
+  handled_at: Date | null;
+}
+
+export interface AutoscalerSettingsTable {
+  region: string;
+  limits: ColumnType<AutoscalerLimits, string, string>;
+  paused: boolean;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
 export interface Database {
   accelerator_types: AcceleratorTypesTable;
   clusters: ClustersTable;
@@ -171,6 +237,10 @@ export interface Database {
   nominations: NominationsTable;
   reservations: ReservationsTable;
   peer_summaries: PeerSummariesTable;
+  provision_requests: ProvisionRequestsTable;
+  provider_nodes: ProviderNodesTable;
+  provider_events: ProviderEventsTable;
+  autoscaler_settings: AutoscalerSettingsTable;
 }
 
 export type NodeRow = Selectable<NodesTable>;

@@ -3,6 +3,7 @@
 // candidates; the policy decides.
 import type { PlacementPolicyName, ResourceRequest, Topology } from '../api/types';
 import { describeRequest } from '../api/units';
+import { costScore, type PlacementObjective } from './capacity';
 
 /** What a node has free: each device's share, and host CPU and memory when the node tracks them. */
 export interface NodeFree {
@@ -19,6 +20,10 @@ export interface CandidateNode extends NodeFree {
   name: string;
   pod: string;
   rack: string;
+  /** Its provider's price per device-hour (absent or 0: owned, free). */
+  pricePerDeviceHour?: number;
+  /** Spot capacity (premium work is kept off it by the allocator). */
+  spot?: boolean;
 }
 
 /** What one worker takes on its node: devices (whole or a share of one) and host CPU and memory. */
@@ -42,6 +47,8 @@ export interface PolicyContext {
   rng: () => number;
   /** Recent request shapes (weights sum to 1); used by the fragmentation-aware policy. */
   mix: MixShape[];
+  /** How price weighs in (scheduling/capacity.ts); absent: `cost`, which is no change while every node costs 0. */
+  objective?: PlacementObjective;
 }
 
 /** Scores placing one worker of `shape` on `node` using `fitted` devices (lower is better). */
@@ -196,7 +203,7 @@ function placeWithin(
     for (const node of current.values()) {
       if (request.antiAffinity && used.has(node.id)) continue;
       for (const fitted of fitOptions(node, request, policy)) {
-        const s = score(node, fitted, request, ctx);
+        const s = score(node, fitted, request, ctx) + costScore(node, fitted.length, ctx.objective);
         if (s < bestScore || (s === bestScore && bestNode && node.id < bestNode.id)) {
           bestScore = s;
           bestNode = node;
@@ -215,7 +222,7 @@ function placeWithin(
 }
 
 function fullContext(request: ResourceRequest, ctx: Partial<PolicyContext>): PolicyContext {
-  return { rng: ctx.rng ?? Math.random, mix: ctx.mix?.length ? ctx.mix : [shapeOf(request, 1)] };
+  return { rng: ctx.rng ?? Math.random, mix: ctx.mix?.length ? ctx.mix : [shapeOf(request, 1)], objective: ctx.objective };
 }
 
 /** The placement `policy` picks in `candidates` (one accelerator type), with its score; undefined when the request does not fit. */
@@ -232,7 +239,11 @@ function scoredPlacement(
     if (list) list.push(node);
     else domains.set(key, [node]);
   }
-  const ordered = [...domains.values()].sort((a, b) => a.reduce((s, n) => s + freeTotal(n), 0) - b.reduce((s, n) => s + freeTotal(n), 0));
+  // Cheapest domain first (all 0 without provider data), then tightest.
+  const price = (d: CandidateNode[]) => Math.min(...d.map((n) => costScore(n, 1, ctx.objective)));
+  const ordered = [...domains.values()].sort(
+    (a, b) => price(a) - price(b) || a.reduce((s, n) => s + freeTotal(n), 0) - b.reduce((s, n) => s + freeTotal(n), 0),
+  );
   for (const nodes of ordered) {
     const placed = placeWithin(nodes, request, policy, ctx);
     if (placed) return placed;

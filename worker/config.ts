@@ -4,6 +4,8 @@ import fs from 'node:fs';
 import { jobTaskQueue, regionNamespace } from '../api/ids';
 import { parsePeers, type PeerConfig } from '../api/peers';
 import { temporalEndpointFromEnv, type TemporalEndpoint } from '../api/temporal-connection';
+import { DEFAULT_AUTOSCALER_LIMITS, applyLimits, parseProviders, type AutoscalerLimits, type ProviderConfig } from '../api/autoscaler';
+import { PLACEMENT_OBJECTIVES, type PlacementObjective } from '../scheduling/capacity';
 
 export interface WorkerConfig {
   region: string;
@@ -22,6 +24,46 @@ export interface WorkerConfig {
   reconcile: { everyMs?: number; graceMs?: number };
   /** METRICS_PORT (and METRICS_HOST, default 127.0.0.1): serve /metrics, /healthz, /readyz; off when unset. */
   metrics?: { port: number; host: string };
+  /** Capacity providers (PROVIDERS or PROVIDERS_FILE) and the autoscaler (AUTOSCALE=on, AUTOSCALE_LIMITS). */
+  autoscale: AutoscaleConfig;
+  /** PLACEMENT_OBJECTIVE: `cost` (default: cheapest capacity first, owned first) or `packing` (price ignored). */
+  objective: PlacementObjective;
+}
+
+export interface AutoscaleConfig {
+  providers: ProviderConfig[];
+  /** Start the region's AutoscalerWorkflow (off unless AUTOSCALE=on). */
+  enabled: boolean;
+  limits?: Partial<AutoscalerLimits>;
+}
+
+/** Reads and checks the providers and the autoscaler's limits; every problem is named before the worker starts. */
+export function autoscaleFromEnv(env: NodeJS.ProcessEnv = process.env): AutoscaleConfig {
+  if (env.PROVIDERS && env.PROVIDERS_FILE) throw new Error('set PROVIDERS or PROVIDERS_FILE, not both');
+  const json = (name: string, text: string): unknown => {
+    try {
+      return JSON.parse(text);
+    } catch (err) {
+      throw new Error(`${name} is not JSON: ${(err as Error).message}`, { cause: err });
+    }
+  };
+  const text = env.PROVIDERS ?? (env.PROVIDERS_FILE ? fs.readFileSync(env.PROVIDERS_FILE, 'utf8') : undefined);
+  let providers: ProviderConfig[] = [];
+  if (text !== undefined) {
+    const parsed = parseProviders(json(env.PROVIDERS ? 'PROVIDERS' : `PROVIDERS_FILE ${env.PROVIDERS_FILE}`, text));
+    if (parsed.problems.length) throw new Error(`provider configuration refused: ${parsed.problems.join('; ')}`);
+    providers = parsed.providers;
+  }
+  const switched = env.AUTOSCALE ?? 'off';
+  if (!['on', 'off'].includes(switched)) throw new Error(`AUTOSCALE ${JSON.stringify(switched)} must be on or off`);
+  let limits: Partial<AutoscalerLimits> | undefined;
+  if (env.AUTOSCALE_LIMITS !== undefined) {
+    const change = json('AUTOSCALE_LIMITS', env.AUTOSCALE_LIMITS);
+    const checked = applyLimits(DEFAULT_AUTOSCALER_LIMITS, change, ['owned', ...providers.map((p) => p.name)]);
+    if (checked.problems.length) throw new Error(`AUTOSCALE_LIMITS refused: ${checked.problems.join('; ')}`);
+    limits = change as Partial<AutoscalerLimits>;
+  }
+  return { providers, enabled: switched === 'on', ...(limits ? { limits } : {}) };
 }
 
 /** Reads and checks the peer list; a problem stops the worker with every entry and field named. */
@@ -64,6 +106,8 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfi
     ...(env.METRICS_PORT !== undefined
       ? { metrics: { port: tcpPort('METRICS_PORT', env.METRICS_PORT), host: env.METRICS_HOST ?? '127.0.0.1' } }
       : {}),
+    autoscale: autoscaleFromEnv(env),
+    objective: placementObjective(env.PLACEMENT_OBJECTIVE),
   };
 }
 
@@ -77,4 +121,11 @@ function tcpPort(name: string, value: string): number {
   const n = Number(value);
   if (!/^\d+$/.test(value) || n < 1 || n > 65535) throw new Error(`${name} ${JSON.stringify(value)} must be a TCP port, 1..65535`);
   return n;
+}
+
+function placementObjective(value: string | undefined): PlacementObjective {
+  const v = (value ?? 'cost') as PlacementObjective;
+  if (!PLACEMENT_OBJECTIVES.includes(v))
+    throw new Error(`PLACEMENT_OBJECTIVE ${JSON.stringify(value)} must be one of ${PLACEMENT_OBJECTIVES.join(', ')}`);
+  return v;
 }

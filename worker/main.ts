@@ -31,6 +31,8 @@ async function main(): Promise<void> {
     publishEveryMs: config.publishEveryMs,
     reconcile: config.reconcile,
     metrics: config.metrics,
+    autoscale: config.autoscale,
+    objective: config.objective,
     identity: `${config.region}-worker-${process.pid}`,
   });
   log.info(

@@ -14,6 +14,8 @@ import type { PeerConfig } from '../api/peers';
 import { PeerLinks } from '../activities/peers';
 import type { CycleOptions } from '../activities/cycle';
 import { startWorkerMetrics, type MetricsServer } from './metrics-server';
+import { autoscalerWorkflowId, type AutoscalerLimits, type ProviderConfig } from '../api/autoscaler';
+import type { PlacementObjective } from '../scheduling/capacity';
 
 export interface RegionWorkerOptions {
   connection: NativeConnection;
@@ -39,6 +41,10 @@ export interface RegionWorkerOptions {
   reconcile?: { everyMs?: number; graceMs?: number };
   /** Serve /metrics, /healthz and /readyz on this port (0: any free port); none when absent. */
   metrics?: { port: number; host?: string };
+  /** Capacity providers, and whether to start the region's autoscaler (off when absent). */
+  autoscale?: { providers: ProviderConfig[]; enabled: boolean; limits?: Partial<AutoscalerLimits> };
+  /** How placement weighs price (default `cost`). */
+  objective?: PlacementObjective;
 }
 
 /**
@@ -91,7 +97,17 @@ export async function createRegionWorker(o: RegionWorkerOptions): Promise<Region
   const peers = new PeerLinks(o.region, o.peers ?? []);
   const activities = {
     ...o.extraActivities,
-    ...createActivities({ db: o.db, region: o.region, policy: o.policy, client: o.client, taskQueue: o.taskQueue, cycle: o.cycle, peers }),
+    ...createActivities({
+      db: o.db,
+      region: o.region,
+      policy: o.policy,
+      client: o.client,
+      taskQueue: o.taskQueue,
+      cycle: o.cycle,
+      peers,
+      providers: o.autoscale?.providers,
+      objective: o.objective,
+    }),
   };
   const common = {
     connection: o.connection,
@@ -113,6 +129,7 @@ export async function createRegionWorker(o: RegionWorkerOptions): Promise<Region
   });
   if (peers.names.length) await ensurePeerExchange(o.client, o.region, o.taskQueue, o.publishEveryMs);
   await ensureReconciler(o.client, o.region, o.taskQueue, o.reconcile);
+  if (o.autoscale?.enabled) await ensureAutoscaler(o.client, o.region, o.taskQueue, o.autoscale.limits);
   const metrics = o.metrics && (await startWorkerMetrics({ region: o.region, db: o.db, connection: o.connection, ...o.metrics }));
   return new RegionWorker(jobs, scheduler, peers, metrics);
 }
@@ -142,6 +159,24 @@ export async function ensureReconciler(
       workflowId: reconcilerWorkflowId(region),
       taskQueue: schedulerTaskQueue(taskQueue),
       args: [{ region, ...pace }],
+    });
+  } catch (err) {
+    if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;
+  }
+}
+
+/** Starts the region's autoscaler unless it runs already (every worker with autoscaling on asks; one runs). */
+export async function ensureAutoscaler(
+  client: Client,
+  region: string,
+  taskQueue: string,
+  limits?: Partial<AutoscalerLimits>,
+): Promise<void> {
+  try {
+    await client.workflow.start('AutoscalerWorkflow', {
+      workflowId: autoscalerWorkflowId(region),
+      taskQueue: schedulerTaskQueue(taskQueue),
+      args: [{ region, ...(limits ? { limits } : {}) }],
     });
   } catch (err) {
     if (!(err instanceof WorkflowExecutionAlreadyStartedError)) throw err;

@@ -4,3 +4,4 @@ export { RegionSchedulerWorkflow } from './scheduler';
 export { ReservationWorkflow } from './reservation';
 export { PeerExchangeWorkflow } from './exchange';
 export { ReconcilerWorkflow } from './reconciler';
+export { AutoscalerWorkflow } from './autoscaler';

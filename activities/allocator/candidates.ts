@@ -50,7 +50,18 @@ export async function findCandidates(
           let q = fitting(
             eb
               .selectFrom('nodes')
-              .select(['id', 'name', 'pod', 'rack', 'accelerator_type', 'free_milli', 'free_cpu_milli', 'free_memory_mib']),
+              .select([
+                'id',
+                'name',
+                'pod',
+                'rack',
+                'accelerator_type',
+                'free_milli',
+                'free_cpu_milli',
+                'free_memory_mib',
+                'spot',
+                'price_per_device_hour',
+              ]),
           );
           switch (policy) {
             case 'first-fit':
@@ -101,6 +112,8 @@ export async function findCandidates(
       freeMilli: r.free_milli,
       freeCpuMilli: r.free_cpu_milli ?? undefined,
       freeMemoryMib: r.free_memory_mib ?? undefined,
+      ...(r.spot ? { spot: true } : {}),
+      ...(r.price_per_device_hour ? { pricePerDeviceHour: r.price_per_device_hour } : {}),
     });
   return out;
 }

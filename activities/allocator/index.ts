@@ -38,6 +38,7 @@ export class Allocator {
       candidateLimit: o.candidateLimit ?? 32,
       mix: new RecentMix(o.mixWindow ?? 2000),
       region: o.region ?? 'local',
+      objective: o.objective,
     };
     this.where = o.region ? `region ${o.region}` : 'this region';
     this.shape = new InventoryShape(db);

@@ -7,6 +7,7 @@ import type { AllocateResult, Placement, PlacementPolicyName, Tier } from '../..
 import { badRequest, staleEpoch, unknownJob } from '../../api/errors';
 import { chooseAmongTypes, type CandidateNode, type RecentMix, type TypeChoice, type WorkerChoice } from '../../scheduling/placement';
 import { applyCharge, checkQuota } from '../../scheduling/quota';
+import { tierMayUse, type PlacementObjective } from '../../scheduling/capacity';
 import { candidatePageSize, hostNeed, requestMilli, wholeDevicesPerNode } from '../../scheduling/geometry';
 import { ReservationLedger } from '../reservations';
 import { findCandidates } from './candidates';
@@ -32,6 +33,8 @@ export interface PlacementSettings {
   mix: RecentMix;
   /** The region the metrics name. */
   region: string;
+  /** How price weighs in (scheduling/capacity.ts). */
+  objective?: PlacementObjective;
 }
 
 const LIVE_FOR_PLACEMENT = new Set(['submitted', 'waiting', 'placed', 'running']);
@@ -190,9 +193,10 @@ export class PlacementTransaction {
     let capacityShort = false;
     let reserved = false;
     const usable = (pool: Map<number, CandidateNode>): CandidateNode[] =>
-      this.nominated.size
+      (this.nominated.size
         ? [...pool.values()].filter((n) => this.nominated.get(n.id)?.has(input.jobId) ?? !this.nominated.has(n.id))
-        : [...pool.values()];
+        : [...pool.values()]
+      ).filter((n) => tierMayUse(job.tier, n));
     const whole = request.devicesPerWorker > 0;
     const host = hostNeed(request);
     const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
@@ -252,7 +256,7 @@ export class PlacementTransaction {
           types.map((t) => ({ type: t.type, candidates: usable(t.pool) })),
           request,
           policy,
-          { mix: this.settings.mix.shapes() },
+          { mix: this.settings.mix.shapes(), objective: this.settings.objective },
         );
       let choice = decide();
       for (let pages = 0; !choice.ok && pages < 8; pages++) {

@@ -1,6 +1,7 @@
 // The allocator's public shapes: what it is asked, what it answers, and the hooks a scheduling
 // cycle decides with while a batch is placed.
 import type { AllocateResult, PlacementPolicyName, ResourceRequest } from '../../api/types';
+import type { PlacementObjective } from '../../scheduling/capacity';
 
 export interface AllocateInput {
   jobId: string;
@@ -23,6 +24,8 @@ export interface AllocatorOptions {
   candidateLimit?: number;
   /** Requests remembered as the workload mix for the fragmentation-aware policy. */
   mixWindow?: number;
+  /** How price weighs in placement (scheduling/capacity.ts; default `cost`). */
+  objective?: PlacementObjective;
 }
 
 /**
