@@ -11,6 +11,7 @@ import * as m0006 from './migrations/0006_global';
 import * as m0007 from './migrations/0007_reliability';
 import * as m0008 from './migrations/0008_queue_index';
 import * as m0009 from './migrations/0009_quota_usage';
+import * as m0010 from './migrations/0010_service';
 import * as m0011 from './migrations/0011_providers';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/scheduler';
@@ -26,6 +27,7 @@ const migrations: Record<string, Migration> = {
   '0007_reliability': m0007,
   '0008_queue_index': m0008,
   '0009_quota_usage': m0009,
+  '0010_service': m0010,
   '0011_providers': m0011,
 };
 const provider: MigrationProvider = { getMigrations: async () => migrations };

@@ -225,6 +225,55 @@ export interface AutoscalerSettingsTable {
   updated_at: ColumnType<Date, Date | undefined, Date>;
 }
 
+export type ApiRole = 'submitter' | 'operator' | 'admin';
+
+/** An API key: only the sha256 of the whole key is kept; `tenant` is the subtree it acts on (`*`: every tenant). */
+export interface ApiKeysTable {
+  id: string;
+  name: string;
+  tenant: string;
+  role: ApiRole;
+  secret_sha256: string;
+  created_by: string;
+  created_at: ColumnType<Date, Date | undefined, never>;
+  revoked_at: ColumnType<Date | null, Date | null | undefined, Date | null>;
+  revoked_by: ColumnType<string | null, string | null | undefined, string | null>;
+}
+
+/** One operator or admin action taken through the HTTP API; append-only. */
+export interface AuditLogTable {
+  id: Generated<string>;
+  at: ColumnType<Date, Date | undefined, never>;
+  actor: string;
+  actor_kind: 'api-key' | 'oidc' | 'bootstrap';
+  role: ApiRole;
+  action: string;
+  target: string;
+  tenant: string | null;
+  reason: string;
+  outcome: 'ok' | 'refused' | 'failed';
+  detail: string | null;
+  request: ColumnType<Record<string, unknown>, string | undefined, never>;
+}
+
+/** Limits on a tenant subtree's submissions; NULL: the nearest ancestor's, else the API's default. */
+export interface TenantLimitsTable {
+  tenant: string;
+  max_queued_jobs: number | null;
+  submit_per_second: number | null;
+  submit_burst: number | null;
+  updated_at: ColumnType<Date, Date | undefined, Date>;
+}
+
+/** The spec hash a job id was first submitted with through the HTTP API (idempotent submits). */
+export interface ApiSubmissionsTable {
+  job_id: string;
+  tenant: string;
+  spec_sha256: string;
+  submitted_by: string;
+  created_at: ColumnType<Date, Date | undefined, never>;
+}
+
 export interface Database {
   accelerator_types: AcceleratorTypesTable;
   clusters: ClustersTable;
@@ -232,6 +281,10 @@ export interface Database {
   jobs: JobsTable;
   allocations: AllocationsTable;
   tenants: TenantsTable;
+  api_keys: ApiKeysTable;
+  audit_log: AuditLogTable;
+  tenant_limits: TenantLimitsTable;
+  api_submissions: ApiSubmissionsTable;
   quotas: QuotasTable;
   executions: ExecutionsTable;
   nominations: NominationsTable;
