@@ -16,6 +16,7 @@ export const FAILPOINTS = [
   'handoff.copy.ending', // the copy ended; the home is about to be told
   'job.requeue', // a requeue's release is about to start (the job shows `releasing`)
   'autoscale.provisioned', // a provisioning request is recorded at the provider; the activity has not returned
+  'cycle.running', // a scheduling cycle started on this worker and has not read the queue yet
 ] as const;
 export type Failpoint = (typeof FAILPOINTS)[number];
 

@@ -20,6 +20,7 @@ import { setNodeState } from './nodes';
 import { watchRun, type RunOutcome } from './run-watch';
 import { activityLog, finishJob, regionOf } from './region';
 import { PeerLinks } from './peers';
+import { failpoint } from './failpoints';
 import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
 import * as handoff from './handoff';
 import type { HandoffDecision, HandoffOrigin } from '../api/messages';
@@ -127,8 +128,11 @@ export function createActivities({
      * a workflow timer: a server timer of a few milliseconds was seen to fire minutes late under load).
      */
     async scheduleCycle(debounceMs?: number): Promise<CycleSummary> {
-      if (debounceMs !== undefined && debounceMs > 0) await new Promise((r) => setTimeout(r, Math.min(debounceMs, 5_000)));
-      return scheduleCycle(region, cycle);
+      return whileHeartbeating(async () => {
+        await failpoint('cycle.running');
+        if (debounceMs !== undefined && debounceMs > 0) await new Promise((r) => setTimeout(r, Math.min(debounceMs, 5_000)));
+        return scheduleCycle(region, cycle);
+      });
     },
     /** Sets a node's state; a drain also sends every job on it back to the queue. */
     async setNodeState(node: string, state: NodeState) {
@@ -254,3 +258,28 @@ export function createActivities({
 }
 
 export type SchedulerActivities = ReturnType<typeof createActivities>;
+
+/** How often a running cycle tells the server it is alive (well inside the scheduler's heartbeat timeout). */
+export const CYCLE_HEARTBEAT_MS = 1_000;
+
+/**
+ * Runs `work`, heartbeating every CYCLE_HEARTBEAT_MS while it runs, so the server learns within
+ * the workflow's heartbeat timeout that a worker died mid-cycle and retries the cycle on another
+ * (or the restarted) worker, instead of waiting out the whole start-to-close timeout while the
+ * region places nothing. Outside an activity (called directly) it just runs `work`.
+ */
+async function whileHeartbeating<T>(work: () => Promise<T>): Promise<T> {
+  let ctx: Context | undefined;
+  try {
+    ctx = Context.current();
+  } catch {
+    return work();
+  }
+  ctx.heartbeat();
+  const timer = setInterval(() => ctx.heartbeat(), CYCLE_HEARTBEAT_MS);
+  try {
+    return await work();
+  } finally {
+    clearInterval(timer);
+  }
+}
