@@ -182,7 +182,8 @@ const portFree = (port: number): Promise<boolean> =>
 /** A base port with the ten ports above it free (for tests that start their own server). */
 export async function freePortBlock(): Promise<number> {
   for (let attempt = 0; attempt < 50; attempt++) {
-    const base = 20_000 + Math.floor(Math.random() * 20_000);
+    // Below 32758: the server stores membership ports as a PostgreSQL smallint.
+    const base = 20_000 + Math.floor(Math.random() * 12_000);
     let ok = true;
     for (let p = base; p < base + 10 && ok; p++) ok = await portFree(p);
     if (ok) return base;
@@ -271,6 +272,24 @@ export async function stopPid(pid: number): Promise<void> {
   }
 }
 
+/** The last `n` lines of the server's JSON log, as level, message and error only. */
+function lastLogLines(file: string, n: number): string {
+  return fs
+    .readFileSync(file, 'utf8')
+    .trimEnd()
+    .split('\n')
+    .slice(-n)
+    .map((line) => {
+      try {
+        const e = JSON.parse(line) as { level?: string; msg?: string; error?: string };
+        return `${e.level}: ${e.msg}${e.error ? `: ${e.error}` : ''}`.slice(0, 400);
+      } catch {
+        return line.slice(0, 400);
+      }
+    })
+    .join('\n');
+}
+
 /** Waits until the frontend answers (over the given connection options), or `child` dies, or `ms` pass. */
 export async function waitForFrontend(
   options: TemporalConnectionOptions,
@@ -280,8 +299,10 @@ export async function waitForFrontend(
 ): Promise<Connection> {
   const deadline = Date.now() + ms;
   for (;;) {
-    if (child && child.exitCode !== null)
-      throw new Error(`temporal-server exited with code ${child.exitCode}${logFile ? `; see ${logFile}` : ''}`);
+    if (child && child.exitCode !== null) {
+      const tail = logFile && fs.existsSync(logFile) ? lastLogLines(logFile, 3) : '';
+      throw new Error(`temporal-server exited with code ${child.exitCode}${logFile ? `; the end of ${logFile}:\n${tail}` : ''}`);
+    }
     try {
       const conn = await Connection.connect({ ...options, connectTimeout: 2_000 });
       try {
@@ -405,8 +426,9 @@ function parseArgs(argv: string[]): Args {
     else
       throw new Error(`unknown argument ${flag}: usage: temporal-cluster [--port N] [--shards N] [--namespace NS]... [--reset] | --stop`);
   }
-  if (!Number.isInteger(a.port) || a.port < 1024 || a.port > 65525)
-    throw new Error(`--port ${a.port} must be a whole number from 1024 to 65525`);
+  // The server stores membership ports in a PostgreSQL smallint, so the ten ports stay below 32768.
+  if (!Number.isInteger(a.port) || a.port < 1024 || a.port > 32758)
+    throw new Error(`--port ${a.port} must be a whole number from 1024 to 32758`);
   if (!Number.isInteger(a.shards) || a.shards < 1 || a.shards > 16384)
     throw new Error(`--shards ${a.shards} must be a whole number from 1 to 16384`);
   for (const ns of a.namespaces) if (!/^sched-[a-z0-9-]+$/.test(ns)) throw new Error(`--namespace ${ns} must be sched-<region>`);
