@@ -50,6 +50,8 @@ export async function audited<T>(
   try {
     result = await run();
   } catch (err) {
+    // Bad input found only by the backend (an unknown type, a rule the quota validation refuses) writes nothing, not even a row here.
+    if (err instanceof ApiError && err.code === 'bad-request') throw err;
     const refused = err instanceof ApiError && err.statusCode < 500;
     await backend.audit({ ...base, outcome: refused ? 'refused' : 'failed', detail: (err as Error).message.slice(0, 2000) });
     throw err;
