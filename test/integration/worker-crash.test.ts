@@ -117,9 +117,11 @@ test('a worker killed mid-cycle: the cycle is retried once its heartbeats stop, 
   const retried = await eventually(
     async () => {
       const history = await handle.fetchHistory();
-      return (history.events ?? [])
-        .map((e) => e.activityTaskStartedEventAttributes)
-        .find((a) => a && (a.attempt ?? 1) > 1 && a.lastFailure?.timeoutFailureInfo);
+      return (
+        (history.events ?? [])
+          .map((e) => e.activityTaskStartedEventAttributes)
+          .find((a) => a && (a.attempt ?? 1) > 1 && a.lastFailure?.timeoutFailureInfo) ?? undefined
+      );
     },
     'the cycle retried',
     90_000,
