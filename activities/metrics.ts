@@ -208,7 +208,7 @@ async function regionStates(): Promise<Array<[string, RegionState]>> {
 export async function withTimeout<T>(work: Promise<T>, ms: number, what: string): Promise<T> {
   let timer: NodeJS.Timeout | undefined;
   const expired = new Promise<never>((_, reject) => {
-    timer = setTimeout(() => reject(new Error(`${what}: no answer within ${ms} ms`)), ms);
+    timer = setTimeout(() => reject(new Error(`no answer within ${ms} ms (${what})`)), ms);
   });
   try {
     return await Promise.race([work, expired]);

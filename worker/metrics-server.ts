@@ -56,7 +56,7 @@ export function temporalProbe(connection: ConnectionLike, timeoutMs = DEFAULT_PR
 /** Runs every probe at once, each bounded by `timeoutMs`. */
 export async function checkReadiness(probes: Record<string, Probe>, timeoutMs = DEFAULT_PROBE_TIMEOUT_MS): Promise<Readiness> {
   const names = Object.keys(probes);
-  const results = await Promise.allSettled(names.map((n) => withTimeout(probes[n](), timeoutMs, n)));
+  const results = await Promise.allSettled(names.map((n) => withTimeout(probes[n](), timeoutMs, `${n} readiness check`)));
   const checks: Record<string, string> = {};
   const failed: string[] = [];
   results.forEach((r, i) => {
