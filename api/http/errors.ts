@@ -78,11 +78,15 @@ function fieldOf(instancePath: string, context: string): string {
     .slice(1)
     .map((p) => p.replace(/~1/g, '/').replace(/~0/g, '~'));
   let out = '';
-  for (const p of parts) out += /^\d+$/.test(p) ? `[${p}]` : out ? `.${p}` : p;
+  for (const p of parts) out = /^\d+$/.test(p) ? `${out}[${p}]` : join(out, p);
   return out || context;
 }
 
-const join = (base: string, name: string): string => (base ? `${base}.${name}` : name);
+/** `base.name`, or `base["odd name"]` for a name that is not a plain identifier (an empty key, say). */
+function join(base: string, name: string): string {
+  if (!/^[A-Za-z_$][\w$]*$/.test(name)) return `${base}[${JSON.stringify(name)}]`;
+  return base ? `${base}.${name}` : name;
+}
 
 /**
  * AJV's errors (all of them: the app runs AJV with allErrors) as problems, one per field and rule;
