@@ -11,6 +11,7 @@ import type { Database } from '../db/schema';
 import {
   capacityBlockedTypes,
   chooseScaleIn,
+  nextIdleDeadline,
   offeringCost,
   planScaleUp,
   scalableDevices,
@@ -183,6 +184,8 @@ export interface CapacityPlan {
   unmet: string[];
   /** Provider nodes idle past the limit, to release. */
   idle: string[];
+  /** When the next idle node reaches the limit (the workflow decides again then, not a period later). */
+  nextIdleAt?: number;
   inFlight: ProvisionRecord[];
   costPerHour: number;
 }
@@ -308,19 +311,17 @@ export async function planCapacity(region: Region, providers: Providers, limits:
     FROM nodes n LEFT JOIN allocations a ON a.node_id = n.id LEFT JOIN jobs j ON j.id = a.job_id
     WHERE n.provision_request IS NOT NULL
     GROUP BY n.id`.execute(db);
-  const idle = chooseScaleIn(
-    candidates.rows.map((c) => ({
-      name: c.name,
-      provider: c.provider,
-      state: c.state,
-      allocations: c.allocations,
-      premiumJobs: c.premium,
-      ...(c.idle_since ? { idleSince: c.idle_since.getTime() } : {}),
-    })),
-    now,
-    limits.idleLimitMs,
-    new Set([...providers.owned, OWNED]),
-  );
+  const seen = candidates.rows.map((c) => ({
+    name: c.name,
+    provider: c.provider,
+    state: c.state,
+    allocations: c.allocations,
+    premiumJobs: c.premium,
+    ...(c.idle_since ? { idleSince: c.idle_since.getTime() } : {}),
+  }));
+  const owned = new Set([...providers.owned, OWNED]);
+  const idle = chooseScaleIn(seen, now, limits.idleLimitMs, owned);
+  const nextIdleAt = nextIdleDeadline(seen, now, limits.idleLimitMs, owned);
   const inFlight = usage.inFlight.map((r) => ({
     requestId: r.requestId,
     provider: r.offering.provider,
@@ -343,6 +344,7 @@ export async function planCapacity(region: Region, providers: Providers, limits:
     covered: plan.covered.slice(0, 20),
     unmet: plan.unmet.slice(0, 20),
     idle,
+    ...(nextIdleAt !== undefined ? { nextIdleAt } : {}),
     inFlight,
     costPerHour: usage.costPerHour,
   };

@@ -389,6 +389,22 @@ export function chooseScaleIn(nodes: readonly ScaleInCandidate[], now: number, i
     .sort();
 }
 
+/** When the next provider node that holds nothing reaches the idle limit (epoch ms), so a release is not a period late; undefined: none. */
+export function nextIdleDeadline(
+  nodes: readonly ScaleInCandidate[],
+  now: number,
+  idleLimitMs: number,
+  owned: ReadonlySet<string>,
+): number | undefined {
+  let next: number | undefined;
+  for (const n of nodes)
+    if (!owned.has(n.provider) && n.allocations === 0 && n.idleSince !== undefined && (n.state === 'ready' || n.state === 'cordoned')) {
+      const due = n.idleSince + idleLimitMs;
+      if (due > now && (next === undefined || due < next)) next = due;
+    }
+  return next;
+}
+
 // --- what scaling could add -----------------------------------------------------------------------
 
 /**

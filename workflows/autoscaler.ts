@@ -62,6 +62,8 @@ export async function AutoscalerWorkflow(input: AutoscalerInput): Promise<void> 
   };
   status.limits = limits;
   let wake = false;
+  /** When the next idle node reaches the idle limit: the next decision is then, if sooner than a period. */
+  let nextIdleAt: number | undefined;
 
   setHandler(autoscalerStatusQuery, () => status);
   setHandler(pauseAutoscalerSignal, (reason) => {
@@ -103,7 +105,8 @@ export async function AutoscalerWorkflow(input: AutoscalerInput): Promise<void> 
       log.warn('autoscaler decision failed', { event: 'autoscaler.failed', region, error: status.lastError });
     }
     wake = false;
-    await condition(() => wake, status.limits.periodMs);
+    const idleDue = nextIdleAt === undefined ? Infinity : nextIdleAt - Date.now();
+    await condition(() => wake, Math.max(50, Math.min(status.limits.periodMs, idleDue)));
   }
   await continueAsNew<typeof AutoscalerWorkflow>({ region, carry: { chain, seq, lastScaleUpAt, status } });
 
@@ -112,6 +115,7 @@ export async function AutoscalerWorkflow(input: AutoscalerInput): Promise<void> 
     const now = Date.now();
     const lim = status.limits;
     const plan = await acts.autoscalePlan(lim, status.paused, now);
+    nextIdleAt = plan.nextIdleAt;
     status.decisions++;
     status.costPerHour = plan.costPerHour;
     status.inFlight = plan.inFlight;

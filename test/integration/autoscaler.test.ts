@@ -365,6 +365,11 @@ test('a worker killed while a provisioning request is in flight: the request is 
     };
     const waiting: JobSpec = { ...blocker, jobId: `${name}-wait`, durationMs: 2000 };
     await client.submit(blocker);
+    await eventually(
+      async () => ((await client.status(blocker.tenant, blocker.jobId)).phase === 'running' ? true : undefined),
+      'blocker running',
+      60_000,
+    );
     await client.submit(waiting);
     // The worker records the request at the cloud, then dies before the activity returns.
     const exited = await new Promise<number | null>((res) => first.child.once('exit', (_code, sig) => res(sig === 'SIGKILL' ? 9 : _code)));

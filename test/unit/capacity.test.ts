@@ -4,6 +4,7 @@
 import {
   capacityBlockedTypes,
   chooseScaleIn,
+  nextIdleDeadline,
   costScore,
   nodesForGang,
   planScaleUp,
@@ -225,6 +226,16 @@ describe('scale-in', () => {
       node('half-released', { state: 'cordoned' }),
     ];
     expect(chooseScaleIn(nodes, 60_000, 30_000, new Set(['owned']))).toEqual(['half-released', 'idle-long']);
+  });
+  test('the next decision is due when the next idle node reaches the limit, not a period later', () => {
+    const nodes = [
+      node('a', { idleSince: 50_000 }),
+      node('b', { idleSince: 40_000 }),
+      node('busy', { allocations: 1, idleSince: undefined }),
+      node('past'),
+    ];
+    expect(nextIdleDeadline(nodes, 60_000, 30_000, new Set())).toBe(70_000);
+    expect(nextIdleDeadline([node('busy', { allocations: 1, idleSince: undefined })], 60_000, 30_000, new Set())).toBeUndefined();
   });
 });
 
