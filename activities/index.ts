@@ -23,6 +23,7 @@ import { PeerLinks } from './peers';
 import { failpoint } from './failpoints';
 import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
 import * as handoff from './handoff';
+import { hintHandoffs } from './handoff-hints';
 import type { HandoffDecision, HandoffOrigin } from '../api/messages';
 import type { InventorySummary } from '../api/peers';
 import type { AutoscalerLimits, ProviderConfig } from '../api/autoscaler';
@@ -173,7 +174,17 @@ export function createActivities({
     },
     /** Keeps a peer's summary if newer than the one held; refuses a malformed, unknown or older one with the reason. */
     async storePeerSummary(summary: InventorySummary) {
-      return storePeerSummary(db, region.peers.names, summary);
+      const stored = await storePeerSummary(db, region.peers.names, summary);
+      // Then, beside (not inside) this activity, the waiting jobs a peer now has room for are told
+      // to look abroad: the sender's update is not held up, and a pass that fails is only advice lost.
+      if (stored.stored) {
+        const log = activityLog();
+        void hintHandoffs(region).then(
+          (told) => told.length && log.debug('told to look abroad', { event: 'handoff.hinted', from: summary.region, jobs: told.length }),
+          (err: unknown) => log.warn('look-abroad hints failed', { event: 'handoff.hint-failed', error: rootMessage(err) }),
+        );
+      }
+      return stored;
     },
     async peerSummaries() {
       return Object.fromEntries(

@@ -9,6 +9,7 @@ import {
   validateCancelReason,
   validateHandedJobEnded,
   validateHandoffDecision,
+  validateLookAbroadHint,
   validatePlacedDelivery,
   validatePreemptRequest,
   validatePriority,
@@ -21,6 +22,7 @@ import {
   handedJobEndedSignal,
   handoffDecisionQuery,
   handoffDecisionSignal,
+  lookAbroadSignal,
   pinUpdate,
   placedSignal,
   preemptSignal,
@@ -137,6 +139,13 @@ export function registerJobHandlers(job: JobRecord): void {
   });
 
   // --- handoff, at home ---
+  // Behind a patch: a hint that reached a job run by code without this handler was dropped, and
+  // its history replays without the early look it would cause here.
+  setHandler(lookAbroadSignal, (hint) => {
+    if (malformed(lookAbroadSignal.name, validateLookAbroadHint(hint))) return;
+    // A hint for a peer this job avoids (it refused lately) is no reason to look.
+    if (patched('look-abroad-hint') && !((job.avoid.get(hint.peer) ?? 0) > Date.now())) job.lookAbroadHinted = true;
+  });
   setHandler(handoffDecisionQuery, (epoch) => job.decisionFor(epoch));
   setHandler(handedJobEndedSignal, (ended) => {
     if (malformed(handedJobEndedSignal.name, validateHandedJobEnded(ended))) return;
