@@ -3,8 +3,7 @@
 // handoffs), and `startApiServer` to build and listen. Used by the process entry point
 // (worker/api-main.ts), the tests and the benchmark alike.
 import { WorkflowNotFoundError } from '@temporalio/client';
-import type { Kysely } from 'kysely';
-import { sql } from 'kysely';
+import { sql, type Kysely } from 'kysely';
 import type { FastifyBaseLogger } from 'fastify';
 import type { Database } from '../db/schema';
 import { InvalidJobSpecError, JobIdTakenError, OperatorActionRefusedError, type SchedulerClient } from '../api/client';
@@ -16,6 +15,10 @@ import { buildApiApp, type ApiApp } from '../api/http/app';
 import { createAuthenticator, type OidcConfig } from '../api/http/auth';
 import type { LimitDefaults } from '../api/http/limits';
 import * as admin from '../activities/admin';
+import { METRICS_CONTENT_TYPE, metricsText, recordHttpRequest, watchRegion } from '../activities/metrics';
+import { descendantsLikePattern } from '../api/tenants';
+import type { FleetNodeRow, FleetRows } from '../api/http/fleet';
+import { checkReadiness, databaseProbe, temporalProbe } from './metrics-server';
 
 /** The scheduler's own refusals, as the API answers them. */
 function asApiError(err: unknown): unknown {
@@ -36,6 +39,72 @@ const mapped =
       throw asApiError(err);
     }
   };
+
+/** How far back the fleet page's preemptions reach, and how many it lists. */
+const PREEMPTIONS_SINCE_MS = 60 * 60 * 1000;
+const PREEMPTIONS_SHOWN = 20;
+
+/**
+ * The fleet page's rows: every node with its free shares, the queued jobs of the caller's subtree,
+ * and the recent preemptions in it (standing nominations, and jobs sent back by one in the last hour).
+ */
+export async function readFleet(db: Kysely<Database>, scope: string): Promise<FleetRows> {
+  const within = (column: string) =>
+    scope === '*'
+      ? sql<boolean>`true`
+      : sql<boolean>`(${sql.ref(column)} = ${scope} OR ${sql.ref(column)} LIKE ${descendantsLikePattern(scope)})`;
+  const [nodes, waiting, preemptions] = await Promise.all([
+    db.selectFrom('nodes').select(['name', 'accelerator_type', 'state', 'pod', 'rack', 'device_count', 'free_milli']).execute(),
+    db
+      .selectFrom('jobs')
+      .select(['id', 'tenant', 'tier', 'priority', 'waiting_reason', 'enqueued_at'])
+      .select(sql<string[]>`ARRAY(SELECT jsonb_array_elements_text(spec::jsonb->'request'->'acceleratorTypes'))`.as('types'))
+      .select(
+        sql<number>`COALESCE((spec::jsonb->'request'->>'workers')::int * (spec::jsonb->'request'->>'devicesPerWorker')::int, 0)`.as(
+          'devices',
+        ),
+      )
+      .where('state', 'in', ['submitted', 'waiting', 'pending'])
+      .where(within('tenant'))
+      .orderBy('enqueued_at')
+      .limit(500)
+      .execute(),
+    sql<{ victim: string; tenant: string; tier: string; preemptor: string; at: Date; pending: boolean }>`
+      SELECT victim, tenant, tier, preemptor, at, pending FROM (
+        SELECT DISTINCT ON (m.victim) m.victim, j.tenant, j.tier, m.preemptor, m.created_at AS at, true AS pending
+          FROM nominations m JOIN jobs j ON j.id = m.victim
+         WHERE ${within('j.tenant')}
+         ORDER BY m.victim, m.created_at DESC
+        UNION ALL
+        SELECT j.id, j.tenant, j.tier, j.preempted_by[cardinality(j.preempted_by)], j.updated_at, false
+          FROM jobs j
+         WHERE cardinality(j.preempted_by) > 0 AND j.updated_at > now() - make_interval(secs => ${PREEMPTIONS_SINCE_MS / 1000})
+           AND NOT EXISTS (SELECT 1 FROM nominations m WHERE m.victim = j.id) AND ${within('j.tenant')}
+      ) p ORDER BY at DESC LIMIT ${PREEMPTIONS_SHOWN}`.execute(db),
+  ]);
+  return {
+    nodes: nodes.map((n) => ({
+      name: n.name,
+      acceleratorType: n.accelerator_type,
+      state: n.state as FleetNodeRow['state'],
+      pod: n.pod,
+      rack: n.rack,
+      deviceCount: n.device_count,
+      freeMilli: n.free_milli,
+    })),
+    waiting: waiting.map((w) => ({
+      jobId: w.id,
+      tenant: w.tenant,
+      tier: w.tier,
+      priority: w.priority,
+      acceleratorTypes: w.types,
+      devices: Number(w.devices),
+      waitingReason: w.waiting_reason,
+      enqueuedAt: w.enqueued_at,
+    })),
+    preemptions: preemptions.rows,
+  };
+}
 
 /** The backend of one region: its database and its scheduler client (whose peers it follows). */
 export function regionBackend(o: { db: Kysely<Database>; client: SchedulerClient; region: string }): ApiBackend {
@@ -102,15 +171,9 @@ export function regionBackend(o: { db: Kysely<Database>; client: SchedulerClient
     }),
 
     async ready() {
-      const database = await sql`SELECT 1`.execute(db).then(
-        () => true,
-        () => false,
-      );
-      const temporal = await client.temporal.workflowService.getSystemInfo({}).then(
-        () => true,
-        () => false,
-      );
-      return { database, temporal };
+      // The same bounded checks as a worker's /readyz: a hung database or frontend fails the check, not the probe's caller.
+      const r = await checkReadiness({ database: databaseProbe(db), temporal: temporalProbe(client.temporal.connection) });
+      return { database: r.checks.database === 'ok', temporal: r.checks.temporal === 'ok' };
     },
   };
 }
@@ -130,7 +193,33 @@ export interface ApiServerOptions {
 export async function createApiApp(o: ApiServerOptions): Promise<ApiApp> {
   const backend = regionBackend(o);
   const auth = createAuthenticator({ findKey: backend.findApiKey, bootstrapKey: o.bootstrapKey, oidc: o.oidc });
-  return buildApiApp({ backend, auth, logger: o.logger, limits: o.limits });
+  const app = await buildApiApp({
+    backend,
+    auth,
+    logger: o.logger,
+    limits: o.limits,
+    fleet: { read: (scope) => readFleet(o.db, scope) },
+  });
+  mountMetrics(app, o.region, o.db);
+  return app;
+}
+
+/**
+ * Prometheus text at /metrics (public, like /healthz: a scraper holds no key), every response counted
+ * and timed by route pattern (not raw URL, so ids do not explode the label set), and the region's
+ * queue, utilisation and job-state gauges read from its database at scrape time.
+ */
+function mountMetrics(app: ApiApp, region: string, db: Kysely<Database>): void {
+  app.get(
+    '/metrics',
+    { config: { public: true }, schema: { tags: ['service'], summary: 'Prometheus metrics (text exposition format)', hide: false } },
+    async (_req, reply) => reply.type(METRICS_CONTENT_TYPE).send(await metricsText()),
+  );
+  app.addHook('onResponse', async (req, reply) => {
+    recordHttpRequest(region, `${req.method} ${req.routeOptions.url ?? 'unmatched'}`, reply.statusCode, reply.elapsedTime / 1000);
+  });
+  const unwatch = watchRegion(region, db);
+  app.addHook('onClose', async () => unwatch());
 }
 
 /** Builds the app and listens on host:port (port 0: any free one); `url` is where it answers. */

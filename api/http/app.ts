@@ -15,6 +15,8 @@ import { jobRoutes } from './routes/jobs';
 import { reservationRoutes } from './routes/reservations';
 import { adminRoutes } from './routes/admin';
 import { nodeRoutes } from './routes/nodes';
+import { fleetRoutes } from './routes/fleet';
+import type { FleetSource } from './fleet';
 
 declare module 'fastify' {
   interface FastifyRequest {
@@ -36,6 +38,8 @@ export interface ApiAppOptions {
   limits?: LimitDefaults;
   /** Largest request body in bytes (default 1 MiB). */
   bodyLimit?: number;
+  /** Where the fleet page's rows come from; absent: no /fleet nor /v1/fleet. */
+  fleet?: FleetSource;
 }
 
 /** What every route plugin is given. */
@@ -144,5 +148,6 @@ export async function buildApiApp(o: ApiAppOptions): Promise<ApiApp> {
     },
     { prefix: '/v1' },
   );
+  if (o.fleet) await app.register(fleetRoutes({ region: o.backend.region, fleet: o.fleet }));
   return app;
 }
