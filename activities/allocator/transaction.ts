@@ -3,14 +3,14 @@
 // everything written in one statement at the end. Made afresh for each attempt of the transaction.
 import type { Insertable, Transaction } from 'kysely';
 import type { Database } from '../../db/schema';
-import type { AllocateResult, Placement, PlacementPolicyName, Tier } from '../../api/types';
+import type { AllocateResult, Placement, PlacementPolicyName, ResourceRequest, Tier } from '../../api/types';
 import { badRequest, staleEpoch, unknownJob } from '../../api/errors';
 import { chooseAmongTypes, type CandidateNode, type RecentMix, type TypeChoice, type WorkerChoice } from '../../scheduling/placement';
 import { applyCharge, checkQuota } from '../../scheduling/quota';
 import { tierMayUse, type PlacementObjective } from '../../scheduling/capacity';
 import { candidatePageSize, hostNeed, requestMilli, wholeDevicesPerNode } from '../../scheduling/geometry';
 import { ReservationLedger } from '../reservations';
-import { findCandidates } from './candidates';
+import { findCandidatePages, type CandidatePage } from './candidates';
 import { lockAndRead, lockQuota, type LockedJob, type LockedQuota } from './context';
 import { writePlacements } from './write';
 import type { AllocateInput, BatchHooks } from './types';
@@ -52,6 +52,8 @@ interface OpenType {
   charge: string[];
   pool: Map<number, CandidateNode>;
   reads: CandidateRead[];
+  poolKey: string;
+  need: string;
 }
 
 export class PlacementTransaction {
@@ -108,6 +110,7 @@ export class PlacementTransaction {
 
   /** Decides every input in order, then writes all the decisions in one statement. */
   async placeAll(inputs: readonly AllocateInput[], hooks: BatchHooks): Promise<ItemOutcome[]> {
+    await this.prefetch(inputs);
     const out: ItemOutcome[] = [];
     for (const input of inputs) out.push(await this.decide(input, hooks));
     await writePlacements(this.trx, {
@@ -118,6 +121,63 @@ export class PlacementTransaction {
       quota: this.quota,
     });
     return out;
+  }
+
+  /** Where a request's candidates of one type are kept: its pool (by type, labels and policy) and its shape's reads. */
+  private keysOf(request: ResourceRequest, type: string, policy: PlacementPolicyName): { pool: string; need: string } {
+    const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
+    const pool = `${type}|${labels}|${policy}`;
+    return { pool, need: `${pool}|${request.devicesPerWorker > 0 ? `w${wholeDevicesPerNode(request)}` : `s${request.milliPerWorker}`}` };
+  }
+
+  /**
+   * Reads, in one statement, the first page of candidates every request here will look at first
+   * (its first type when its types are a preference list, all of them when they are equally
+   * acceptable), for requests that will be decided (their job live, not yet placed). Pages of
+   * one shape are read once; a request whose reads come back short, or whose type is refused by
+   * quota or a reservation, reads further pages (or none) as it is decided.
+   */
+  private async prefetch(inputs: readonly AllocateInput[]): Promise<void> {
+    const wanted = new Map<string, { page: CandidatePage; pool: string; need: string; host: { cpu: number; memory: number } }>();
+    for (const input of inputs) {
+      const job = this.jobs.get(input.jobId);
+      if (!job || job.epoch > input.epoch || !LIVE_FOR_PLACEMENT.has(job.state) || this.existing.has(`${input.jobId}@${input.epoch}`))
+        continue;
+      const { request } = input;
+      const policy = input.policy ?? this.settings.defaultPolicy;
+      const host = hostNeed(request);
+      const types = (request.typePreference ?? 'ordered') === 'ordered' ? request.acceleratorTypes.slice(0, 1) : request.acceleratorTypes;
+      for (const type of types) {
+        const keys = this.keysOf(request, type, policy);
+        // A read that asked for no more host CPU and memory reads a superset: one per shape and host need.
+        const id = `${keys.need}|${host.cpu}|${host.memory}`;
+        if (!wanted.has(id))
+          wanted.set(id, { page: { type, request, policy, candidateLimit: this.settings.candidateLimit }, ...keys, host });
+      }
+    }
+    if (!wanted.size) return;
+    const list = [...wanted.values()];
+    const pages = await findCandidatePages(
+      this.trx,
+      list.map((w) => w.page),
+    );
+    list.forEach((w, i) =>
+      this.takePage(w.pool, w.need, w.host, candidatePageSize(w.page.request, this.settings.candidateLimit), pages[i]),
+    );
+  }
+
+  /** Records a page read for a shape, and adds its nodes to the pool (one object per node across pools). */
+  private takePage(poolKey: string, need: string, host: { cpu: number; memory: number }, pageSize: number, page: CandidateNode[]): void {
+    let pool = this.pools.get(poolKey);
+    if (!pool) this.pools.set(poolKey, (pool = new Map()));
+    let reads = this.reads.get(need);
+    if (!reads) this.reads.set(need, (reads = []));
+    reads.push({ ...host, exhausted: page.length < pageSize });
+    for (const c of page) {
+      const node = this.nodes.get(c.id) ?? c;
+      this.nodes.set(c.id, node);
+      pool.set(c.id, node);
+    }
   }
 
   private async decide(input: AllocateInput, hooks: BatchHooks): Promise<ItemOutcome> {
@@ -197,9 +257,7 @@ export class PlacementTransaction {
         ? [...pool.values()].filter((n) => this.nominated.get(n.id)?.has(input.jobId) ?? !this.nominated.has(n.id))
         : [...pool.values()]
       ).filter((n) => tierMayUse(job.tier, n));
-    const whole = request.devicesPerWorker > 0;
     const host = hostNeed(request);
-    const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
     const pageSize = candidatePageSize(request, this.settings.candidateLimit);
 
     /** A type this job may be placed on now (quota and reservations allow it), or undefined with the reason recorded. */
@@ -215,13 +273,12 @@ export class PlacementTransaction {
         reserved = true;
         return undefined;
       }
-      const poolKey = `${type}|${labels}|${policy}`;
-      let pool = this.pools.get(poolKey);
-      if (!pool) this.pools.set(poolKey, (pool = new Map()));
-      const need = `${poolKey}|${whole ? `w${wholeDevicesPerNode(request)}` : `s${request.milliPerWorker}`}`;
-      let shapeReads = this.reads.get(need);
-      if (!shapeReads) this.reads.set(need, (shapeReads = []));
-      return { type, charge: allowed.charge, pool, reads: shapeReads };
+      const keys = this.keysOf(request, type, policy);
+      let pool = this.pools.get(keys.pool);
+      if (!pool) this.pools.set(keys.pool, (pool = new Map()));
+      let shapeReads = this.reads.get(keys.need);
+      if (!shapeReads) this.reads.set(keys.need, (shapeReads = []));
+      return { type, charge: allowed.charge, pool, reads: shapeReads, poolKey: keys.pool, need: keys.need };
     };
     // Reads of a type's shape that asked for no more host CPU and memory than this request: they
     // read a superset of its candidates, so one that came back short covers it too.
@@ -229,23 +286,12 @@ export class PlacementTransaction {
     const exhausted = (t: OpenType): boolean => covering(t).some((r) => r.exhausted);
     const fetchPages = async (types: OpenType[]): Promise<void> => {
       // Next page of each type's candidates, past the nodes this transaction already holds: one statement for all types.
-      const pages = await findCandidates(
+      const pages = await findCandidatePages(
         this.trx,
-        types.map((t) => t.type),
-        request,
-        policy,
-        this.settings.candidateLimit,
+        types.map((t) => ({ type: t.type, request, policy, candidateLimit: this.settings.candidateLimit })),
         [...this.nodes.keys()],
       );
-      for (const t of types) {
-        const page = pages.get(t.type) ?? [];
-        t.reads.push({ ...host, exhausted: page.length < pageSize });
-        for (const c of page) {
-          const node = this.nodes.get(c.id) ?? c;
-          this.nodes.set(c.id, node);
-          t.pool.set(c.id, node);
-        }
-      }
+      types.forEach((t, i) => this.takePage(t.poolKey, t.need, host, pageSize, pages[i]));
     };
     /** The policy's choice over these types' candidates, reading further pages while nothing fits and some type has more. */
     const choose = async (types: OpenType[]): Promise<TypeChoice> => {
