@@ -24,6 +24,7 @@ import { failpoint } from './failpoints';
 import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
 import * as handoff from './handoff';
 import { hintHandoffs } from './handoff-hints';
+import { notePublished, publishIfLargeChange } from './publish-trigger';
 import type { HandoffDecision, HandoffOrigin } from '../api/messages';
 import type { InventorySummary } from '../api/peers';
 import type { AutoscalerLimits, ProviderConfig } from '../api/autoscaler';
@@ -132,7 +133,14 @@ export function createActivities({
       return whileHeartbeating(async () => {
         await failpoint('cycle.running');
         if (debounceMs !== undefined && debounceMs > 0) await new Promise((r) => setTimeout(r, Math.min(debounceMs, 5_000)));
-        return scheduleCycle(region, cycle);
+        const summary = await scheduleCycle(region, cycle);
+        // Beside the cycle, not in it: peers hear of a large change in free capacity now.
+        const log = activityLog();
+        void publishIfLargeChange(region).then(
+          (reason) => reason && log.debug('summary published early', { event: 'peers.publish-early', reason }),
+          (err: unknown) => log.warn('early publication not asked', { event: 'peers.publish-early-failed', error: rootMessage(err) }),
+        );
+        return summary;
       });
     },
     /** Sets a node's state; a drain also sends every job on it back to the queue. */
@@ -158,6 +166,7 @@ export function createActivities({
     async publishSummary(): Promise<Record<string, { ok: true; version: number } | { ok: false; error: string }>> {
       const summary = await summarizeInventory(db, name);
       await addScalableDevices(db, name, providers, summary);
+      notePublished(summary);
       const sent = await Promise.all(
         region.peers.names.map(async (peer) => {
           try {

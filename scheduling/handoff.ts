@@ -208,3 +208,26 @@ export function chooseHinted(
   }
   return out;
 }
+
+/** Free and total whole devices of one accelerator type, as a region last told its peers. */
+export type FreeByType = ReadonlyMap<string, { free: number; total: number }>;
+
+/** A change in free devices of a type at least this share of its devices (and ≥ 1 device) is large. */
+export const LARGE_CHANGE_SHARE = 0.1;
+
+/**
+ * Whether a region's free capacity moved enough since the summary it last published that its
+ * peers should hear now rather than at the next period: for some type, the free whole devices
+ * changed by ≥ LARGE_CHANGE_SHARE of its devices, or the type appeared or went. The reason, or
+ * undefined when the change is small.
+ */
+export function largeChange(published: FreeByType, now: FreeByType, share = LARGE_CHANGE_SHARE): string | undefined {
+  for (const [type, n] of now) {
+    const p = published.get(type);
+    if (!p) return `${type}: new since the last summary`;
+    const moved = Math.abs(n.free - p.free);
+    if (moved >= Math.max(1, Math.ceil(share * n.total))) return `${type}: ${p.free} → ${n.free} free of ${n.total}`;
+  }
+  for (const type of published.keys()) if (!now.has(type)) return `${type}: gone since the last summary`;
+  return undefined;
+}

@@ -8,7 +8,7 @@ import { defaultPayloadConverter } from '@temporalio/common';
 import { checkInvariants } from '../../db/invariants';
 import type { JobSpec, JobStatus } from '../../api/types';
 import type { InventorySummary } from '../../api/peers';
-import { offerSummaryUpdate } from '../../api/messages';
+import { offerSummaryUpdate, peerExchangeStatusQuery } from '../../api/messages';
 import { peerExchangeWorkflowId } from '../../api/ids';
 import type { SchedulerClient } from '../../api/client';
 import { Regions } from '../../scripts/regions';
@@ -108,6 +108,11 @@ describe('global scheduling across three regions', () => {
     const result = await us.result(s.tenant, s.jobId);
     expect(result).toMatchObject({ outcome: 'completed', region: 'eu' }); // the only peer with A100
     expect(await rowIn('us', s.jobId)).toMatchObject({ state: 'completed', handoff_peer: 'eu' });
+    // 4 of eu's 16 A100 placed, then freed: a large change, published before eu's period.
+    const eu = await regions.client('eu');
+    const exchange = await eu.temporal.workflow.getHandle(peerExchangeWorkflowId('eu')).query(peerExchangeStatusQuery);
+    expect(exchange.early).toBeGreaterThanOrEqual(1);
+    expect(exchange.lastEarlyReason).toMatch(/^A100: \d+ → \d+ free of 16$/);
     await us.cancel(blocker.tenant, blocker.jobId, 'test done');
     await us.result(blocker.tenant, blocker.jobId);
   });

@@ -1,5 +1,5 @@
 // Peer choice from inventory summaries, and the checks on summaries and peer configuration.
-import { chooseHinted, choosePeer, handoffPolicy, roomHere, type HeldSummary } from '../../scheduling/handoff';
+import { chooseHinted, choosePeer, handoffPolicy, largeChange, roomHere, type HeldSummary } from '../../scheduling/handoff';
 import { parsePeers, validateSummary, type InventorySummary, type TypeSummary } from '../../api/peers';
 import type { JobSpec } from '../../api/types';
 
@@ -216,5 +216,40 @@ describe('hints to look abroad', () => {
     // A stale summary (past its TTL) hints nothing.
     const stale = new Map([held('eu', { A100: type() }, 60_000)]);
     expect(chooseHinted(q, ['eu'], stale, { now: NOW, limit: 10 })).toEqual([]);
+  });
+});
+
+describe('publishing on large changes', () => {
+  const free = (entries: Array<[string, number, number]>) => new Map(entries.map(([type, f, total]) => [type, { free: f, total }]));
+
+  test('a move of 10% of the devices of a type is large; less is left to the period', () => {
+    const last = free([['A100', 40, 64]]);
+    expect(largeChange(last, free([['A100', 34, 64]]))).toBeUndefined(); // 6 < ceil(6.4)
+    expect(largeChange(last, free([['A100', 33, 64]]))).toBe('A100: 40 → 33 free of 64');
+    expect(largeChange(last, free([['A100', 47, 64]]))).toBe('A100: 40 → 47 free of 64');
+    // A small type: one device is already large.
+    expect(largeChange(free([['H100', 1, 8]]), free([['H100', 0, 8]]))).toBe('H100: 1 → 0 free of 8');
+  });
+
+  test('a type that appears or goes is large', () => {
+    expect(
+      largeChange(
+        free([['A100', 8, 8]]),
+        free([
+          ['A100', 8, 8],
+          ['MI300', 8, 8],
+        ]),
+      ),
+    ).toBe('MI300: new since the last summary');
+    expect(
+      largeChange(
+        free([
+          ['A100', 8, 8],
+          ['MI300', 8, 8],
+        ]),
+        free([['A100', 8, 8]]),
+      ),
+    ).toBe('MI300: gone since the last summary');
+    expect(largeChange(free([['A100', 8, 8]]), free([['A100', 8, 8]]))).toBeUndefined();
   });
 });
