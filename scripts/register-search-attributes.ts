@@ -74,7 +74,9 @@ async function main(): Promise<void> {
   if (!namespaces.length) namespaces.push(endpoint.namespace);
   const connection = await Connection.connect({ ...temporalConnectionOptions(endpoint, fs.readFileSync), connectTimeout: 10_000 });
   try {
-    console.log(`registering ${SEARCH_ATTRIBUTES.length} search attributes at ${describeEndpoint(endpoint)}`);
+    console.log(
+      `registering ${SEARCH_ATTRIBUTES.length} search attributes at ${describeEndpoint({ ...endpoint, namespace: namespaces.join(', ') })}`,
+    );
     for (const ns of namespaces) {
       const r = await registerSearchAttributes(connection, ns);
       console.log(
