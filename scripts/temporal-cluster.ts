@@ -150,6 +150,16 @@ export async function prepareDatabases(pg: PgSettings, log: (line: string) => vo
   }
 }
 
+/** How many history shards the cluster's database holds (0 before the server's first start). */
+export async function shardCount(pg: PgSettings): Promise<number> {
+  const pool = new Pool({ connectionString: pgUrl(pg, pg.db), max: 1 });
+  try {
+    return Number((await pool.query<{ n: string }>('SELECT count(*) AS n FROM shards')).rows[0].n);
+  } finally {
+    await pool.end();
+  }
+}
+
 export async function dropDatabases(pg: PgSettings): Promise<void> {
   await dropDatabase(pgUrl(pg, pg.db));
   await dropDatabase(pgUrl(pg, pg.visibilityDb));
@@ -230,7 +240,12 @@ export function spawnClusterServer(o: ClusterServerOptions): ClusterServer {
   // The rendered configuration, for reading: exactly what the server will load.
   fs.writeFileSync(
     path.join(o.stateDir, 'rendered-config.yaml'),
-    execFileSync(SERVER_BIN, ['--config', 'config', '--env', 'cluster', 'render-config'], { env, cwd: o.stateDir, encoding: 'utf8' }),
+    execFileSync(SERVER_BIN, ['--config', 'config', '--env', 'cluster', 'render-config'], {
+      env,
+      cwd: o.stateDir,
+      encoding: 'utf8',
+      stdio: ['ignore', 'pipe', 'pipe'],
+    }),
   );
   const out = fs.openSync(o.logFile, 'a');
   // Run from the state directory: the server finds its config as ./config/cluster.yaml.
@@ -456,20 +471,18 @@ async function main(): Promise<void> {
   ensureClusterBinaries();
   const pg = pgSettingsFromEnv();
   fs.mkdirSync(STATE, { recursive: true });
-  const shardsFile = path.join(STATE, `shards-${pg.db}`);
   if (args.reset) {
     console.error(`temporal-cluster: --reset: dropping ${pg.db} and ${pg.visibilityDb}`);
     await dropDatabases(pg);
-    fs.rmSync(shardsFile, { force: true });
   }
-  const recorded = fs.existsSync(shardsFile) ? Number(fs.readFileSync(shardsFile, 'utf8')) : undefined;
-  if (recorded !== undefined && recorded !== args.shards)
-    throw new Error(
-      `temporal-cluster: ${pg.db} was created with ${recorded} history shards; a cluster's shard count cannot change. ` +
-        `Start with --shards ${recorded}, or --reset to drop the databases and begin again`,
-    );
   await prepareDatabases(pg);
-  fs.writeFileSync(shardsFile, String(args.shards));
+  // The server writes one row per history shard on its first start; the count is the cluster's for good.
+  const existing = await shardCount(pg);
+  if (existing > 0 && existing !== args.shards)
+    throw new Error(
+      `temporal-cluster: ${pg.db} holds ${existing} history shards; a cluster's shard count cannot change. ` +
+        `Start with --shards ${existing}, or --reset to drop the databases and begin again`,
+    );
   const logFile = path.join(STATE, 'server.log');
   const server = spawnClusterServer({
     stateDir: STATE,
