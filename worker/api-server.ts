@@ -71,10 +71,10 @@ export async function readFleet(db: Kysely<Database>, scope: string): Promise<Fl
       .execute(),
     sql<{ victim: string; tenant: string; tier: string; preemptor: string; at: Date; pending: boolean }>`
       SELECT victim, tenant, tier, preemptor, at, pending FROM (
-        SELECT DISTINCT ON (m.victim) m.victim, j.tenant, j.tier, m.preemptor, m.created_at AS at, true AS pending
-          FROM nominations m JOIN jobs j ON j.id = m.victim
-         WHERE ${within('j.tenant')}
-         ORDER BY m.victim, m.created_at DESC
+        (SELECT DISTINCT ON (m.victim) m.victim, j.tenant, j.tier, m.preemptor, m.created_at AS at, true AS pending
+           FROM nominations m JOIN jobs j ON j.id = m.victim
+          WHERE ${within('j.tenant')}
+          ORDER BY m.victim, m.created_at DESC)
         UNION ALL
         SELECT j.id, j.tenant, j.tier, j.preempted_by[cardinality(j.preempted_by)], j.updated_at, false
           FROM jobs j
