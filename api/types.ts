@@ -7,7 +7,7 @@ export const TOPOLOGIES = ['any', 'node', 'rack', 'pod'] as const;
 export type Topology = (typeof TOPOLOGIES)[number];
 
 /** `fgd`: fragmentation gradient descent, the default; the others are baselines. */
-export const PLACEMENT_POLICIES = ['fgd', 'best-fit', 'first-fit', 'random-fit'] as const;
+export const PLACEMENT_POLICIES = ['fgd', 'best-fit', 'first-fit', 'random-fit', 'fgd-host'] as const;
 export type PlacementPolicyName = (typeof PLACEMENT_POLICIES)[number];
 
 /**

@@ -1,47 +1,147 @@
-// Minimal PNG line plot (pngjs): axes, a grid at 10% steps, one coloured line per series.
+// Labelled charts for the benches: a vega-lite spec compiled to vega, rendered headless to SVG,
+// and the SVG rasterised to PNG with resvg (system fonts, so the titles, axis labels and legend
+// are real text in both files).
 import fs from 'node:fs';
-import { PNG } from 'pngjs';
+import { Resvg } from '@resvg/resvg-js';
+import type * as Vega from 'vega';
+import type * as VegaLite from 'vega-lite/build/index';
 
+/** The family named in the charts; resvg falls back to the system's sans-serif when it is absent. */
+const FONT = 'DejaVu Sans';
+
+/** One line: its name in the legend and its (x, y) points. */
 export interface Series {
   name: string;
-  color: [number, number, number];
   points: Array<[number, number]>;
 }
 
-export function writeLinePlot(file: string, series: Series[], xMax: number, yMax: number, width = 900, height = 560): void {
-  const png = new PNG({ width, height });
-  png.data.fill(255);
-  const m = { l: 60, r: 20, t: 20, b: 50 };
-  const px = (x: number) => Math.round(m.l + (x / xMax) * (width - m.l - m.r));
-  const py = (y: number) => Math.round(height - m.b - (y / yMax) * (height - m.t - m.b));
-  const set = (x: number, y: number, c: [number, number, number]) => {
-    if (x < 0 || y < 0 || x >= width || y >= height) return;
-    const i = (y * width + x) * 4;
-    png.data[i] = c[0];
-    png.data[i + 1] = c[1];
-    png.data[i + 2] = c[2];
-    png.data[i + 3] = 255;
+export interface LineChart {
+  title: string;
+  subtitle?: string;
+  xTitle: string;
+  yTitle: string;
+  series: Series[];
+  /** Axis ranges; default: the data's. */
+  xDomain?: [number, number];
+  yDomain?: [number, number];
+  /** d3 format of the axis labels, e.g. `.0%`. */
+  xFormat?: string;
+  yFormat?: string;
+}
+
+/** One bar: its group on the x axis, its series (colour, named in the legend) and its value. */
+export interface Bar {
+  group: string;
+  series: string;
+  value: number;
+}
+
+export interface BarChart {
+  title: string;
+  subtitle?: string;
+  xTitle: string;
+  yTitle: string;
+  bars: Bar[];
+  yDomain?: [number, number];
+  yFormat?: string;
+  /** Legend order (default: first appearance). */
+  seriesOrder?: string[];
+}
+
+/** The files a chart was written to. */
+export interface ChartFiles {
+  svg: string;
+  png: string;
+}
+
+const CONFIG: VegaLite.TopLevelSpec['config'] = {
+  font: FONT,
+  title: { fontSize: 16, subtitleFontSize: 12, anchor: 'start' },
+  axis: { labelFontSize: 12, titleFontSize: 13, grid: true },
+  legend: { labelFontSize: 12, titleFontSize: 13, orient: 'right' },
+  background: 'white',
+};
+
+function titleOf(title: string, subtitle?: string): VegaLite.TopLevelSpec['title'] {
+  return subtitle ? { text: title, subtitle } : title;
+}
+
+/** A line chart of `chart.series` written to `<base>.svg` and `<base>.png`. */
+export async function writeLineChart(base: string, chart: LineChart): Promise<ChartFiles> {
+  const values = chart.series.flatMap((s) => s.points.map(([x, y]) => ({ series: s.name, x, y })));
+  const spec: VegaLite.TopLevelSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: titleOf(chart.title, chart.subtitle),
+    width: 720,
+    height: 420,
+    data: { values },
+    mark: { type: 'line', strokeWidth: 2 },
+    encoding: {
+      x: {
+        field: 'x',
+        type: 'quantitative',
+        title: chart.xTitle,
+        ...(chart.xDomain ? { scale: { domain: chart.xDomain } } : {}),
+        ...(chart.xFormat ? { axis: { format: chart.xFormat } } : {}),
+      },
+      y: {
+        field: 'y',
+        type: 'quantitative',
+        title: chart.yTitle,
+        ...(chart.yDomain ? { scale: { domain: chart.yDomain, zero: false } } : {}),
+        ...(chart.yFormat ? { axis: { format: chart.yFormat } } : {}),
+      },
+      color: { field: 'series', type: 'nominal', title: 'policy', sort: chart.series.map((s) => s.name) },
+    },
+    config: CONFIG,
   };
-  const line = (x0: number, y0: number, x1: number, y1: number, c: [number, number, number], thick = 1) => {
-    const steps = Math.max(Math.abs(x1 - x0), Math.abs(y1 - y0), 1);
-    for (let s = 0; s <= steps; s++) {
-      const x = Math.round(x0 + ((x1 - x0) * s) / steps);
-      const y = Math.round(y0 + ((y1 - y0) * s) / steps);
-      for (let dx = 0; dx < thick; dx++) for (let dy = 0; dy < thick; dy++) set(x + dx, y + dy, c);
-    }
+  return render(base, spec);
+}
+
+/** A grouped bar chart (one group per x value, one bar per series) written to `<base>.svg` and `<base>.png`. */
+export async function writeBarChart(base: string, chart: BarChart): Promise<ChartFiles> {
+  const order = chart.seriesOrder ?? [...new Set(chart.bars.map((b) => b.series))];
+  const spec: VegaLite.TopLevelSpec = {
+    $schema: 'https://vega.github.io/schema/vega-lite/v6.json',
+    title: titleOf(chart.title, chart.subtitle),
+    width: { step: 22 },
+    height: 380,
+    data: { values: chart.bars },
+    mark: 'bar',
+    encoding: {
+      x: { field: 'group', type: 'nominal', title: chart.xTitle, sort: null, axis: { labelAngle: -30 } },
+      xOffset: { field: 'series', type: 'nominal', sort: order },
+      y: {
+        field: 'value',
+        type: 'quantitative',
+        title: chart.yTitle,
+        ...(chart.yDomain ? { scale: { domain: chart.yDomain, zero: false, clamp: true } } : {}),
+        ...(chart.yFormat ? { axis: { format: chart.yFormat } } : {}),
+      },
+      color: { field: 'series', type: 'nominal', title: 'policy', sort: order },
+    },
+    config: CONFIG,
   };
-  for (let g = 0; g <= 10; g++) {
-    line(px((xMax * g) / 10), py(0), px((xMax * g) / 10), py(yMax), [225, 225, 225]);
-    line(px(0), py((yMax * g) / 10), px(xMax), py((yMax * g) / 10), [225, 225, 225]);
-  }
-  line(px(0), py(0), px(xMax), py(0), [0, 0, 0], 2);
-  line(px(0), py(0), px(0), py(yMax), [0, 0, 0], 2);
-  for (const s of series)
-    for (let i = 1; i < s.points.length; i++)
-      line(px(s.points[i - 1][0]), py(s.points[i - 1][1]), px(s.points[i][0]), py(s.points[i][1]), s.color, 2);
-  // Legend: a colour swatch per series, top left, in the order listed in the bench output.
-  series.forEach((s, i) => {
-    for (let dx = 0; dx < 30; dx++) for (let dy = 0; dy < 8; dy++) set(m.l + 20 + dx, m.t + 15 + i * 16 + dy, s.color);
-  });
-  fs.writeFileSync(file, PNG.sync.write(png));
+  return render(base, spec);
+}
+
+/** Compiles and renders a vega-lite spec headless; both libraries are ES modules, so they are imported at run time. */
+async function render(base: string, spec: VegaLite.TopLevelSpec): Promise<ChartFiles> {
+  const vega = (await import('vega')) as typeof Vega;
+  // A variable specifier: under this project's `node` module resolution the package's types are
+  // reached only through its build path (imported as types above), which its exports map does not open at run time.
+  const vegaLite = (await import('vega-lite' as string)) as typeof VegaLite;
+  const view = new vega.View(vega.parse(vegaLite.compile(spec).spec), { renderer: 'none' });
+  const svg = await view.toSVG();
+  view.finalize();
+  const png = new Resvg(svg, {
+    font: { loadSystemFonts: true, defaultFontFamily: FONT, sansSerifFamily: FONT },
+    fitTo: { mode: 'zoom', value: 1.5 },
+  })
+    .render()
+    .asPng();
+  const files = { svg: `${base}.svg`, png: `${base}.png` };
+  fs.writeFileSync(files.svg, svg);
+  fs.writeFileSync(files.png, png);
+  return files;
 }

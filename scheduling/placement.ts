@@ -4,6 +4,7 @@
 import type { PlacementPolicyName, ResourceRequest, Topology } from '../api/types';
 import { describeRequest } from '../api/units';
 import { costScore, type PlacementObjective } from './capacity';
+import { STRANDING_WEIGHT, strandingGrowth } from './placement-host';
 
 /** What a node has free: each device's share, and host CPU and memory when the node tracks them. */
 export interface NodeFree {
@@ -147,11 +148,18 @@ const SCORES: Record<PlacementPolicyName, NodeScore> = {
     const delta = fragmentation(after(node, fitted, shape), ctx.mix) - fragmentation(node, ctx.mix);
     return delta * 1e4 + ctx.rng();
   },
+  // FGD plus the GPUs a placement strands behind the node's host CPU and memory at the mix's
+  // appetite for them (scheduling/placement-host.ts): CPU-heavy work goes where cores are plenty.
+  'fgd-host': (node, fitted, shape, ctx) => {
+    const next = after(node, fitted, shape);
+    const delta = fragmentation(next, ctx.mix) - fragmentation(node, ctx.mix) + STRANDING_WEIGHT * strandingGrowth(node, next, ctx.mix);
+    return delta * 1e4 + ctx.rng();
+  },
 };
 
 /** Device choices to consider on one node: FGD weighs every device a share fits on. */
 function fitOptions(node: NodeFree, request: ResourceRequest, policy: PlacementPolicyName): number[][] {
-  if (policy === 'fgd' && request.devicesPerWorker === 0) {
+  if ((policy === 'fgd' || policy === 'fgd-host') && request.devicesPerWorker === 0) {
     if (!hostFits(node, request)) return [];
     const free = node.freeMilli;
     const need = request.milliPerWorker ?? WHOLE;

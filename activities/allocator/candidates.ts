@@ -65,6 +65,7 @@ function ordering(policy: PlacementPolicyName, fit: FitColumn): RawBuilder<unkno
     case 'random-fit':
       return sql.raw('ORDER BY random()');
     case 'fgd':
+    case 'fgd-host':
       // FGD scores every candidate itself, so it reads a random sample rather than the fit
       // index's order, which would hand it best-fit's choices only. The sample is drawn from the
       // first FGD_SAMPLE_WINDOW fitting nodes in index order, so the rows read stay bounded
