@@ -30,7 +30,7 @@ import {
 /** How often a region publishes its summary, unless configured. */
 export const PUBLISH_EVERY_MS = 2_000;
 /** However large the changes, publications are at least this far apart. */
-export const MIN_PUBLISH_GAP_MS = 250;
+export const MIN_PUBLISH_GAP_MS = 500;
 /** Publications and received summaries per run before continuing as new. */
 const EVENTS_PER_RUN = 100;
 

@@ -222,13 +222,16 @@ describe('hints to look abroad', () => {
 describe('publishing on large changes', () => {
   const free = (entries: Array<[string, number, number]>) => new Map(entries.map(([type, f, total]) => [type, { free: f, total }]));
 
-  test('a move of 10% of the devices of a type is large; less is left to the period', () => {
+  test('room growing by 10% of a type, or the type filling up, is large; the rest is left to the period', () => {
     const last = free([['A100', 40, 64]]);
-    expect(largeChange(last, free([['A100', 34, 64]]))).toBeUndefined(); // 6 < ceil(6.4)
-    expect(largeChange(last, free([['A100', 33, 64]]))).toBe('A100: 40 → 33 free of 64');
+    expect(largeChange(last, free([['A100', 46, 64]]))).toBeUndefined(); // 6 < ceil(6.4)
     expect(largeChange(last, free([['A100', 47, 64]]))).toBe('A100: 40 → 47 free of 64');
+    // Shrinking room is left to the period, until the type is full.
+    expect(largeChange(last, free([['A100', 10, 64]]))).toBeUndefined();
+    expect(largeChange(last, free([['A100', 0, 64]]))).toBe('A100: full (40 → 0 free of 64)');
+    expect(largeChange(free([['A100', 0, 64]]), free([['A100', 0, 64]]))).toBeUndefined();
     // A small type: one device is already large.
-    expect(largeChange(free([['H100', 1, 8]]), free([['H100', 0, 8]]))).toBe('H100: 1 → 0 free of 8');
+    expect(largeChange(free([['H100', 0, 8]]), free([['H100', 1, 8]]))).toBe('H100: 0 → 1 free of 8');
   });
 
   test('a type that appears or goes is large', () => {
