@@ -34,7 +34,7 @@ interface Scan {
   limit: number;
 }
 
-interface CandidateRow {
+export interface CandidateRow {
   page: number;
   id: number;
   name: string;
@@ -91,17 +91,13 @@ function branch(policy: PlacementPolicyName, fit: FitColumn, scans: Scan[]): Raw
 }
 
 /**
- * The next page of candidates for each of `pages`, past the nodes in `exclude`, read in one
- * statement: one bounded range scan per page and fit index, joined laterally over parameter
+ * The statement reading the next page of candidates for each of `pages`, past the nodes in
+ * `exclude`: one bounded range scan per page and fit index, joined laterally over parameter
  * arrays, and locked with SKIP LOCKED so concurrent allocators do not queue behind each other on
  * hot rows. A request for shares reads nodes with a partly used device that fits it, then whole
- * free devices. Each page's nodes come back in the order read (a node appears once per page).
+ * free devices. Its rows are `CandidateRow`s; `candidatesOf` turns them into pages.
  */
-export async function findCandidatePages(
-  trx: Trx,
-  pages: readonly CandidatePage[],
-  exclude: readonly number[] = [],
-): Promise<CandidateNode[][]> {
+export function candidatePagesQuery(pages: readonly CandidatePage[], exclude: readonly number[] = []): RawBuilder<CandidateRow> {
   const groups = new Map<string, { policy: PlacementPolicyName; fit: FitColumn; scans: Scan[] }>();
   const add = (policy: PlacementPolicyName, fit: FitColumn, scan: Scan) => {
     const key = `${policy}|${fit}`;
@@ -123,12 +119,14 @@ export async function findCandidatePages(
     ordered.map((g) => branch(g.policy, g.fit, g.scans)),
     sql` UNION ALL `,
   );
-  // Prepared: the text depends only on which (policy, fit) branches appear; every value is a parameter.
-  const rows = await sql<CandidateRow>`${sql.raw(PREPARED)}
-    WITH x AS (SELECT ${[...exclude]}::int[] AS ids) ${union}`.execute(trx);
-  const out: CandidateNode[][] = pages.map(() => []);
-  const seen = pages.map(() => new Set<number>());
-  for (const r of rows.rows) {
+  return sql<CandidateRow>`WITH x AS (SELECT ${[...exclude]}::int[] AS ids) ${union}`;
+}
+
+/** Each page's nodes from the rows of `candidatePagesQuery`, in the order read (a node once per page). */
+export function candidatesOf(rows: readonly CandidateRow[], pages: number): CandidateNode[][] {
+  const out: CandidateNode[][] = Array.from({ length: pages }, () => []);
+  const seen = out.map(() => new Set<number>());
+  for (const r of rows) {
     if (seen[r.page].has(r.id)) continue;
     seen[r.page].add(r.id);
     out[r.page].push({
@@ -144,4 +142,15 @@ export async function findCandidatePages(
     });
   }
   return out;
+}
+
+/** The next page of candidates for each of `pages`, past the nodes in `exclude`, in one statement (`candidatePagesQuery`). */
+export async function findCandidatePages(
+  trx: Trx,
+  pages: readonly CandidatePage[],
+  exclude: readonly number[] = [],
+): Promise<CandidateNode[][]> {
+  // Prepared: the text depends only on which (policy, fit) branches appear; every value is a parameter.
+  const rows = await sql<CandidateRow>`${sql.raw(PREPARED)}${candidatePagesQuery(pages, exclude)}`.execute(trx);
+  return candidatesOf(rows.rows, pages.length);
 }

@@ -1,10 +1,12 @@
 // What a placement transaction reads before it decides: its jobs locked, their placements, the
 // quota rules and locked usage rows, open reservations and nominations.
-import { sql, type Kysely, type Transaction } from 'kysely';
+import { sql, type Kysely, type RawBuilder, type Transaction } from 'kysely';
+import { PREPARED } from '../../db/connection';
 import type { Database } from '../../db/schema';
 import type { Placement, StoredJobState } from '../../api/types';
 import { quotaKey, quotaKeysFor, validateQuotaRules, type QuotaRule } from '../../scheduling/quota';
 import type { ActiveReservation } from '../../scheduling/reservations';
+import type { CandidateRow } from './candidates';
 
 type Trx = Transaction<Database>;
 
@@ -48,6 +50,8 @@ export interface PlacementContext {
   rules: QuotaRule[];
   reservations: ActiveReservation[];
   nominations: Array<{ node_id: number; preemptor: string }>;
+  /** The rows of the candidate read given to `lockAndRead`, if any (read after the jobs were locked). */
+  candidates: CandidateRow[];
 }
 
 interface PlacementRow {
@@ -62,13 +66,21 @@ interface PlacementRow {
 }
 
 /**
- * Locks the batch's jobs (in id order) and reads, in the same statement, their placements and the
- * small tables every placement checks: quota rules, open reservations, nominations. A statement
+ * Locks the batch's jobs (in id order) and reads, in the same statement, their placements, the
+ * small tables every placement checks (quota rules, open reservations, nominations) and, when
+ * given, the first candidate pages (`candidatePagesQuery`), locked after the jobs. Prepared: every
+ * table is reached by key or through a fit index whatever the values, so the generic plan is the
+ * custom one, and the statement is planned once per connection. A statement
  * reads the snapshot it started with; if a job row changed between that snapshot and its lock
  * (another placement or release of it committed meanwhile), the read runs again — the rows are
  * ours by then, so the second read is current. `onConflict` hears of each such read (a metric).
  */
-export async function lockAndRead(trx: Trx, ids: string[], onConflict?: () => void): Promise<PlacementContext> {
+export async function lockAndRead(
+  trx: Trx,
+  ids: string[],
+  onConflict?: () => void,
+  candidates?: RawBuilder<CandidateRow>,
+): Promise<PlacementContext> {
   for (let attempt = 1; ; attempt++) {
     const r = await sql<{
       jobs: LockedJob[];
@@ -77,7 +89,8 @@ export async function lockAndRead(trx: Trx, ids: string[], onConflict?: () => vo
       rules: QuotaRule[];
       reservations: Array<Omit<ActiveReservation, 'endsAt'> & { endsAt: string }>;
       nominations: PlacementContext['nominations'];
-    }>`
+      candidates: CandidateRow[];
+    }>`${sql.raw(PREPARED)}
       WITH seen AS (SELECT id, xmin::text AS v FROM jobs WHERE id = ANY(${ids}::text[])),
       locked AS (SELECT id, epoch, tenant, tier, state, created_at, xmin::text AS v FROM jobs WHERE id = ANY(${ids}::text[]) ORDER BY id FOR UPDATE)
       SELECT
@@ -92,9 +105,9 @@ export async function lockAndRead(trx: Trx, ids: string[], onConflict?: () => vo
           'borrowingLimit', borrowing_limit, 'lendingLimit', lending_limit)) FROM quotas), '[]') AS rules,
         coalesce((SELECT json_agg(json_build_object('id', id, 'tenant', tenant, 'acceleratorType', accelerator_type, 'devices', devices,
           'endsAt', ends_at)) FROM reservations WHERE state = 'active'), '[]') AS reservations,
-        coalesce((SELECT json_agg(json_build_object('node_id', node_id, 'preemptor', preemptor)) FROM nominations), '[]') AS nominations`.execute(
-      trx,
-    );
+        coalesce((SELECT json_agg(json_build_object('node_id', node_id, 'preemptor', preemptor)) FROM nominations), '[]') AS nominations,
+        -- Last, so the candidate nodes are locked after the jobs, as in a transaction that reads them next.
+        ${candidates ? sql`coalesce((SELECT json_agg(c) FROM (${candidates}) c), '[]')` : sql`'[]'::json`} AS candidates`.execute(trx);
     const row = r.rows[0];
     if (row.moved > 0) onConflict?.();
     if (row.moved > 0 && attempt < 10) continue;
@@ -108,6 +121,7 @@ export async function lockAndRead(trx: Trx, ids: string[], onConflict?: () => vo
       rules: row.rules,
       nominations: row.nominations,
       reservations: row.reservations.map((x) => ({ ...x, endsAt: new Date(x.endsAt) })),
+      candidates: row.candidates,
     };
   }
 }

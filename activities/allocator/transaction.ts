@@ -10,7 +10,7 @@ import { applyCharge, checkQuota } from '../../scheduling/quota';
 import { tierMayUse, type PlacementObjective } from '../../scheduling/capacity';
 import { candidatePageSize, hostNeed, requestMilli, wholeDevicesPerNode } from '../../scheduling/geometry';
 import { ReservationLedger } from '../reservations';
-import { findCandidatePages, type CandidatePage } from './candidates';
+import { candidatePagesQuery, candidatesOf, findCandidatePages, type CandidatePage } from './candidates';
 import { lockAndRead, lockQuota, type LockedJob, type LockedQuota } from './context';
 import { writePlacements } from './write';
 import type { AllocateInput, BatchHooks } from './types';
@@ -90,14 +90,20 @@ export class PlacementTransaction {
   /** Locks the inputs' jobs and reads what every placement decides against: one round trip, plus the quota rows' lock. */
   static async open(trx: Trx, settings: PlacementSettings, inputs: readonly AllocateInput[]): Promise<PlacementTransaction> {
     const ids = [...new Set(inputs.map((i) => i.jobId))];
-    const context = await lockAndRead(trx, ids, () => recordAllocatorConflict(settings.region));
+    const first = firstPages(settings, inputs);
+    const context = await lockAndRead(
+      trx,
+      ids,
+      () => recordAllocatorConflict(settings.region),
+      first.length ? candidatePagesQuery(first.map((f) => f.page)) : undefined,
+    );
     const jobs = new Map(context.jobs.map((j) => [j.id, j]));
     const quota = await lockQuota(
       trx,
       context.rules,
       inputs.map((i) => ({ tenant: jobs.get(i.jobId)?.tenant, types: i.request.acceleratorTypes })),
     );
-    return new PlacementTransaction(
+    const placement = new PlacementTransaction(
       trx,
       settings,
       jobs,
@@ -106,11 +112,15 @@ export class PlacementTransaction {
       ReservationLedger.of(context.reservations),
       context.nominations,
     );
+    const pages = candidatesOf(context.candidates, first.length);
+    first.forEach((f, i) =>
+      placement.takePage(f.pool, f.need, f.host, candidatePageSize(f.page.request, settings.candidateLimit), pages[i]),
+    );
+    return placement;
   }
 
   /** Decides every input in order, then writes all the decisions in one statement. */
   async placeAll(inputs: readonly AllocateInput[], hooks: BatchHooks): Promise<ItemOutcome[]> {
-    await this.prefetch(inputs);
     const out: ItemOutcome[] = [];
     for (const input of inputs) out.push(await this.decide(input, hooks));
     await writePlacements(this.trx, {
@@ -123,51 +133,8 @@ export class PlacementTransaction {
     return out;
   }
 
-  /** Where a request's candidates of one type are kept: its pool (by type, labels and policy) and its shape's reads. */
-  private keysOf(request: ResourceRequest, type: string, policy: PlacementPolicyName): { pool: string; need: string } {
-    const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
-    const pool = `${type}|${labels}|${policy}`;
-    return { pool, need: `${pool}|${request.devicesPerWorker > 0 ? `w${wholeDevicesPerNode(request)}` : `s${request.milliPerWorker}`}` };
-  }
-
-  /**
-   * Reads, in one statement, the first page of candidates every request here will look at first
-   * (its first type when its types are a preference list, all of them when they are equally
-   * acceptable), for requests that will be decided (their job live, not yet placed). Pages of
-   * one shape are read once; a request whose reads come back short, or whose type is refused by
-   * quota or a reservation, reads further pages (or none) as it is decided.
-   */
-  private async prefetch(inputs: readonly AllocateInput[]): Promise<void> {
-    const wanted = new Map<string, { page: CandidatePage; pool: string; need: string; host: { cpu: number; memory: number } }>();
-    for (const input of inputs) {
-      const job = this.jobs.get(input.jobId);
-      if (!job || job.epoch > input.epoch || !LIVE_FOR_PLACEMENT.has(job.state) || this.existing.has(`${input.jobId}@${input.epoch}`))
-        continue;
-      const { request } = input;
-      const policy = input.policy ?? this.settings.defaultPolicy;
-      const host = hostNeed(request);
-      const types = (request.typePreference ?? 'ordered') === 'ordered' ? request.acceleratorTypes.slice(0, 1) : request.acceleratorTypes;
-      for (const type of types) {
-        const keys = this.keysOf(request, type, policy);
-        // A read that asked for no more host CPU and memory reads a superset: one per shape and host need.
-        const id = `${keys.need}|${host.cpu}|${host.memory}`;
-        if (!wanted.has(id))
-          wanted.set(id, { page: { type, request, policy, candidateLimit: this.settings.candidateLimit }, ...keys, host });
-      }
-    }
-    if (!wanted.size) return;
-    const list = [...wanted.values()];
-    const pages = await findCandidatePages(
-      this.trx,
-      list.map((w) => w.page),
-    );
-    list.forEach((w, i) =>
-      this.takePage(w.pool, w.need, w.host, candidatePageSize(w.page.request, this.settings.candidateLimit), pages[i]),
-    );
-  }
-
   /** Records a page read for a shape, and adds its nodes to the pool (one object per node across pools). */
-  private takePage(poolKey: string, need: string, host: { cpu: number; memory: number }, pageSize: number, page: CandidateNode[]): void {
+  takePage(poolKey: string, need: string, host: { cpu: number; memory: number }, pageSize: number, page: CandidateNode[]): void {
     let pool = this.pools.get(poolKey);
     if (!pool) this.pools.set(poolKey, (pool = new Map()));
     let reads = this.reads.get(need);
@@ -273,7 +240,7 @@ export class PlacementTransaction {
         reserved = true;
         return undefined;
       }
-      const keys = this.keysOf(request, type, policy);
+      const keys = keysOf(request, type, policy);
       let pool = this.pools.get(keys.pool);
       if (!pool) this.pools.set(keys.pool, (pool = new Map()));
       let shapeReads = this.reads.get(keys.need);
@@ -365,4 +332,41 @@ export class PlacementTransaction {
     };
     return { result: { placed: true, placement }, charge };
   }
+}
+
+/** Where a request's candidates of one type are kept: its pool (by type, labels and policy) and its shape's reads. */
+function keysOf(request: ResourceRequest, type: string, policy: PlacementPolicyName): { pool: string; need: string } {
+  const labels = request.nodeLabels && Object.keys(request.nodeLabels).length ? JSON.stringify(request.nodeLabels) : '';
+  const pool = `${type}|${labels}|${policy}`;
+  return { pool, need: `${pool}|${request.devicesPerWorker > 0 ? `w${wholeDevicesPerNode(request)}` : `s${request.milliPerWorker}`}` };
+}
+
+/** A first page of candidates read as the transaction opens, and where it is kept. */
+interface FirstPage {
+  page: CandidatePage;
+  pool: string;
+  need: string;
+  host: { cpu: number; memory: number };
+}
+
+/**
+ * The first page of candidates every request will look at first (its first type when its types
+ * are a preference list, all of them when they are equally acceptable), one per shape and host
+ * need: read in the statement that locks the jobs, so a transaction pays one round trip for its
+ * context and candidates. A request whose pages come back short, or whose type is refused by
+ * quota or a reservation, reads further pages (or none) as it is decided.
+ */
+function firstPages(settings: PlacementSettings, inputs: readonly AllocateInput[]): FirstPage[] {
+  const wanted = new Map<string, FirstPage>();
+  for (const { request, policy: asked } of inputs) {
+    const policy = asked ?? settings.defaultPolicy;
+    const host = hostNeed(request);
+    const types = (request.typePreference ?? 'ordered') === 'ordered' ? request.acceleratorTypes.slice(0, 1) : request.acceleratorTypes;
+    for (const type of types) {
+      const keys = keysOf(request, type, policy);
+      const id = `${keys.need}|${host.cpu}|${host.memory}`;
+      if (!wanted.has(id)) wanted.set(id, { page: { type, request, policy, candidateLimit: settings.candidateLimit }, ...keys, host });
+    }
+  }
+  return [...wanted.values()];
 }
