@@ -225,8 +225,8 @@ export function createActivities({
     },
 
     // --- handoff, at home (handoff.ts) ----------------------------------------------------------
-    async pickPeer(spec: JobSpec, exclude: string[], mustLeave: boolean) {
-      return handoff.pickPeer(region, spec, { exclude, mustLeave });
+    async pickPeer(spec: JobSpec, exclude: string[], mustLeave: boolean, prefer?: string) {
+      return handoff.pickPeer(region, spec, { exclude, mustLeave, ...(prefer ? { prefer } : {}) });
     },
     async prepareHandoff(spec: JobSpec, epoch: number, peer: string) {
       return handoff.prepareHandoff(region, spec, epoch, peer);

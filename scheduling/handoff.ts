@@ -83,7 +83,19 @@ export function choosePeer(
   spec: Pick<JobSpec, 'request' | 'tier' | 'allowedRegions'>,
   peers: readonly string[],
   held: ReadonlyMap<string, HeldSummary>,
-  o: { now: number; ttlMs?: number; exclude?: ReadonlySet<string>; mustLeave?: boolean; inFlight?: InFlight },
+  o: {
+    now: number;
+    ttlMs?: number;
+    exclude?: ReadonlySet<string>;
+    mustLeave?: boolean;
+    inFlight?: InFlight;
+    /**
+     * The peer a hint named: taken when it has room after its queue and what is on its way, even
+     * if another has more. Jobs told together were each counted against their own peer; without
+     * this they would all pick the roomiest one, which has room for the first only.
+     */
+    prefer?: string;
+  },
 ): PeerChoice {
   const ttl = o.ttlMs ?? DEFAULT_SUMMARY_TTL_MS;
   const candidates = allowedPeers(spec, peers).filter((p) => !o.exclude?.has(p));
@@ -142,9 +154,15 @@ export function choosePeer(
       why.push(`${peer}: ${formatDevices(room)} free but ${formatDevices(room - spare - milli)} queued ahead or on its way`);
       continue;
     }
+    if (peer === o.prefer && room >= milli && spare >= 0) {
+      best = { peer, spare: Infinity, room };
+      break;
+    }
     if (!best || spare > best.spare) best = { peer, spare, room };
   }
   if (!best) return { reason: `no peer has room: ${why.join('; ')}` };
+  if (best.spare === Infinity)
+    return { peer: best.peer, reason: `${best.peer} has ${formatDevices(best.room)} free for it (it was told so)` };
   return {
     peer: best.peer,
     reason: `${best.peer} has ${formatDevices(best.room)} free for it, ${formatDevices(Math.max(0, best.spare))} to spare after its queue`,

@@ -144,7 +144,10 @@ export function registerJobHandlers(job: JobRecord): void {
   setHandler(lookAbroadSignal, (hint) => {
     if (malformed(lookAbroadSignal.name, validateLookAbroadHint(hint))) return;
     // A hint for a peer this job avoids (it refused lately) is no reason to look.
-    if (patched('look-abroad-hint') && !((job.avoid.get(hint.peer) ?? 0) > Date.now())) job.lookAbroadHinted = true;
+    if (patched('look-abroad-hint') && !((job.avoid.get(hint.peer) ?? 0) > Date.now())) {
+      job.lookAbroadHinted = true;
+      job.hintedPeer = hint.peer;
+    }
   });
   setHandler(handoffDecisionQuery, (epoch) => job.decisionFor(epoch));
   setHandler(handedJobEndedSignal, (ended) => {

@@ -77,6 +77,8 @@ export class JobRecord {
   recalled: string | undefined;
   /** Told (lookAbroadSignal) that a peer has room for the job now: look abroad without waiting for the next look. */
   lookAbroadHinted = false;
+  /** The peer the last hint named (pickPeer prefers it when it still has room). */
+  hintedPeer: string | undefined;
   /** Peers that refused or did not answer lately, and until when they are not asked again. */
   readonly avoid = new Map<string, number>();
 

@@ -140,7 +140,10 @@ export async function JobWorkflow({ spec, region, origin, resume }: JobWorkflowI
       if (lookingAbroad() && Date.now() >= lookAbroadAt) {
         lookedAt = Date.now();
         const avoid = [...job.avoid].filter(([, until]) => until > Date.now()).map(([p]) => p);
-        const choice = await handoffActs.pickPeer(spec, avoid, abroad);
+        // A look a hint brought forward prefers the peer it named (undefined otherwise: the call as before).
+        const prefer = job.hintedPeer;
+        job.hintedPeer = undefined;
+        const choice = prefer ? await handoffActs.pickPeer(spec, avoid, abroad, prefer) : await handoffActs.pickPeer(spec, avoid, abroad);
         if (choice.peer !== undefined) return { peer: choice.peer, why: choice.reason };
         lookAbroadAt = Date.now() + PEER_RETRY_MS;
         if (abroad && choice.reason !== status.waitingReason) job.enter('waiting-abroad', choice.reason);

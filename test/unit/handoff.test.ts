@@ -204,6 +204,20 @@ describe('hints to look abroad', () => {
     expect(chooseHinted(q, ['eu'], summaries, { now: NOW, limit: 1 })).toHaveLength(1);
   });
 
+  test('a job told of a peer takes it while it has room, though another has more; not once it has none', () => {
+    const summaries = new Map([
+      held('eu', { A100: type() }),
+      held('ap', { A100: type({ freeWhole: 4, freeMilli: 4000, largestFree: { node: 4, rack: 4, pod: 4 } }) }),
+    ]);
+    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW })).toMatchObject({ peer: 'eu' });
+    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW, prefer: 'ap' })).toEqual({
+      peer: 'ap',
+      reason: 'ap has 4 free for it (it was told so)',
+    });
+    const apTaken = new Map([['ap', new Map([['A100', 4000]])]]);
+    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW, prefer: 'ap', inFlight: apTaken })).toMatchObject({ peer: 'eu' });
+  });
+
   test('a job that does not fit is passed over for a smaller one behind it; handoff off or afterMs not reached: no hint', () => {
     const summaries = new Map([held('eu', { A100: type({ freeWhole: 4, freeMilli: 4000, largestFree: { node: 4, rack: 4, pod: 4 } }) })]);
     const q = [
