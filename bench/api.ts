@@ -1,17 +1,22 @@
 // `npm run bench:api`: submissions through the HTTP API against the same rates through the typed
 // client (SchedulerClient, the SDK path), in one run, on a real region (PostgreSQL, a Temporal dev
-// server and the scheduler's worker in this process, a fresh dev server per measurement). Each
+// server and the scheduler's worker in this process, a fresh dev server per measurement). The API
+// runs as it is deployed, in a process of its own (`worker/api-main.ts`, its own event loop and
+// database pool), so it does not share the worker's event loop or pool with the region. Each
 // phase offers jobs open-loop at a fixed rate; for each path it reports the sustained rate (jobs
 // placed within the window, per second) and submit→placed p50/p99 (from the client's submit call
 // to the job's placed_at). The API path authenticates every request with an API key.
 // Target (issue 14): the API path sustains ≥ 90% of the SDK path's rate with p99 ≤ 1.2× the SDK's.
 // Settings: API_RATES (jobs/s, comma-separated), API_SECONDS (per phase), API_RUN_MS (simulated
 // run), API_DEVICES (fleet size), API_DRAIN_SECONDS (wait for the last placements).
+import { spawn } from 'node:child_process';
+import path from 'node:path';
 import { performance } from 'node:perf_hooks';
 import { sql, type Kysely } from 'kysely';
 import type { JobSpec } from '../api/types';
 import type { Database } from '../db/schema';
-import { startApiServer } from '../worker/api-server';
+import { regionNamespace } from '../api/ids';
+import { freePort, type DevServer } from '../scripts/temporal-server';
 import type { SchedulerClient } from '../api/client';
 import { envNumber, envNumbers } from './env';
 import { BENCH_REGION, BENCH_TYPES, seedSyntheticFleet } from './fleet';
@@ -118,18 +123,69 @@ async function runPhase(path: Phase['path'], rate: number, db: Kysely<Database>,
   };
 }
 
+/**
+ * `npm run api` for the bench region in a child process (SIGTERM at cleanup), ready once its
+ * /readyz says the database and Temporal answer; its log is kept for the error message if it dies.
+ */
+async function startApiProcess(o: { databaseUrl: string; server: DevServer }, cleanup: Cleanup): Promise<string> {
+  const port = await freePort();
+  const child = spawn(process.execPath, ['--import', 'tsx', path.join(__dirname, '..', 'worker', 'api-main.ts')], {
+    env: {
+      ...process.env,
+      DATABASE_URL: o.databaseUrl,
+      REGION: BENCH_REGION,
+      TEMPORAL_ADDRESS: o.server.address,
+      TEMPORAL_NAMESPACE: regionNamespace(BENCH_REGION),
+      TASK_QUEUE,
+      HOST: '127.0.0.1',
+      PORT: String(port),
+      SCHED_BOOTSTRAP_ADMIN_KEY: BOOTSTRAP,
+      // Limits far above the offered rates: this measures the path, not the limiter.
+      SCHED_MAX_QUEUED_JOBS: '1000000',
+      SCHED_SUBMIT_PER_SECOND: '100000',
+      SCHED_SUBMIT_BURST: '100000',
+      LOG_LEVEL: 'warn',
+    },
+    stdio: ['ignore', 'pipe', 'pipe'],
+  });
+  let log = '';
+  const keep = (b: Buffer) => void (log = (log + b.toString()).slice(-4000));
+  child.stdout?.on('data', keep);
+  child.stderr?.on('data', keep);
+  const exited = new Promise<void>((resolve) => child.once('exit', () => resolve()));
+  cleanup.add('stop the API process', async () => {
+    if (child.exitCode === null) child.kill('SIGTERM');
+    await Promise.race([exited, sleep(10_000).then(() => void child.kill('SIGKILL'))]);
+  });
+  process.once('exit', () => {
+    if (child.exitCode === null) child.kill('SIGKILL');
+  });
+  const url = `http://127.0.0.1:${port}`;
+  const deadline = wall() + 60_000;
+  for (;;) {
+    if (child.exitCode !== null) throw new Error(`the API process exited (${child.exitCode}):\n${log}`);
+    const ok = await fetch(`${url}/readyz`).then(
+      (r) => r.ok,
+      () => false,
+    );
+    if (ok) return url;
+    if (wall() > deadline) throw new Error(`the API process was not ready within 60 s:\n${log}`);
+    await sleep(200);
+  }
+}
+
 /** A phase on a fresh dev server with its own worker (so the phases compare on equal terms). */
 async function onFreshRegion<T>(
   db: Kysely<Database>,
   bundlePath: string,
   stop: AbortController,
-  body: (client: SchedulerClient) => Promise<T>,
+  body: (client: SchedulerClient, server: DevServer, cleanup: Cleanup) => Promise<T>,
 ): Promise<T> {
   const cleanup = new Cleanup('cleanup after a phase');
   try {
     const server = await benchServer(cleanup);
     const region = await serveBenchRegion({ server, bundlePath, db, taskQueue: TASK_QUEUE, onWorkerError: () => stop.abort() }, cleanup);
-    return await body(region.client);
+    return await body(region.client, server, cleanup);
   } finally {
     await cleanup.run();
   }
@@ -137,7 +193,7 @@ async function onFreshRegion<T>(
 
 runBench(async ({ cleanup, stop }) => {
   say(`• database, ${DEVICES} devices`);
-  const { db } = await freshBenchDatabase(cleanup, 'sched_bench_api', 20);
+  const { db, url: databaseUrl } = await freshBenchDatabase(cleanup, 'sched_bench_api', 20);
   await seedSyntheticFleet(db, DEVICES);
   await seedTenants(db, [TENANT]);
   say('• workflow bundle');
@@ -155,35 +211,24 @@ runBench(async ({ cleanup, stop }) => {
     if (stop.signal.aborted) break;
     say(`• ${rate} jobs/s through the HTTP API, ${SECONDS} s`);
     phases.push(
-      await onFreshRegion(db, bundlePath, stop, async (client) => {
-        // Limits far above the offered rates: this measures the path, not the limiter.
-        const api = await startApiServer({
-          db,
-          client,
-          region: BENCH_REGION,
-          bootstrapKey: BOOTSTRAP,
-          limits: { maxQueuedJobs: 1_000_000, submitPerSecond: 100_000, submitBurst: 100_000 },
+      await onFreshRegion(db, bundlePath, stop, async (_client, server, phaseCleanup) => {
+        const apiUrl = await startApiProcess({ databaseUrl, server }, phaseCleanup);
+        const made = await fetch(`${apiUrl}/v1/admin/api-keys`, {
+          method: 'POST',
+          headers: { authorization: `Bearer ${BOOTSTRAP}`, 'content-type': 'application/json' },
+          body: JSON.stringify({ name: 'bench', tenant: 'bench', role: 'submitter', reason: 'bench:api' }),
         });
-        try {
-          const made = await fetch(`${api.url}/v1/admin/api-keys`, {
+        const { key } = (await made.json()) as { key: string };
+        const submit: Submit = async (s) => {
+          const res = await fetch(`${apiUrl}/v1/jobs`, {
             method: 'POST',
-            headers: { authorization: `Bearer ${BOOTSTRAP}`, 'content-type': 'application/json' },
-            body: JSON.stringify({ name: 'bench', tenant: 'bench', role: 'submitter', reason: 'bench:api' }),
+            headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
+            body: JSON.stringify(s),
           });
-          const { key } = (await made.json()) as { key: string };
-          const submit: Submit = async (s) => {
-            const res = await fetch(`${api.url}/v1/jobs`, {
-              method: 'POST',
-              headers: { authorization: `Bearer ${key}`, 'content-type': 'application/json' },
-              body: JSON.stringify(s),
-            });
-            if (res.status !== 201 && res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
-            await res.arrayBuffer().catch(() => undefined);
-          };
-          return await runPhase('api', rate, db, submit, stop.signal);
-        } finally {
-          await api.close();
-        }
+          if (res.status !== 201 && res.status !== 200) throw new Error(`HTTP ${res.status}: ${await res.text()}`);
+          await res.arrayBuffer().catch(() => undefined);
+        };
+        return await runPhase('api', rate, db, submit, stop.signal);
       }),
     );
   }

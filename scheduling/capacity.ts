@@ -250,18 +250,33 @@ export function planScaleUp(input: ScaleUpInput): ScaleUpPlan {
   }
   const groups: Group[] = [];
 
-  const tryPlace = (d: WaitingDemand, within: Bin[]): boolean => {
+  const tryPlace = (d: WaitingDemand, within: Bin[]): boolean =>
+    // Room that exists now, as asked; nodes not here yet, counting a share as a whole device: the
+    // allocator's own choices on them may scatter shares, and a job that finds no room on the
+    // nodes sized for it waits a whole provisioning time again.
+    placeIn(
+      d,
+      d.request,
+      within.filter((b) => b.id >= 0),
+    ) ||
+    placeIn(
+      d,
+      d.request.devicesPerWorker > 0 ? d.request : { ...d.request, devicesPerWorker: 1, milliPerWorker: undefined },
+      within.filter((b) => b.id < 0),
+    );
+
+  const placeIn = (d: WaitingDemand, request: ResourceRequest, within: Bin[]): boolean => {
     const usable = within.filter((b) => d.types.includes(b.type) && tierMayUse(d.tier, b));
     for (const type of d.types) {
       const ofType = usable.filter((b) => b.type === type);
       if (!ofType.length) continue;
-      const choice = choosePlacement(ofType, { ...d.request, acceleratorTypes: [type] }, 'best-fit', { rng: () => 0 });
+      const choice = choosePlacement(ofType, { ...request, acceleratorTypes: [type] }, 'best-fit', { rng: () => 0 });
       if (!choice.ok) continue;
       for (const w of choice.workers) {
         const bin = ofType.find((b) => b.id === w.nodeId)!;
         for (const i of w.deviceIdx) bin.freeMilli[i] -= w.milli;
-        if (bin.freeCpuMilli !== undefined) bin.freeCpuMilli -= d.request.cpuMilliPerWorker ?? 0;
-        if (bin.freeMemoryMib !== undefined) bin.freeMemoryMib -= d.request.memoryMibPerWorker ?? 0;
+        if (bin.freeCpuMilli !== undefined) bin.freeCpuMilli -= request.cpuMilliPerWorker ?? 0;
+        if (bin.freeMemoryMib !== undefined) bin.freeMemoryMib -= request.memoryMibPerWorker ?? 0;
       }
       return true;
     }

@@ -2,7 +2,7 @@
 // cloud keeps its state here, so a worker crash loses no request.
 // - nodes gain their provider (default `owned`: the nodes there are the owned fleet), the offering
 //   and provisioning request that made them, the price of a device-hour, whether they are spot,
-//   and since when they hold nothing (kept by the autoscaler, for scale-in).
+//   and since when they hold nothing (kept by a trigger as their allocations come and go, for scale-in).
 // - provision_requests: one row per request, keyed by the caller's request id (so a retried
 //   provision is answered from the row, never made twice); its outcome is drawn when it is made
 //   and revealed when it is due.
@@ -23,6 +23,21 @@ export async function up(db: Kysely<unknown>): Promise<void> {
       ADD COLUMN spot boolean NOT NULL DEFAULT false,
       ADD COLUMN idle_since timestamptz;
     CREATE INDEX nodes_provider ON nodes (provider) WHERE provider <> 'owned';
+
+    -- A provisioned node's idle_since is the moment its last allocation went (and NULL while it
+    -- holds anything), so scale-in counts the idle limit from then, not from when it was seen.
+    -- Runs after nodes_derive (BEFORE triggers fire by name), which has set free_whole.
+    CREATE FUNCTION nodes_idle_since() RETURNS trigger LANGUAGE plpgsql AS $$
+    BEGIN
+      IF NEW.free_whole = NEW.device_count THEN
+        IF NEW.idle_since IS NULL THEN NEW.idle_since := clock_timestamp(); END IF;
+      ELSE
+        NEW.idle_since := NULL;
+      END IF;
+      RETURN NEW;
+    END $$;
+    CREATE TRIGGER nodes_idle_since BEFORE UPDATE OF free_milli ON nodes
+      FOR EACH ROW WHEN (NEW.provision_request IS NOT NULL) EXECUTE FUNCTION nodes_idle_since();
 
     CREATE TABLE provision_requests (
       request_id text PRIMARY KEY,
@@ -87,6 +102,7 @@ export async function up(db: Kysely<unknown>): Promise<void> {
 export async function down(db: Kysely<unknown>): Promise<void> {
   await sql`
     DROP TABLE autoscaler_settings; DROP TABLE provider_events; DROP TABLE provider_nodes; DROP TABLE provision_requests;
+    DROP TRIGGER nodes_idle_since ON nodes; DROP FUNCTION nodes_idle_since();
     DROP INDEX nodes_provider;
     ALTER TABLE nodes DROP COLUMN provider, DROP COLUMN offering, DROP COLUMN provision_request,
       DROP COLUMN price_per_device_hour, DROP COLUMN spot, DROP COLUMN idle_since;
