@@ -1,13 +1,17 @@
 // `npm run bench:allocator`: placements/s and latency of the real PostgreSQL allocator on fleets
 // of 1k, 10k and 100k devices, with 1, 4 and 16 concurrent clients, single and batched, while
 // releases keep the fleet about 70% full. Also prints the candidate query's plan at 100k.
-// Settings: BENCH_FLEETS (devices, comma-separated), BENCH_CLIENTS (comma-separated), BENCH_SECONDS (per cell).
+// Settings: BENCH_FLEETS (devices, comma-separated), BENCH_CLIENTS (comma-separated), BENCH_SECONDS (per cell);
+// BENCH_SAVE=<file> writes the run's cells as JSON, BENCH_COMPARE=<file> prints this run beside a
+// saved one (e.g. the same bench run on an earlier commit), as ratios to each run's own floor.
+import { existsSync, readFileSync, writeFileSync } from 'node:fs';
 import { sql, type Kysely } from 'kysely';
 import { Pool } from 'pg';
 import { Allocator, FGD_SAMPLE_WINDOW } from '../activities/allocator';
+import { candidatePagesQuery } from '../activities/allocator/candidates';
 import type { ResourceRequest } from '../api/types';
 import type { Database } from '../db/schema';
-import { envNumber, envNumbers } from './env';
+import { envNumber, envNumbers, SettingError } from './env';
 import { BENCH_TYPES, randomRequest, registerJobs, requestDevices, seedSyntheticFleet, seeded } from './fleet';
 import { freshBenchDatabase, runBench, say } from './harness';
 import { quantiles } from './stats';
@@ -17,11 +21,20 @@ const CLIENTS = envNumbers('BENCH_CLIENTS', [1, 4, 16], { integer: true, min: 1 
 const SECONDS = envNumber('BENCH_SECONDS', 4, { above: 0 });
 const BATCH = 32;
 const FILL = 0.7;
+const SAVE = process.env.BENCH_SAVE;
+const COMPARE = process.env.BENCH_COMPARE;
+if (COMPARE !== undefined && !existsSync(COMPARE)) throw new SettingError(`BENCH_COMPARE: no file ${COMPARE} (write one with BENCH_SAVE)`);
+// The targets (issue 16), as ratios to the floor measured in the same run.
+const SINGLE_MIN = 0.7;
+const P99_MAX = 1.5;
+const BATCH_MIN = 2;
 
 interface Cell {
   devices: number;
   clients: number;
   mode: 'single' | 'batch' | 'floor';
+  /** For a floor cell: the allocator cell it was measured right after, on the same fleet (the machine's load drifts; ratios use it). */
+  beside?: 'single' | 'batch';
   placements: number;
   perSecond: number;
   p50: number;
@@ -50,7 +63,9 @@ async function runCell(
   devices: number,
   clients: number,
   mode: 'single' | 'batch',
-): Promise<Cell> {
+  /** Set: measure the floor right after (the largest fleet). */
+  url?: string,
+): Promise<Cell[]> {
   let held = 0; // devices held, as all clients see it
   const live: Array<{ id: string; devices: number }> = [];
   const rng = seeded(devices + clients * 7 + (mode === 'batch' ? 1 : 0));
@@ -109,11 +124,15 @@ async function runCell(
     }),
   );
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
+  const cell = measured({ devices, clients, mode }, placements, elapsed, latencies);
+  // The floor with the same clients, at once and on the same ~70% full fleet, so that load the
+  // machine's other work puts on it changes little between a cell and the floor it is compared to.
+  const floor = url === undefined ? undefined : await floorCell(url, db, devices, clients, mode);
   // Release everything so the next cell starts from the same empty fleet.
   await sql`DELETE FROM allocations`.execute(db);
   await sql`DELETE FROM jobs`.execute(db);
   await sql`VACUUM ANALYZE nodes`.execute(db);
-  return measured({ devices, clients, mode }, placements, elapsed, latencies);
+  return floor ? [cell, floor] : [cell];
 }
 
 /**
@@ -123,8 +142,8 @@ async function runCell(
  * commits; the release deletes it in one autocommitted statement. Named prepared statements, no
  * quota, reservations or policy. Placements/s here bound what the full allocator can reach.
  */
-async function floorCell(url: string, db: Kysely<Database>, devices: number, clients: number): Promise<Cell> {
-  const ids = Array.from({ length: clients }, (_, c) => `floor${clients}-${c}`);
+async function floorCell(url: string, db: Kysely<Database>, devices: number, clients: number, beside: 'single' | 'batch'): Promise<Cell> {
+  const ids = Array.from({ length: clients }, (_, c) => `floor-${beside}${clients}-${c}`);
   await registerJobs(db, ids);
   const pool = new Pool({ connectionString: url, max: clients });
   const latencies: number[] = [];
@@ -173,7 +192,7 @@ async function floorCell(url: string, db: Kysely<Database>, devices: number, cli
   );
   const elapsed = Number(process.hrtime.bigint() - started) / 1e9;
   await pool.end();
-  return measured({ devices, clients, mode: 'floor' }, placements, elapsed, latencies);
+  return { ...measured({ devices, clients, mode: 'floor' }, placements, elapsed, latencies), beside };
 }
 
 runBench(async ({ cleanup }) => {
@@ -181,57 +200,95 @@ runBench(async ({ cleanup }) => {
   const { url, db } = await freshBenchDatabase(cleanup, 'sched_bench_alloc', 20, { keep: true });
   const cells: Cell[] = [];
   let plan = '';
-  let fgdPlan = '';
   for (const devices of FLEETS) {
     await seedSyntheticFleet(db, devices);
     const allocator = new Allocator(db, { policy: 'best-fit' });
+    const largest = devices === Math.max(...FLEETS);
     for (const mode of ['single', 'batch'] as const)
-      for (const clients of CLIENTS) {
-        const c = await runCell(allocator, db, devices, clients, mode);
-        cells.push(c);
-        say(`  ${devices} devices, ${clients} clients, ${mode}: ${c.perSecond.toFixed(0)} placements/s`);
-      }
-    if (devices === Math.max(...FLEETS)) {
-      for (const clients of CLIENTS) {
-        const c = await floorCell(url, db, devices, clients);
-        cells.push(c);
-        say(`  ${devices} devices, ${clients} clients, floor: ${c.perSecond.toFixed(0)} placements/s`);
-      }
-      const rows = await sql<{ 'QUERY PLAN': string }>`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-        SELECT id, free_milli FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
-        ORDER BY free_whole, id LIMIT 32 FOR UPDATE SKIP LOCKED`.execute(db);
-      plan = rows.rows.map((r) => r['QUERY PLAN']).join('\n');
-      // The default policy's (FGD's) read: a random sample of the first FGD_SAMPLE_WINDOW fitting
-      // nodes in fit-index order, so it too reads a bounded number of rows.
-      const fgdRows = await sql<{ 'QUERY PLAN': string }>`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF)
-        SELECT id, free_milli FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
-          AND id IN (SELECT w.id FROM (SELECT id FROM nodes WHERE accelerator_type = 'A100' AND state = 'ready' AND free_whole >= 2
-            ORDER BY free_whole, id LIMIT ${sql.lit(FGD_SAMPLE_WINDOW)}) w ORDER BY random() LIMIT 32)
-        FOR UPDATE SKIP LOCKED`.execute(db);
-      fgdPlan = fgdRows.rows.map((r) => r['QUERY PLAN']).join('\n');
+      for (const clients of CLIENTS)
+        for (const c of await runCell(allocator, db, devices, clients, mode, largest ? url : undefined)) {
+          cells.push(c);
+          say(
+            `  ${devices} devices, ${clients} clients, ${c.mode}${c.beside ? ` (after ${c.beside})` : ''}: ${c.perSecond.toFixed(0)} placements/s`,
+          );
+        }
+    if (largest) {
+      // The allocator's own candidate statement (as it runs inside the statement that locks the
+      // jobs): a best-fit page for 2-device workers and the default policy's (FGD's) page, a
+      // random sample of the first FGD_SAMPLE_WINDOW fitting nodes in fit-index order.
+      const request: ResourceRequest = { acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: 2, topology: 'any' };
+      const explained = await db.transaction().execute((trx) =>
+        sql<{ 'QUERY PLAN': string }>`EXPLAIN (ANALYZE, BUFFERS, COSTS OFF) ${candidatePagesQuery([
+          { type: 'A100', request, policy: 'best-fit', candidateLimit: 32 },
+          { type: 'A100', request, policy: 'fgd', candidateLimit: 32 },
+        ])}`.execute(trx),
+      );
+      plan = explained.rows.map((r) => r['QUERY PLAN']).join('\n');
     }
   }
   console.log('\nallocator: real PostgreSQL, best-fit, fleet kept ~70% full by releases; batch = 32 requests per transaction');
   console.log(
-    'floor: the least a placement and its release do in PostgreSQL here (lock job, lock one node, insert one allocation, mark placed, commit; release in one statement; prepared)',
+    "floor: the least a placement and its release do in PostgreSQL here (lock job, lock one node, insert one allocation, mark placed, commit; release in one statement; prepared); floor/<mode>: measured right after that mode's cell, on the same fleet",
   );
-  console.log('devices  clients  mode    placements  placements/s  p50 ms  p99 ms  (p50/p99 per call: one request, or one batch)');
+  console.log('devices  clients  mode          placements  placements/s  p50 ms  p99 ms  (p50/p99 per call: one request, or one batch)');
   for (const c of cells)
     console.log(
-      `${String(c.devices).padStart(7)}  ${String(c.clients).padStart(7)}  ${c.mode.padEnd(6)}  ${String(c.placements).padStart(10)}  ${c.perSecond.toFixed(0).padStart(12)}  ${c.p50.toFixed(2).padStart(6)}  ${c.p99.toFixed(2).padStart(6)}`,
+      `${String(c.devices).padStart(7)}  ${String(c.clients).padStart(7)}  ${(c.beside ? `floor/${c.beside}` : c.mode).padEnd(12)}  ${String(c.placements).padStart(10)}  ${c.perSecond.toFixed(0).padStart(12)}  ${c.p50.toFixed(2).padStart(6)}  ${c.p99.toFixed(2).padStart(6)}`,
     );
-  console.log(`\ncandidate query plan at ${Math.max(...FLEETS)} devices (best-fit):\n${plan}`);
   console.log(
-    `\ncandidate query plan at ${Math.max(...FLEETS)} devices (fgd, the default: a random ${FGD_SAMPLE_WINDOW}-node window sample):\n${fgdPlan}`,
+    `\ncandidate read at ${Math.max(...FLEETS)} devices (the allocator's statement: a best-fit page and an fgd page, a random sample of the first ${FGD_SAMPLE_WINDOW} fitting nodes):\n${plan}`,
   );
-  const cell = (d: number, c: number, m: Cell['mode']) => cells.find((x) => x.devices === d && x.clients === c && x.mode === m);
   const big = Math.max(...FLEETS);
   const small = Math.min(...FLEETS);
-  const ratio = (cell(big, 1, 'single')?.meanMsPerPlacement ?? NaN) / (cell(small, 1, 'single')?.meanMsPerPlacement ?? NaN);
-  const bestSingle = Math.max(...cells.filter((c) => c.devices === big && c.mode === 'single').map((c) => c.perSecond));
-  const bestBatch = Math.max(...cells.filter((c) => c.devices === big && c.mode === 'batch').map((c) => c.perSecond));
-  const bestFloor = Math.max(...cells.filter((c) => c.devices === big && c.mode === 'floor').map((c) => c.perSecond));
+  const oneClient = (d: number) => cells.find((x) => x.devices === d && x.clients === 1 && x.mode === 'single')?.meanMsPerPlacement ?? NaN;
+  if (big !== small)
+    console.log(
+      `\nper-placement cost ratio ${big}:${small} devices (1 client, single) = ${(oneClient(big) / oneClient(small)).toFixed(2)}`,
+    );
+  const at = (list: Cell[], c: number, m: Cell['mode'], beside?: Cell['beside']) =>
+    list.find(
+      (x) =>
+        x.devices === big && x.clients === c && x.mode === m && (beside === undefined || x.beside === undefined || x.beside === beside),
+    );
+  const clientsMeasured = CLIENTS.filter((c) => at(cells, c, 'floor'));
+  /** Per client count: single and batched placements/s and single p99, each as a ratio to the floor measured beside it. */
+  const ratios = (list: Cell[]) =>
+    clientsMeasured.map((c) => {
+      const floorS = at(list, c, 'floor', 'single');
+      const floorB = at(list, c, 'floor', 'batch');
+      return {
+        clients: c,
+        single: (at(list, c, 'single')?.perSecond ?? NaN) / (floorS?.perSecond ?? NaN),
+        batch: (at(list, c, 'batch')?.perSecond ?? NaN) / (floorB?.perSecond ?? NaN),
+        p99: (at(list, c, 'single')?.p99 ?? NaN) / (floorS?.p99 ?? NaN),
+      };
+    });
+  const now = ratios(cells);
+  const f2 = (x: number) => (Number.isFinite(x) ? x.toFixed(2) : 'n/a');
   console.log(
-    `summary: at ${big} devices best single ${bestSingle.toFixed(0)} placements/s (floor ${bestFloor.toFixed(0)}), best batched ${bestBatch.toFixed(0)} placements/s, p99 single with 4 clients ${cell(big, 4, 'single')?.p99.toFixed(2)} ms (floor ${cell(big, 4, 'floor')?.p99.toFixed(2)} ms); per-placement cost ratio ${big}:${small} = ${ratio.toFixed(2)}`,
+    `\nratios to the floor at ${big} devices, same clients (targets: single >= ${SINGLE_MIN}, batched >= ${BATCH_MIN}, single p99 <= ${P99_MAX}x)`,
+  );
+  const before = COMPARE ? ratios((JSON.parse(readFileSync(COMPARE, 'utf8')) as { cells: Cell[] }).cells) : undefined;
+  console.log(`clients  single  batched  p99${before ? `   | ${COMPARE}: single  batched  p99` : ''}`);
+  for (const r of now) {
+    const b = before?.find((x) => x.clients === r.clients);
+    console.log(
+      `${String(r.clients).padStart(7)}  ${f2(r.single).padStart(6)}  ${f2(r.batch).padStart(7)}  ${f2(r.p99).padStart(4)}${before ? `   | ${' '.repeat(Math.max(0, COMPARE!.length - 7))}${f2(b?.single ?? NaN).padStart(7)}  ${f2(b?.batch ?? NaN).padStart(7)}  ${f2(b?.p99 ?? NaN).padStart(4)}` : ''}`,
+    );
+  }
+  if (SAVE) {
+    writeFileSync(SAVE, JSON.stringify({ at: new Date().toISOString(), seconds: SECONDS, cells }, null, 2));
+    say(`cells written to ${SAVE}`);
+  }
+  const verdict = (ok: boolean) => (ok ? 'MET' : 'MISSED');
+  const list = (key: 'single' | 'batch' | 'p99') => now.map((r) => `${r.clients}c ${f2(r[key])}`).join(', ');
+  const single = now.length > 0 && now.every((r) => r.single >= SINGLE_MIN);
+  const batched = now.length > 0 && now.every((r) => r.batch >= BATCH_MIN);
+  const p99at4 = now.find((r) => r.clients === 4);
+  const bounded = plan !== '' && !/Seq Scan on nodes/.test(plan);
+  console.log(
+    `summary: at ${big} devices (ratios to the floor, same clients) single placements/s >= ${SINGLE_MIN}x: ${list('single')} ${verdict(single)}; ` +
+      `p99 with 4 clients <= ${P99_MAX}x: ${p99at4 ? `${f2(p99at4.p99)} ${verdict(p99at4.p99 <= P99_MAX)}` : 'not measured (BENCH_CLIENTS has no 4) MISSED'}; ` +
+      `batched >= ${BATCH_MIN}x: ${list('batch')} ${verdict(batched)}; candidate reads index-bounded (no sequential scan of nodes): ${verdict(bounded)}`,
   );
 });
