@@ -85,7 +85,7 @@ export function peersFromEnv(region: string, env: NodeJS.ProcessEnv = process.en
 export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfig {
   const region = env.REGION ?? 'local';
   if (!/^[a-z0-9-]+$/.test(region)) throw new Error(`REGION ${JSON.stringify(region)} must be lowercase letters, digits or '-'`);
-  const policy = (env.PLACEMENT_POLICY ?? 'fgd') as PlacementPolicyName;
+  const policy = (env.PLACEMENT_POLICY ?? 'fgd-host') as PlacementPolicyName;
   if (!PLACEMENT_POLICIES.includes(policy))
     throw new Error(`PLACEMENT_POLICY ${JSON.stringify(policy)} must be one of ${PLACEMENT_POLICIES.join(', ')}`);
   const temporal = temporalEndpointFromEnv(env, { address: '127.0.0.1:7233', namespace: regionNamespace(region) });

@@ -34,7 +34,7 @@ export class Allocator {
   ) {
     const o = typeof options === 'string' ? { policy: options } : options;
     this.settings = {
-      defaultPolicy: o.policy ?? 'fgd',
+      defaultPolicy: o.policy ?? 'fgd-host',
       candidateLimit: o.candidateLimit ?? 32,
       mix: new RecentMix(o.mixWindow ?? 2000),
       region: o.region ?? 'local',
