@@ -200,6 +200,19 @@ describe('the scale-up plan', () => {
     ]);
   });
 
+  test('shares on nodes not yet here count as whole devices; on free room now, as shares', () => {
+    const two = offering({ name: 'x2', devicesPerNode: 2, pricePerDeviceHour: 1 });
+    const shares = ['a', 'b', 'c'].map((j) => demand(j, { devicesPerWorker: 0, milliPerWorker: 250 }));
+    expect(planScaleUp(input({ demand: shares, offerings: [two] })).requests.map((r) => r.count)).toEqual([2]);
+    const free: ScaleUpInput['existing']['free'] = [
+      { id: 1, name: 'n1', pod: 'p', rack: 'r', type: 'A100', spot: false, freeMilli: [1000] },
+    ];
+    expect(planScaleUp(input({ demand: shares, offerings: [two], existing: { free, inFlight: [] } }))).toMatchObject({
+      requests: [],
+      covered: ['a', 'b', 'c'],
+    });
+  });
+
   test('nothing is planned when no job waits for capacity', () => {
     expect(planScaleUp(input({ offerings: [dear8] }))).toEqual({ requests: [], covered: [], unmet: [] });
   });
