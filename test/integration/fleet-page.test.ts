@@ -7,6 +7,7 @@ import fs from 'node:fs';
 import path from 'node:path';
 import { chromium, type Browser, type Page } from 'playwright-core';
 import { PNG } from 'pngjs';
+import { sql } from 'kysely';
 import { USE_COLOURS } from '../../api/http/fleet-page';
 import { startApiServer } from '../../worker/api-server';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
@@ -33,13 +34,13 @@ async function call(method: 'GET' | 'POST', url: string, body?: unknown): Promis
   });
   return { status: res.status, body: await res.json() };
 }
-const submit = async (jobId: string, workers: number, devicesPerWorker: number) =>
+const submit = async (jobId: string, workers: number, devicesPerWorker: number, tier = 'standard') =>
   expect(
     (
       await call('POST', '/v1/jobs', {
         jobId,
         tenant: 'acme/ml',
-        tier: 'standard',
+        tier,
         priority: 0,
         durationMs: 600_000,
         request: { acceleratorTypes: ['A100'], workers, devicesPerWorker, topology: 'any' },
@@ -91,7 +92,8 @@ beforeAll(async () => {
   names = (await t.db.selectFrom('nodes').select('name').where('id', 'in', ids).orderBy('id').execute()).map((n) => n.name);
   await seedTenants(t.db, ['acme/ml']);
   h = await startTemporal('fleet-page');
-  await h.startWorker(t.db);
+  // A short preemption grace, so the preemption at the end takes seconds.
+  await h.startWorker(t.db, { preemptGraceMs: 200 });
   api = await startApiServer({ db: t.db, client: h.client, region: REGION, bootstrapKey: BOOTSTRAP });
   const key = await call('POST', '/v1/admin/api-keys', { name: 'fleet-viewer', tenant: '*', role: 'operator', reason: 'fleet page test' });
   expect(key.status).toBe(201);
@@ -202,4 +204,29 @@ test('a screenshot of the page holds the grid in every colour of the legend', as
   }
   // Each use shows as at least a cell's worth of its colour (a cell is 92×44 px; its swatch in the legend adds 14×14).
   for (const use of Object.keys(USE_COLOURS)) expect({ use, enough: count[use] > 1500 }).toEqual({ use, enough: true });
+});
+
+test('a preemption shows under recent preemptions with the job that was given way to', async () => {
+  // Two premium workers of two devices: one fits on the free node, the other only where a standard job runs.
+  await submit('fp-premium', 2, 2, 'premium');
+  await untilState('fp-premium', 'running');
+  const victims = (
+    await t.db
+      .selectFrom('jobs')
+      .select('id')
+      .where(sql<boolean>`'fp-premium' = ANY(preempted_by)`)
+      .execute()
+  ).map((j) => j.id);
+  expect(victims.length).toBeGreaterThan(0);
+  const rows = await eventually(async () => {
+    const r = await page.$$eval('#preemptions tr', (trs) =>
+      trs.map((tr) => [...tr.querySelectorAll('td')].map((td) => td.textContent ?? '')).filter((c) => c.length > 0),
+    );
+    return r.length ? r : undefined;
+  }, 'the preemption drawn');
+  expect(rows.map((r) => r[0]).sort()).toEqual([...victims].sort());
+  for (const r of rows) {
+    expect([r[1], r[2], r[3]]).toEqual(['acme/ml', 'standard', 'fp-premium']);
+    expect(['requeued', 'being preempted']).toContain(r[5]);
+  }
 });
