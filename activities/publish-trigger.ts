@@ -3,7 +3,7 @@
 // a node comes or goes), the peers should not wait for the period: after each scheduling cycle
 // (every release and submission kicks one) the region compares its free devices per type with the
 // summary it last published (`largeChange`) and, if they moved a lot, asks its exchange to publish
-// now. The comparison is per worker process: a worker that has not published itself leaves it to
+// now; so does every release (a job ending frees room whether or not anything waits to kick a cycle). The comparison is per worker process: a worker that has not published itself leaves it to
 // the period.
 import { sql } from 'kysely';
 import type { InventorySummary } from '../api/peers';
