@@ -93,6 +93,8 @@ export async function planPreemption(
         .where(sql<boolean>`NOT EXISTS (SELECT 1 FROM nominations m WHERE m.node_id = nodes.id AND m.preemptor <> ${jobId})`);
       if (request.nodeLabels && Object.keys(request.nodeLabels).length)
         q = q.where('labels', '@>', JSON.stringify(request.nodeLabels) as never);
+      // Premium work never lands on spot nodes (the allocator's rule), so it preempts nothing there.
+      if (tier === 'premium') q = q.where('spot', '=', false);
       const nodes: CandidateNode[] = (await q.orderBy('id').execute()).map((n) => ({
         id: n.id,
         name: n.name,
