@@ -24,7 +24,7 @@ import { failpoint } from './failpoints';
 import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
 import * as handoff from './handoff';
 import { hintHandoffs } from './handoff-hints';
-import { notePublished, publishIfLargeChange } from './publish-trigger';
+import { notePublished, publishIfLargeChange, registerPublisher } from './publish-trigger';
 import type { HandoffDecision, HandoffOrigin } from '../api/messages';
 import type { InventorySummary } from '../api/peers';
 import type { AutoscalerLimits, ProviderConfig } from '../api/autoscaler';
@@ -33,6 +33,8 @@ import type { PlacementObjective } from '../scheduling/capacity';
 import { addScalableDevices, observeProviders, planCapacity, provisionCapacity, recordSettings, releaseIdleNode } from './autoscale';
 
 export type { Admitted, AdmissionResult } from './admission';
+/** What a publication reached: per peer, the version taken or the error. */
+export type Published = Record<string, { ok: true; version: number } | { ok: false; error: string }>;
 export { DEFAULT_PREEMPT_GRACE_MS } from './cycle';
 
 export interface ActivityDeps {
@@ -75,6 +77,42 @@ export function createActivities({
     peers: peers ?? new PeerLinks(name, []),
   });
   const providers = new Providers(db, providerConfigs ?? []);
+
+  /** Sends this region's summary to every peer at once; an unreachable peer is reported, not waited for. */
+  const publish = async (): Promise<Published> => {
+    const summary = await summarizeInventory(db, name);
+    await addScalableDevices(db, name, providers, summary);
+    notePublished(summary);
+    const sent = await Promise.all(
+      region.peers.names.map(async (peer) => {
+        try {
+          await region.peers.call(peer, (c) =>
+            c.workflow.getHandle(peerExchangeWorkflowId(peer)).executeUpdate(offerSummaryUpdate, { args: [summary] }),
+          );
+          return [peer, { ok: true as const, version: summary.version }] as const;
+        } catch (err) {
+          return [peer, { ok: false as const, error: rootMessage(err) }] as const;
+        }
+      }),
+    );
+    return Object.fromEntries(sent);
+  };
+  // Besides the exchange's period, this process publishes at once on a large change (publish-trigger.ts).
+  registerPublisher(name, publish);
+
+  const storeAndHint = async (summary: InventorySummary) => {
+    const stored = await storePeerSummary(db, region.peers.names, summary);
+    // Then, beside (not inside) this activity, the waiting jobs a peer now has room for are told
+    // to look abroad: the sender's update is not held up, and a pass that fails is only advice lost.
+    if (stored.stored) {
+      const log = activityLog();
+      void hintHandoffs(region).then(
+        (told) => told.length && log.debug('told to look abroad', { event: 'handoff.hinted', from: summary.region, jobs: told.length }),
+        (err: unknown) => log.warn('look-abroad hints failed', { event: 'handoff.hint-failed', error: rootMessage(err) }),
+      );
+    }
+    return stored;
+  };
 
   return {
     // --- a job's lifecycle (admission.ts, jobs.ts, allocator/) --------------------------------
@@ -163,37 +201,12 @@ export function createActivities({
 
     // --- the inventory exchange (inventory.ts, peers.ts) ----------------------------------------
     /** Sends this region's summary to every peer at once; an unreachable peer is reported, not waited for. */
-    async publishSummary(): Promise<Record<string, { ok: true; version: number } | { ok: false; error: string }>> {
-      const summary = await summarizeInventory(db, name);
-      await addScalableDevices(db, name, providers, summary);
-      notePublished(summary);
-      const sent = await Promise.all(
-        region.peers.names.map(async (peer) => {
-          try {
-            await region.peers.call(peer, (c) =>
-              c.workflow.getHandle(peerExchangeWorkflowId(peer)).executeUpdate(offerSummaryUpdate, { args: [summary] }),
-            );
-            return [peer, { ok: true as const, version: summary.version }] as const;
-          } catch (err) {
-            return [peer, { ok: false as const, error: rootMessage(err) }] as const;
-          }
-        }),
-      );
-      return Object.fromEntries(sent);
+    async publishSummary(): Promise<Published> {
+      return publish();
     },
     /** Keeps a peer's summary if newer than the one held; refuses a malformed, unknown or older one with the reason. */
     async storePeerSummary(summary: InventorySummary) {
-      const stored = await storePeerSummary(db, region.peers.names, summary);
-      // Then, beside (not inside) this activity, the waiting jobs a peer now has room for are told
-      // to look abroad: the sender's update is not held up, and a pass that fails is only advice lost.
-      if (stored.stored) {
-        const log = activityLog();
-        void hintHandoffs(region).then(
-          (told) => told.length && log.debug('told to look abroad', { event: 'handoff.hinted', from: summary.region, jobs: told.length }),
-          (err: unknown) => log.warn('look-abroad hints failed', { event: 'handoff.hint-failed', error: rootMessage(err) }),
-        );
-      }
-      return stored;
+      return storeAndHint(summary);
     },
     async peerSummaries() {
       return Object.fromEntries(

@@ -159,13 +159,8 @@ export interface PeerExchangeStatus {
   received: Record<string, { version: number; at: number }>;
   refused: number;
   lastRefusal?: string;
-  /** Summaries published before their period because free capacity changed a lot, and the last reason. */
-  early?: number;
-  lastEarlyReason?: string;
 }
 export const peerExchangeStatusQuery = defineQuery<PeerExchangeStatus>('status');
-/** Region → its own exchange: free capacity changed a lot, publish the summary now (not at the next period). */
-export const publishNowSignal = defineSignal<[reason: string]>('publishNow');
 /** PeerExchangeWorkflow's input, carried across continue-as-new. */
 export interface PeerExchangeInput {
   region: string;

@@ -9,7 +9,6 @@ import {
   condition,
   continueAsNew,
   log,
-  patched,
   proxyActivities,
   proxyLocalActivities,
   setHandler,
@@ -19,18 +18,10 @@ import {
 import type { SchedulerActivities } from '../activities';
 import { NON_RETRYABLE_ERROR_TYPES } from '../api/errors';
 import { validateSummary } from '../api/peers';
-import {
-  offerSummaryUpdate,
-  peerExchangeStatusQuery,
-  publishNowSignal,
-  type PeerExchangeInput,
-  type PeerExchangeStatus,
-} from '../api/messages';
+import { offerSummaryUpdate, peerExchangeStatusQuery, type PeerExchangeInput, type PeerExchangeStatus } from '../api/messages';
 
 /** How often a region publishes its summary, unless configured. */
 export const PUBLISH_EVERY_MS = 2_000;
-/** However large the changes, publications are at least this far apart. */
-export const MIN_PUBLISH_GAP_MS = 500;
 /** Publications and received summaries per run before continuing as new. */
 const EVENTS_PER_RUN = 100;
 
@@ -51,11 +42,6 @@ export async function PeerExchangeWorkflow(input: PeerExchangeInput): Promise<vo
   let events = 0;
 
   setHandler(peerExchangeStatusQuery, () => status);
-  // Behind a patch: a run from before it replays its fixed-period sleeps.
-  let publishNow: string | undefined;
-  setHandler(publishNowSignal, (reason) => {
-    if (patched('publish-on-change')) publishNow = typeof reason === 'string' ? reason.slice(0, 200) : 'large change';
-  });
   setHandler(
     offerSummaryUpdate,
     async (summary) => {
@@ -81,7 +67,6 @@ export async function PeerExchangeWorkflow(input: PeerExchangeInput): Promise<vo
 
   for (;;) {
     const started = Date.now();
-    publishNow = undefined;
     try {
       const sent = await acts.publishSummary();
       for (const [peer, r] of Object.entries(sent)) {
@@ -98,16 +83,7 @@ export async function PeerExchangeWorkflow(input: PeerExchangeInput): Promise<vo
       log.warn('summary not published', { event: 'peers.publish-failed', region, error: (err as Error).message });
     }
     events++;
-    if (patched('publish-on-change')) {
-      // The next publication at the period, or sooner when the region says its capacity moved a lot
-      // (since this one started: a signal during the send is kept for the next).
-      await sleep(MIN_PUBLISH_GAP_MS);
-      const early = await condition(() => publishNow !== undefined, Math.max(1, every - (Date.now() - started)));
-      if (early) {
-        status.early = (status.early ?? 0) + 1;
-        status.lastEarlyReason = publishNow;
-      }
-    } else await sleep(Math.max(100, every - (Date.now() - started)));
+    await sleep(Math.max(100, every - (Date.now() - started)));
     if (events >= EVENTS_PER_RUN || workflowInfo().continueAsNewSuggested) {
       await condition(allHandlersFinished);
       await continueAsNew<typeof PeerExchangeWorkflow>({ ...input, status });
