@@ -44,21 +44,11 @@ export type PrepareAnswer =
 // --- at home --------------------------------------------------------------------------------
 
 /** The peer that should take this waiting job now, from the summaries held. */
-export async function pickPeer(
-  region: Region,
-  spec: JobSpec,
-  o: { exclude: string[]; mustLeave: boolean; prefer?: string },
-): Promise<PeerChoice> {
+export async function pickPeer(region: Region, spec: JobSpec, o: { exclude: string[]; mustLeave: boolean }): Promise<PeerChoice> {
   if (!region.peers.names.length) return { reason: 'this region has no peers' };
   const held = await readPeerSummaries(region.db);
   const inFlight = await readInFlight(region.db, held);
-  return choosePeer(spec, region.peers.names, held, {
-    now: Date.now(),
-    exclude: new Set(o.exclude),
-    mustLeave: o.mustLeave,
-    inFlight,
-    ...(o.prefer ? { prefer: o.prefer } : {}),
-  });
+  return choosePeer(spec, region.peers.names, held, { now: Date.now(), exclude: new Set(o.exclude), mustLeave: o.mustLeave, inFlight });
 }
 
 /** This region's own summary, kept this long for the recall checks of its handed-off jobs. */

@@ -23,7 +23,6 @@ import { PeerLinks } from './peers';
 import { failpoint } from './failpoints';
 import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
 import * as handoff from './handoff';
-import { hintHandoffs } from './handoff-hints';
 import { notePublished, publishIfLargeChange, registerPublisher } from './publish-trigger';
 import type { HandoffDecision, HandoffOrigin } from '../api/messages';
 import type { InventorySummary } from '../api/peers';
@@ -99,20 +98,6 @@ export function createActivities({
   };
   // Besides the exchange's period, this process publishes at once on a large change (publish-trigger.ts).
   registerPublisher(name, publish);
-
-  const storeAndHint = async (summary: InventorySummary) => {
-    const stored = await storePeerSummary(db, region.peers.names, summary);
-    // Then, beside (not inside) this activity, the waiting jobs a peer now has room for are told
-    // to look abroad: the sender's update is not held up, and a pass that fails is only advice lost.
-    if (stored.stored) {
-      const log = activityLog();
-      void hintHandoffs(region).then(
-        (told) => told.length && log.debug('told to look abroad', { event: 'handoff.hinted', from: summary.region, jobs: told.length }),
-        (err: unknown) => log.warn('look-abroad hints failed', { event: 'handoff.hint-failed', error: rootMessage(err) }),
-      );
-    }
-    return stored;
-  };
 
   return {
     // --- a job's lifecycle (admission.ts, jobs.ts, allocator/) --------------------------------
@@ -206,7 +191,7 @@ export function createActivities({
     },
     /** Keeps a peer's summary if newer than the one held; refuses a malformed, unknown or older one with the reason. */
     async storePeerSummary(summary: InventorySummary) {
-      return storeAndHint(summary);
+      return storePeerSummary(db, region.peers.names, summary);
     },
     async peerSummaries() {
       return Object.fromEntries(
@@ -238,8 +223,8 @@ export function createActivities({
     },
 
     // --- handoff, at home (handoff.ts) ----------------------------------------------------------
-    async pickPeer(spec: JobSpec, exclude: string[], mustLeave: boolean, prefer?: string) {
-      return handoff.pickPeer(region, spec, { exclude, mustLeave, ...(prefer ? { prefer } : {}) });
+    async pickPeer(spec: JobSpec, exclude: string[], mustLeave: boolean) {
+      return handoff.pickPeer(region, spec, { exclude, mustLeave });
     },
     async prepareHandoff(spec: JobSpec, epoch: number, peer: string) {
       return handoff.prepareHandoff(region, spec, epoch, peer);

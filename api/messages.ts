@@ -54,16 +54,6 @@ export interface HandedJobEnded {
   epoch: number;
   result: JobResult;
 }
-/**
- * Home region → its own waiting job: a peer's fresh summary shows room for it, so look abroad now
- * rather than at the next look (advisory: the job still decides, and ignores it while pinned or
- * before its `handoff.afterMs`).
- */
-export const lookAbroadSignal = defineSignal<[LookAbroadHint]>('lookAbroad');
-export interface LookAbroadHint {
-  /** The peer that has room for the job, by its latest summary. */
-  peer: string;
-}
 /** On the home workflow: keep the job in its home region from now on (no handoff). */
 export const pinUpdate = defineUpdate<JobStatus, [reason: string]>('pin');
 /** On the home workflow: take a handed-off job back before it starts at the peer; refused once it has been placed there. */

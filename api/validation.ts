@@ -244,12 +244,6 @@ export function validateWaitingNotice(input: unknown): string[] {
   return [...positiveInt('epoch', input.epoch), ...text('reason', input.reason)];
 }
 
-/** Problems with a `lookAbroad` hint: the peer said to have room. */
-export function validateLookAbroadHint(input: unknown): string[] {
-  if (!object(input)) return [`lookAbroad: ${show(input)} must be an object { peer }`];
-  return typeof input.peer === 'string' && REGION.test(input.peer) ? [] : [`peer: ${show(input.peer)} must be a region name`];
-}
-
 /** Problems with a `preempt` request: the preempting job's id and a grace period in milliseconds. */
 export function validatePreemptRequest(input: unknown): string[] {
   if (!object(input)) return [`preempt: ${show(input)} must be an object { preemptor, graceMs }`];

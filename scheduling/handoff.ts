@@ -18,7 +18,7 @@ export interface HeldSummary {
 }
 
 /** Whether a job may be handed off at all, and after how long a wait. */
-export function handoffPolicy(spec: Pick<JobSpec, 'handoff'>): { enabled: boolean; afterMs: number } {
+export function handoffPolicy(spec: JobSpec): { enabled: boolean; afterMs: number } {
   return { enabled: spec.handoff?.enabled !== false, afterMs: spec.handoff?.afterMs ?? DEFAULT_HANDOFF_AFTER_MS };
 }
 
@@ -83,19 +83,7 @@ export function choosePeer(
   spec: Pick<JobSpec, 'request' | 'tier' | 'allowedRegions'>,
   peers: readonly string[],
   held: ReadonlyMap<string, HeldSummary>,
-  o: {
-    now: number;
-    ttlMs?: number;
-    exclude?: ReadonlySet<string>;
-    mustLeave?: boolean;
-    inFlight?: InFlight;
-    /**
-     * The peer a hint named: taken when it has room after its queue and what is on its way, even
-     * if another has more. Jobs told together were each counted against their own peer; without
-     * this they would all pick the roomiest one, which has room for the first only.
-     */
-    prefer?: string;
-  },
+  o: { now: number; ttlMs?: number; exclude?: ReadonlySet<string>; mustLeave?: boolean; inFlight?: InFlight },
 ): PeerChoice {
   const ttl = o.ttlMs ?? DEFAULT_SUMMARY_TTL_MS;
   const candidates = allowedPeers(spec, peers).filter((p) => !o.exclude?.has(p));
@@ -154,15 +142,9 @@ export function choosePeer(
       why.push(`${peer}: ${formatDevices(room)} free but ${formatDevices(room - spare - milli)} queued ahead or on its way`);
       continue;
     }
-    if (peer === o.prefer && room >= milli && spare >= 0) {
-      best = { peer, spare: Infinity, room };
-      break;
-    }
     if (!best || spare > best.spare) best = { peer, spare, room };
   }
   if (!best) return { reason: `no peer has room: ${why.join('; ')}` };
-  if (best.spare === Infinity)
-    return { peer: best.peer, reason: `${best.peer} has ${formatDevices(best.room)} free for it (it was told so)` };
   return {
     peer: best.peer,
     reason: `${best.peer} has ${formatDevices(best.room)} free for it, ${formatDevices(Math.max(0, best.spare))} to spare after its queue`,
@@ -188,43 +170,6 @@ export function roomHere(spec: Pick<JobSpec, 'request' | 'tier'>, own: Inventory
     why.push(`${type}: ${formatDevices(room)} free where it must land, ${formatDevices(ahead)} queued ahead`);
   }
   return { room: false, reason: why.join('; ') || `${own.region} has none of ${spec.request.acceleratorTypes.join('|')}` };
-}
-
-/** A job at the head of the home queue, as a hint pass sees it (queue order is the caller's). */
-export interface WaitingHome {
-  jobId: string;
-  spec: Pick<JobSpec, 'request' | 'tier' | 'allowedRegions' | 'handoff'>;
-  /** When it joined the queue (its own clock: the region's). */
-  enqueuedAt: number;
-}
-
-/**
- * The waiting jobs (in the order given: the queue's) that a peer has room for now, by the rule a
- * job applies itself (`choosePeer`), each counted as on its way to its peer before the next is
- * weighed, so a peer with room for one is offered one; at most `limit`. Jobs whose handoff is off or
- * whose `afterMs` has not passed are left to wait.
- */
-export function chooseHinted(
-  waiting: readonly WaitingHome[],
-  peers: readonly string[],
-  held: ReadonlyMap<string, HeldSummary>,
-  o: { now: number; limit: number; ttlMs?: number; inFlight?: InFlight },
-): Array<{ jobId: string; peer: string }> {
-  const inFlight = new Map([...(o.inFlight ?? [])].map(([peer, types]) => [peer, new Map(types)]));
-  const out: Array<{ jobId: string; peer: string }> = [];
-  for (const w of waiting) {
-    if (out.length >= o.limit) break;
-    const policy = handoffPolicy(w.spec);
-    if (!policy.enabled || o.now - w.enqueuedAt < policy.afterMs) continue;
-    const choice = choosePeer(w.spec, peers, held, { now: o.now, ttlMs: o.ttlMs, inFlight });
-    if (choice.peer === undefined) continue;
-    const sent = inFlight.get(choice.peer) ?? new Map<string, number>();
-    // Counted against every type it accepts: it takes one, but which is not known here.
-    for (const type of w.spec.request.acceleratorTypes) sent.set(type, (sent.get(type) ?? 0) + requestMilli(w.spec.request));
-    inFlight.set(choice.peer, sent);
-    out.push({ jobId: w.jobId, peer: choice.peer });
-  }
-  return out;
 }
 
 /** Free and total whole devices of one accelerator type, as a region last told its peers. */

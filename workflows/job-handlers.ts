@@ -9,7 +9,6 @@ import {
   validateCancelReason,
   validateHandedJobEnded,
   validateHandoffDecision,
-  validateLookAbroadHint,
   validatePlacedDelivery,
   validatePreemptRequest,
   validatePriority,
@@ -22,7 +21,6 @@ import {
   handedJobEndedSignal,
   handoffDecisionQuery,
   handoffDecisionSignal,
-  lookAbroadSignal,
   pinUpdate,
   placedSignal,
   preemptSignal,
@@ -139,16 +137,6 @@ export function registerJobHandlers(job: JobRecord): void {
   });
 
   // --- handoff, at home ---
-  // Behind a patch: a hint that reached a job run by code without this handler was dropped, and
-  // its history replays without the early look it would cause here.
-  setHandler(lookAbroadSignal, (hint) => {
-    if (malformed(lookAbroadSignal.name, validateLookAbroadHint(hint))) return;
-    // A hint for a peer this job avoids (it refused lately) is no reason to look.
-    if (patched('look-abroad-hint') && !((job.avoid.get(hint.peer) ?? 0) > Date.now())) {
-      job.lookAbroadHinted = true;
-      job.hintedPeer = hint.peer;
-    }
-  });
   setHandler(handoffDecisionQuery, (epoch) => job.decisionFor(epoch));
   setHandler(handedJobEndedSignal, (ended) => {
     if (malformed(handedJobEndedSignal.name, validateHandedJobEnded(ended))) return;

@@ -75,10 +75,6 @@ export class JobRecord {
   peerEnded: { epoch: number; result: JobResult } | undefined;
   /** A recall agreed by the peer: the job comes back home. */
   recalled: string | undefined;
-  /** Told (lookAbroadSignal) that a peer has room for the job now: look abroad without waiting for the next look. */
-  lookAbroadHinted = false;
-  /** The peer the last hint named (pickPeer prefers it when it still has room). */
-  hintedPeer: string | undefined;
   /** Peers that refused or did not answer lately, and until when they are not asked again. */
   readonly avoid = new Map<string, number>();
 

@@ -33,8 +33,6 @@ export const PLACEMENT_CHECK_MS = 30_000;
 export const MAX_PLACEMENT_CHECK_MS = 5 * 60_000;
 /** How often a job looking abroad asks again which peer could take it. */
 export const PEER_RETRY_MS = 5_000;
-/** A hinted look abroad (lookAbroadSignal) comes at least this long after the job's last look. */
-export const HINTED_LOOK_MS = 1_000;
 /**
  * A waiting job continues as new once its history has this many events (or the server suggests
  * it): a job that waits for weeks must not reach the server's history limit, which terminates it.
@@ -126,24 +124,12 @@ export async function JobWorkflow({ spec, region, origin, resume }: JobWorkflowI
   const waitForPlacement = async (deadline?: number): Promise<Waited> => {
     const lookingAbroad = () => global && !status.pinned;
     let lookAbroadAt = abroad ? Date.now() : Date.now() + policy.afterMs;
-    // A hint (a peer's summary shows room) brings the next look forward, never before afterMs
-    // nor sooner than HINTED_LOOK_MS after the last look.
-    const firstLookAt = lookAbroadAt;
-    let lookedAt = -Infinity;
     let checkAt = Date.now() + PLACEMENT_CHECK_MS;
     // The self-check backs off, so a job that waits for days keeps a short history.
     for (let every = PLACEMENT_CHECK_MS; ;) {
-      if (job.lookAbroadHinted) {
-        job.lookAbroadHinted = false;
-        if (Date.now() >= firstLookAt) lookAbroadAt = Math.min(lookAbroadAt, Math.max(Date.now(), lookedAt + HINTED_LOOK_MS));
-      }
       if (lookingAbroad() && Date.now() >= lookAbroadAt) {
-        lookedAt = Date.now();
         const avoid = [...job.avoid].filter(([, until]) => until > Date.now()).map(([p]) => p);
-        // A look a hint brought forward prefers the peer it named (undefined otherwise: the call as before).
-        const prefer = job.hintedPeer;
-        job.hintedPeer = undefined;
-        const choice = prefer ? await handoffActs.pickPeer(spec, avoid, abroad, prefer) : await handoffActs.pickPeer(spec, avoid, abroad);
+        const choice = await handoffActs.pickPeer(spec, avoid, abroad);
         if (choice.peer !== undefined) return { peer: choice.peer, why: choice.reason };
         lookAbroadAt = Date.now() + PEER_RETRY_MS;
         if (abroad && choice.reason !== status.waitingReason) job.enter('waiting-abroad', choice.reason);
@@ -151,11 +137,7 @@ export async function JobWorkflow({ spec, region, origin, resume }: JobWorkflowI
       let wake = deadline === undefined ? checkAt : Math.min(checkAt, deadline);
       if (lookingAbroad()) wake = Math.min(wake, lookAbroadAt);
       const left = wake - Date.now();
-      if (left > 0)
-        await condition(
-          () => deliveries.has(status.epoch) || status.cancelRequested || (givenBackEnds && job.givenBack) || job.lookAbroadHinted,
-          left,
-        );
+      if (left > 0) await condition(() => deliveries.has(status.epoch) || status.cancelRequested || (givenBackEnds && job.givenBack), left);
       if (givenBackEnds && job.givenBack) return 'given-back';
       if (status.cancelRequested) return 'cancelled';
       const delivered = deliveries.get(status.epoch);

@@ -1,5 +1,5 @@
 // Peer choice from inventory summaries, and the checks on summaries and peer configuration.
-import { chooseHinted, choosePeer, handoffPolicy, largeChange, roomHere, type HeldSummary } from '../../scheduling/handoff';
+import { choosePeer, handoffPolicy, largeChange, roomHere, type HeldSummary } from '../../scheduling/handoff';
 import { parsePeers, validateSummary, type InventorySummary, type TypeSummary } from '../../api/peers';
 import type { JobSpec } from '../../api/types';
 
@@ -179,57 +179,6 @@ describe('summaries and peer configuration are checked', () => {
       'peers[2]: unknown field extra',
       'peers[2].name: eu is listed twice',
     ]);
-  });
-});
-
-describe('hints to look abroad', () => {
-  const waiting = (jobId: string, ageMs: number, over: Partial<JobSpec['request']> = {}, spec: Partial<JobSpec> = {}) => ({
-    jobId,
-    spec: { handoff: { afterMs: 2000 }, ...job(over, spec) },
-    enqueuedAt: NOW - ageMs,
-  });
-
-  test('the head of the queue first, each counted as on its way: a peer with room for two is offered two', () => {
-    // eu: 8 free devices; three 4-device jobs waiting, in queue order.
-    const summaries = new Map([held('eu', { A100: type({ freeWhole: 8, freeMilli: 8000 }) })]);
-    const q = [waiting('first', 10_000), waiting('second', 9_000), waiting('third', 8_000)];
-    expect(chooseHinted(q, ['eu'], summaries, { now: NOW, limit: 10 })).toEqual([
-      { jobId: 'first', peer: 'eu' },
-      { jobId: 'second', peer: 'eu' },
-    ]);
-    // What is already on its way there leaves room for one.
-    const inFlight = new Map([['eu', new Map([['A100', 4000]])]]);
-    expect(chooseHinted(q, ['eu'], summaries, { now: NOW, limit: 10, inFlight })).toEqual([{ jobId: 'first', peer: 'eu' }]);
-    expect(inFlight.get('eu')?.get('A100')).toBe(4000); // the caller's map is not changed
-    expect(chooseHinted(q, ['eu'], summaries, { now: NOW, limit: 1 })).toHaveLength(1);
-  });
-
-  test('a job told of a peer takes it while it has room, though another has more; not once it has none', () => {
-    const summaries = new Map([
-      held('eu', { A100: type() }),
-      held('ap', { A100: type({ freeWhole: 4, freeMilli: 4000, largestFree: { node: 4, rack: 4, pod: 4 } }) }),
-    ]);
-    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW })).toMatchObject({ peer: 'eu' });
-    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW, prefer: 'ap' })).toEqual({
-      peer: 'ap',
-      reason: 'ap has 4 free for it (it was told so)',
-    });
-    const apTaken = new Map([['ap', new Map([['A100', 4000]])]]);
-    expect(choosePeer(job(), ['eu', 'ap'], summaries, { now: NOW, prefer: 'ap', inFlight: apTaken })).toMatchObject({ peer: 'eu' });
-  });
-
-  test('a job that does not fit is passed over for a smaller one behind it; handoff off or afterMs not reached: no hint', () => {
-    const summaries = new Map([held('eu', { A100: type({ freeWhole: 4, freeMilli: 4000, largestFree: { node: 4, rack: 4, pod: 4 } }) })]);
-    const q = [
-      waiting('too-big', 10_000, { devicesPerWorker: 8, topology: 'node' }),
-      waiting('off', 10_000, {}, { handoff: { enabled: false } }),
-      waiting('too-soon', 1_000),
-      waiting('fits', 10_000),
-    ];
-    expect(chooseHinted(q, ['eu'], summaries, { now: NOW, limit: 10 })).toEqual([{ jobId: 'fits', peer: 'eu' }]);
-    // A stale summary (past its TTL) hints nothing.
-    const stale = new Map([held('eu', { A100: type() }, 60_000)]);
-    expect(chooseHinted(q, ['eu'], stale, { now: NOW, limit: 10 })).toEqual([]);
   });
 });
 
