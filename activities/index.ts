@@ -23,7 +23,6 @@ import { PeerLinks } from './peers';
 import { failpoint } from './failpoints';
 import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
 import * as handoff from './handoff';
-import { notePublished, publishIfLargeChange, registerPublisher } from './publish-trigger';
 import type { HandoffDecision, HandoffOrigin } from '../api/messages';
 import type { InventorySummary } from '../api/peers';
 import type { AutoscalerLimits, ProviderConfig } from '../api/autoscaler';
@@ -81,7 +80,6 @@ export function createActivities({
   const publish = async (): Promise<Published> => {
     const summary = await summarizeInventory(db, name);
     await addScalableDevices(db, name, providers, summary);
-    notePublished(summary);
     const sent = await Promise.all(
       region.peers.names.map(async (peer) => {
         try {
@@ -96,8 +94,6 @@ export function createActivities({
     );
     return Object.fromEntries(sent);
   };
-  // Besides the exchange's period, this process publishes at once on a large change (publish-trigger.ts).
-  registerPublisher(name, publish);
 
   return {
     // --- a job's lifecycle (admission.ts, jobs.ts, allocator/) --------------------------------
@@ -156,14 +152,7 @@ export function createActivities({
       return whileHeartbeating(async () => {
         await failpoint('cycle.running');
         if (debounceMs !== undefined && debounceMs > 0) await new Promise((r) => setTimeout(r, Math.min(debounceMs, 5_000)));
-        const summary = await scheduleCycle(region, cycle);
-        // Beside the cycle, not in it: peers hear of a large change in free capacity now.
-        const log = activityLog();
-        void publishIfLargeChange(region).then(
-          (reason) => reason && log.debug('summary published early', { event: 'peers.publish-early', reason }),
-          (err: unknown) => log.warn('early publication not asked', { event: 'peers.publish-early-failed', error: rootMessage(err) }),
-        );
-        return summary;
+        return scheduleCycle(region, cycle);
       });
     },
     /** Sets a node's state; a drain also sends every job on it back to the queue. */

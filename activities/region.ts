@@ -11,7 +11,6 @@ import type { Allocator, ReleaseResult } from './allocator';
 import type { Executor } from './executor';
 import { coalescedKick } from './kick';
 import type { PeerLinks } from './peers';
-import { publishIfLargeChange } from './publish-trigger';
 
 /** The least time between two kicks one worker sends the region scheduler. */
 export const KICK_SPACING_MS = 100;
@@ -73,12 +72,5 @@ export async function finishJob(
   const result = await region.allocator.finish(jobId, epoch, state, reason);
   activityLog().info('job finished', { jobId, epoch, event: 'job.finish', state, devices: result.released });
   if (result.released && result.othersWaiting) await region.kick();
-  // Room appeared: peers may hear now rather than at the next period (beside this activity).
-  if (result.released) {
-    const log = activityLog();
-    void publishIfLargeChange(region).catch((err: unknown) =>
-      log.warn('early publication not asked', { event: 'peers.publish-early-failed', error: (err as Error).message }),
-    );
-  }
   return result;
 }
