@@ -22,8 +22,10 @@ import { activityLog, finishJob, regionOf } from './region';
 import { PeerLinks } from './peers';
 import { failpoint } from './failpoints';
 import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
+import { waitForLargeChange } from './publish-wait';
+import { freeByType, type FreeByType } from '../scheduling/handoff';
 import * as handoff from './handoff';
-import type { HandoffDecision, HandoffOrigin } from '../api/messages';
+import type { HandoffDecision, HandoffOrigin, PublishWhenDue, PublishedWhenDue } from '../api/messages';
 import type { InventorySummary } from '../api/peers';
 import type { AutoscalerLimits, ProviderConfig } from '../api/autoscaler';
 import { Providers } from './providers';
@@ -77,7 +79,7 @@ export function createActivities({
   const providers = new Providers(db, providerConfigs ?? []);
 
   /** Sends this region's summary to every peer at once; an unreachable peer is reported, not waited for. */
-  const publish = async (): Promise<Published> => {
+  const publish = async (): Promise<{ sent: Published; free: FreeByType }> => {
     const summary = await summarizeInventory(db, name);
     await addScalableDevices(db, name, providers, summary);
     const sent = await Promise.all(
@@ -92,7 +94,7 @@ export function createActivities({
         }
       }),
     );
-    return Object.fromEntries(sent);
+    return { sent: Object.fromEntries(sent), free: freeByType(summary) };
   };
 
   return {
@@ -176,7 +178,16 @@ export function createActivities({
     // --- the inventory exchange (inventory.ts, peers.ts) ----------------------------------------
     /** Sends this region's summary to every peer at once; an unreachable peer is reported, not waited for. */
     async publishSummary(): Promise<Published> {
-      return publish();
+      return (await publish()).sent;
+    },
+    /**
+     * Publishes when due: at once without a last publication, else at the end of `waitMs` or as soon
+     * as free capacity moved a lot since `published` (publish-wait.ts), whichever comes first.
+     */
+    async publishWhenDue(input: PublishWhenDue): Promise<PublishedWhenDue> {
+      const early = input.published ? await waitForLargeChange(db, input.published, input.waitMs, input.minWaitMs) : undefined;
+      const { sent, free } = await publish();
+      return { sent, free, ...(early ? { early } : {}) };
     },
     /** Keeps a peer's summary if newer than the one held; refuses a malformed, unknown or older one with the reason. */
     async storePeerSummary(summary: InventorySummary) {

@@ -149,8 +149,28 @@ export interface PeerExchangeStatus {
   received: Record<string, { version: number; at: number }>;
   refused: number;
   lastRefusal?: string;
+  /** Publications made before their period ended, because free capacity moved a lot; the last reason. */
+  early?: number;
+  lastEarlyReason?: string;
 }
 export const peerExchangeStatusQuery = defineQuery<PeerExchangeStatus>('status');
+/** The exchange's publication: the free devices per type it last published, and how long it may wait for a large change. */
+export interface PublishWhenDue {
+  /** Free and total devices per type in the last publication (none: publish at once). */
+  published?: Readonly<Record<string, { free: number; total: number }>>;
+  /** Until the period ends. */
+  waitMs: number;
+  /** However large the change, not before this (early publications are at least this far apart). */
+  minWaitMs?: number;
+}
+export interface PublishedWhenDue {
+  /** Per peer, the version taken or the error. */
+  sent: Record<string, { ok: true; version: number } | { ok: false; error: string }>;
+  /** Free and total devices per type in this publication. */
+  free: Readonly<Record<string, { free: number; total: number }>>;
+  /** Why it went out before its period ended, if it did. */
+  early?: string;
+}
 /** PeerExchangeWorkflow's input, carried across continue-as-new. */
 export interface PeerExchangeInput {
   region: string;

@@ -23,7 +23,8 @@ import path from 'node:path';
 import { sql, type Kysely } from 'kysely';
 import { DefaultLogger, Runtime } from '@temporalio/worker';
 import type { JobSpec, ResourceRequest } from '../api/types';
-import { jobWorkflowId } from '../api/ids';
+import { jobWorkflowId, peerExchangeWorkflowId } from '../api/ids';
+import type { PeerExchangeStatus } from '../api/messages';
 import type { SchedulerClient } from '../api/client';
 import type { Database } from '../db/schema';
 import { requestMilli } from '../scheduling/geometry';
@@ -276,6 +277,8 @@ interface ModeResult {
   lost: string[];
   notSubmitted: number;
   outage?: Outage;
+  /** Per region, publications made before their period because free capacity moved a lot (global mode). */
+  early: Map<string, number>;
 }
 
 /** Runs `f` over `items`, `width` at a time. */
@@ -543,6 +546,18 @@ async function runMode(mode: Mode, w: Workload, bundlePath: string, root: Cleanu
       else handoffLatency.push(c.row.placed_at!.getTime() - at);
     });
 
+    // Early publications (the exchange's status; isolated regions have no exchange).
+    const early = new Map<string, number>();
+    if (mode === 'global')
+      for (const r of REGIONS) {
+        const st = await clients
+          .get(r)!
+          .temporal.workflow.getHandle(peerExchangeWorkflowId(r))
+          .query<PeerExchangeStatus>('status')
+          .catch(() => undefined);
+        if (st) early.set(r, st.early ?? 0);
+      }
+
     let outageResult: Outage | undefined;
     if (outage) {
       const { killAt, restoredAt } = outage;
@@ -576,6 +591,7 @@ async function runMode(mode: Mode, w: Workload, bundlePath: string, root: Cleanu
       lost,
       notSubmitted: w.arrivals.length - submitted.size,
       outage: outageResult,
+      early,
     };
   } finally {
     await cleanup.run();
@@ -653,6 +669,9 @@ runBench(async ({ cleanup }) => {
   line('handoff latency decision → placed at peer p50 (ms)', (m) => fmt(quantiles(m.handoffLatency).p50));
   line('                                           p99 (ms)', (m) => fmt(quantiles(m.handoffLatency).p99));
   line('  handed-off jobs whose decision was not found', (m) => String(m.handoffLatencyMissing));
+  line(`summaries published early (${REGIONS.join(' / ')})`, (m) =>
+    m.early.size ? REGIONS.map((r) => m.early.get(r) ?? '-').join(' / ') : '-',
+  );
   line('duplicates (placed/run in two regions, or twice)', (m) => String(m.duplicates.length));
   line('finished (terminal result at home)', (m) => String(w.arrivals.length - m.notSubmitted - m.unfinished.length));
   line('still queued or running at the end', (m) => String(m.unfinished.length - m.lost.length));

@@ -171,3 +171,36 @@ export function roomHere(spec: Pick<JobSpec, 'request' | 'tier'>, own: Inventory
   }
   return { room: false, reason: why.join('; ') || `${own.region} has none of ${spec.request.acceleratorTypes.join('|')}` };
 }
+
+/**
+ * Free and total whole devices per accelerator type, as a region last told its peers (a plain
+ * record: the exchange workflow keeps it between publications).
+ */
+export type FreeByType = Readonly<Record<string, { free: number; total: number }>>;
+
+/** Free devices of a type that grew by at least this share of its devices (and ≥ 1 device) are a large change. */
+export const LARGE_CHANGE_SHARE = 0.1;
+
+/** The free and total devices per type a summary states. */
+export function freeByType(summary: Pick<InventorySummary, 'types'>): FreeByType {
+  return Object.fromEntries(Object.entries(summary.types).map(([type, t]) => [type, { free: t.freeWhole, total: t.totalDevices }]));
+}
+
+/**
+ * Whether a region's free capacity moved, since the summary it last published, in a way its peers
+ * should hear now rather than at the next period: for some type, room appeared (free whole devices
+ * grew by ≥ LARGE_CHANGE_SHARE of its devices: peers may send work), the type filled up (free fell
+ * to 0: peers should stop sending), or the type appeared or went. Room shrinking short of full is
+ * left to the period: the home counts what it has sent (`readInFlight`), and a refusal is an
+ * answer. The reason, or undefined.
+ */
+export function largeChange(published: FreeByType, now: FreeByType, share = LARGE_CHANGE_SHARE): string | undefined {
+  for (const [type, n] of Object.entries(now)) {
+    const p = published[type];
+    if (!p) return `${type}: new since the last summary`;
+    if (n.free - p.free >= Math.max(1, Math.ceil(share * n.total))) return `${type}: ${p.free} → ${n.free} free of ${n.total}`;
+    if (n.free === 0 && p.free > 0) return `${type}: full (${p.free} → 0 free of ${n.total})`;
+  }
+  for (const type of Object.keys(published)) if (!(type in now)) return `${type}: gone since the last summary`;
+  return undefined;
+}

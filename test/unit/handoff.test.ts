@@ -1,5 +1,5 @@
 // Peer choice from inventory summaries, and the checks on summaries and peer configuration.
-import { choosePeer, handoffPolicy, roomHere, type HeldSummary } from '../../scheduling/handoff';
+import { choosePeer, freeByType, handoffPolicy, largeChange, roomHere, type HeldSummary } from '../../scheduling/handoff';
 import { parsePeers, validateSummary, type InventorySummary, type TypeSummary } from '../../api/peers';
 import type { JobSpec } from '../../api/types';
 
@@ -179,5 +179,37 @@ describe('summaries and peer configuration are checked', () => {
       'peers[2]: unknown field extra',
       'peers[2].name: eu is listed twice',
     ]);
+  });
+});
+
+describe('publishing on large changes', () => {
+  const free = (entries: Array<[string, number, number]>) =>
+    Object.fromEntries(entries.map(([type, f, total]) => [type, { free: f, total }]));
+
+  test('room growing by 10% of a type, or the type filling up, is large; the rest is left to the period', () => {
+    const last = free([['A100', 40, 64]]);
+    expect(largeChange(last, free([['A100', 46, 64]]))).toBeUndefined(); // 6 < ceil(6.4)
+    expect(largeChange(last, free([['A100', 47, 64]]))).toBe('A100: 40 → 47 free of 64');
+    // Shrinking room is left to the period, until the type is full.
+    expect(largeChange(last, free([['A100', 10, 64]]))).toBeUndefined();
+    expect(largeChange(last, free([['A100', 0, 64]]))).toBe('A100: full (40 → 0 free of 64)');
+    expect(largeChange(free([['A100', 0, 64]]), free([['A100', 0, 64]]))).toBeUndefined();
+    // A small type: one device is already large.
+    expect(largeChange(free([['H100', 0, 8]]), free([['H100', 1, 8]]))).toBe('H100: 0 → 1 free of 8');
+  });
+
+  test('a type that appears or goes is large', () => {
+    const both = free([
+      ['A100', 8, 8],
+      ['MI300', 8, 8],
+    ]);
+    expect(largeChange(free([['A100', 8, 8]]), both)).toBe('MI300: new since the last summary');
+    expect(largeChange(both, free([['A100', 8, 8]]))).toBe('MI300: gone since the last summary');
+    expect(largeChange(free([['A100', 8, 8]]), free([['A100', 8, 8]]))).toBeUndefined();
+  });
+
+  test('a summary states its free and total devices per type', () => {
+    const types = { A100: type({ freeWhole: 3, totalDevices: 16 }), H100: type({ freeWhole: 0, totalDevices: 8 }) };
+    expect(freeByType({ types })).toEqual({ A100: { free: 3, total: 16 }, H100: { free: 0, total: 8 } });
   });
 });
