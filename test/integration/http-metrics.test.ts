@@ -5,6 +5,7 @@ import { startApiServer } from '../../worker/api-server';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants } from '../helpers/fleet';
 import { REGION, eventually, startTemporal, type TemporalHarness } from '../helpers/temporal';
+import { metricValue, scrapeMetrics, type Sample } from '../helpers/metrics';
 
 const BOOTSTRAP = 'bootstrap-admin-key-for-the-http-metrics-test-0123456789';
 let t: TestDatabase;
@@ -25,29 +26,8 @@ afterAll(async () => {
   await t?.drop();
 });
 
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-async function scrape(): Promise<Sample[]> {
-  const res = await fetch(`${api.url}/metrics`);
-  expect(res.status).toBe(200);
-  expect(res.headers.get('content-type')).toMatch(/^text\/plain; version=0\.0\.4/);
-  const out: Sample[] = [];
-  for (const line of (await res.text()).split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
-    out.push({ name: m[1], labels, value: Number(m[3]) });
-  }
-  return out;
-}
-const value = (samples: Sample[], name: string, labels: Record<string, string> = {}) =>
-  samples
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((sum, s) => sum + s.value, 0);
+const scrape = () => scrapeMetrics(api.url, /^text\/plain; version=0\.0\.4/);
+const value = metricValue;
 const has = (samples: Sample[], name: string) => samples.some((s) => s.name === name);
 
 const post = (path: string, body: unknown) =>

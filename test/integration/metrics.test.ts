@@ -10,6 +10,7 @@ import { startWorkerMetrics, type MetricsServer } from '../../worker/metrics-ser
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants } from '../helpers/fleet';
 import { NAMESPACE, REGION, eventually, jobProbes, startTemporal, type TemporalHarness } from '../helpers/temporal';
+import { metricValue, scrapeMetrics, type Sample } from '../helpers/metrics';
 import { WORKFLOW_BUNDLE } from '../helpers/global-setup';
 
 let t: TestDatabase;
@@ -61,34 +62,8 @@ const spec = (jobId: string, o: Partial<JobSpec> & { devices?: number; workers?:
   };
 };
 
-/** One scrape, parsed: each sample by name and labels. */
-interface Sample {
-  name: string;
-  labels: Record<string, string>;
-  value: number;
-}
-
-async function scrape(url = base): Promise<Sample[]> {
-  const res = await fetch(`${url}/metrics`);
-  expect(res.status).toBe(200);
-  expect(res.headers.get('content-type')).toMatch(/^text\/plain/);
-  const out: Sample[] = [];
-  for (const line of (await res.text()).split('\n')) {
-    const m = /^([a-zA-Z_:][\w:]*)(?:\{(.*)\})? (\S+)$/.exec(line);
-    if (!m) continue;
-    const labels: Record<string, string> = {};
-    for (const l of (m[2] ?? '').matchAll(/(\w+)="((?:[^"\\]|\\.)*)"/g)) labels[l[1]] = l[2];
-    out.push({ name: m[1], labels, value: Number(m[3]) });
-  }
-  return out;
-}
-
-/** The sum of the samples of `name` whose labels include `labels` (0 when there are none). */
-function value(samples: Sample[], name: string, labels: Record<string, string> = {}): number {
-  return samples
-    .filter((s) => s.name === name && Object.entries(labels).every(([k, v]) => s.labels[k] === v))
-    .reduce((sum, s) => sum + s.value, 0);
-}
+const scrape = (url = base) => scrapeMetrics(url);
+const value = metricValue;
 
 /** Scrapes until `ok` holds (state gauges are cached for a second), returning that scrape. */
 async function scrapeUntil(ok: (s: Sample[]) => boolean, what: string): Promise<Sample[]> {
