@@ -186,7 +186,8 @@ export function createActivities({
      */
     async publishWhenDue(input: PublishWhenDue): Promise<PublishedWhenDue> {
       const early = input.published ? await waitForLargeChange(db, input.published, input.waitMs, input.minWaitMs) : undefined;
-      const { sent, free } = await publish();
+      // Heartbeats on while a peer takes its time (up to its call deadline), so only a lost worker times out.
+      const { sent, free } = await whileHeartbeating(publish);
       return { sent, free, ...(early ? { early } : {}) };
     },
     /** Keeps a peer's summary if newer than the one held; refuses a malformed, unknown or older one with the reason. */
