@@ -522,7 +522,8 @@ async function runMode(mode: Mode, w: Workload, bundlePath: string, root: Cleanu
         const copy = [...rows.values()].flat().find((x) => x.id === id && x.origin_region);
         return { id, state: `${homeRow.get(id)?.state ?? 'no row at home'}${copy ? `, copy ${copy.state}` : ''}` };
       });
-    const LIVE = ['submitted', 'waiting', 'waiting-abroad', 'handing-off', 'pending', 'placed', 'running'];
+    // 'releasing': its run ended and its devices are being given back (late under load), not lost.
+    const LIVE = ['submitted', 'waiting', 'waiting-abroad', 'handing-off', 'pending', 'placed', 'running', 'releasing'];
     const lost = unfinished
       .map((u) => u.id)
       .filter(
@@ -687,6 +688,7 @@ runBench(async ({ cleanup }) => {
   for (const m of ran) {
     for (const d of m.duplicates.slice(0, 10)) console.log(`  ${m.mode}: duplicate: ${d}`);
     if (m.mode === 'global') for (const u of m.unfinished.slice(0, 10)) console.log(`  ${m.mode}: not finished: ${u.id} (${u.state})`);
+    for (const id of m.lost.slice(0, 10)) console.log(`  ${m.mode}: lost: ${id} (${m.unfinished.find((u) => u.id === id)?.state ?? '?'})`);
   }
 
   const o = glob?.outage;
