@@ -695,57 +695,63 @@ function printTables(ceiling: Ceiling, noop: HistoryShape | undefined, phases: P
   for (const p of phases) for (const problem of p.firstProblems) console.log(`  [${p.rate}/s] ${problem}`);
 }
 
-/** A phase's usage per finished job, and its history's shape, as one row of the split table. */
-function splitRow(label: string, u: Usage, finished: number, h: HistoryShape | undefined): string {
-  const per = (v: number): string => fmt(finished ? v / finished : NaN, 2);
-  const all = u.processCpuMs + u.serverCpuMs + u.dbCpuMs;
-  return (
-    `${label.padEnd(15)}  ${per(u.processCpuMs).padStart(13)}  ${per(u.serverCpuMs).padStart(10)}  ${per(u.dbCpuMs).padStart(6)}  ` +
-    `${per(u.dbActiveMs).padStart(10)}  ${per(u.dbXacts).padStart(8)}  ${fmt(all / u.wallMs, 2).padStart(11)}  ` +
-    `${String(h?.events ?? '-').padStart(6)}  ${String(h?.workflowTasks ?? '-').padStart(4)}  ${String(h?.activities ?? '-').padStart(10)}  ` +
-    `${String(h?.localActivities ?? '-').padStart(10)}  ${String(h?.markers ?? '-').padStart(7)}  ${String(h?.upserts ?? '-').padStart(7)}  ${String(h?.timers ?? '-').padStart(6)}`
+/** Per job started: a phase's usage, then (with a history) its server work and whether it kept up. */
+function splitCells(u: Usage, started: number): string[] {
+  const per = (v: number): string => fmt(started ? v / started : NaN, 2);
+  return [per(u.processCpuMs), per(u.serverCpuMs), per(u.dbCpuMs), per(u.dbActiveMs), per(u.dbXacts)];
+}
+
+const SPLIT_COLUMNS = [
+  ' rate',
+  'what            ',
+  'process CPU',
+  'server CPU',
+  'DB CPU',
+  'DB stmt ms',
+  'DB xacts',
+  'cores busy',
+  'events',
+  'WFTs',
+  'activities',
+  'local acts',
+  'markers',
+  'upserts',
+  'timers',
+  'kept up',
+];
+
+function splitLine(cells: string[]): string {
+  return cells.map((c, i) => (i === 1 ? c.padEnd(SPLIT_COLUMNS[i].length) : c.padStart(SPLIT_COLUMNS[i].length))).join('  ');
+}
+
+function splitRow(rate: number, what: string, u: Usage, started: number, keptUp: boolean, h: HistoryShape | undefined): string {
+  const cores = (u.processCpuMs + u.serverCpuMs + u.dbCpuMs) / u.wallMs;
+  const hist = [h?.events, h?.workflowTasks, h?.activities, h?.localActivities, h?.markers, h?.upserts, h?.timers].map((v) =>
+    String(v ?? '-'),
   );
+  return splitLine([String(rate), what, ...splitCells(u, started), fmt(cores, 2), ...hist, keptUp ? 'yes' : 'NO']);
 }
 
 /** Where a job's cost goes, beside the shape's at the same rate: CPU by process, database time, and the history's work. */
 function printSplit(phases: Phase[], shapes: ShapePhase[]): void {
   console.log(
-    '\nwhere the difference goes, per finished job: CPU ms of this process (worker + bench client), of the Temporal server, and of the PostgreSQL',
+    '\nwhere the difference goes, per job started (a fair split only where both kept up: an overloaded phase leaves work unfinished): CPU ms of',
   );
   console.log(
-    "backends of the bench database; DB stmt = their statement time (pg_stat_database.active_time, lock waits included); cores = the three's CPU ÷ wall time;",
+    'this process (worker + bench client), of the Temporal server, and of the PostgreSQL backends of the bench database; DB stmt = their statement',
   );
   console.log(
-    'then the server work of one execution (its history: events, workflow tasks, activities, local activities, other markers, upserts, timers)',
+    "time (pg_stat_database.active_time, lock waits included); cores = the three's CPU ÷ wall time; then one execution's server work (its history)",
   );
-  console.log(
-    ' rate  what             process CPU  server CPU  DB CPU  DB stmt ms  DB xacts  cores busy  events  WFTs  activities  local acts  markers  upserts  timers',
-  );
+  console.log(SPLIT_COLUMNS.join('  '));
   for (const p of phases) {
+    console.log(splitRow(p.rate, 'job', p.usage, p.submitted, p.keptUp, p.history));
     const shape = shapes.find((s) => s.rate === p.rate);
-    console.log(`${String(p.rate).padStart(5)}  ${splitRow('job', p.usage, p.finished, p.history)}`);
     if (!shape) continue;
-    console.log(`${String(p.rate).padStart(5)}  ${splitRow('JobShapeWorkflow', shape.usage, shape.finished, shape.history)}`);
-    const d = (f: (u: Usage) => number): number =>
-      (p.finished ? f(p.usage) / p.finished : NaN) - (shape.finished ? f(shape.usage) / shape.finished : NaN);
-    console.log(
-      `${String(p.rate).padStart(5)}  ${'job − shape'.padEnd(15)}  ${fmt(
-        d((u) => u.processCpuMs),
-        2,
-      ).padStart(13)}  ${fmt(
-        d((u) => u.serverCpuMs),
-        2,
-      ).padStart(10)}  ${fmt(
-        d((u) => u.dbCpuMs),
-        2,
-      ).padStart(6)}  ${fmt(
-        d((u) => u.dbActiveMs),
-        2,
-      ).padStart(10)}  ${fmt(
-        d((u) => u.dbXacts),
-        2,
-      ).padStart(8)}`,
-    );
+    console.log(splitRow(p.rate, 'JobShapeWorkflow', shape.usage, shape.offered, shape.keptUp, shape.history));
+    const job = splitCells(p.usage, p.submitted).map(Number);
+    const ref = splitCells(shape.usage, shape.offered).map(Number);
+    console.log(splitLine([String(p.rate), 'job − shape', ...job.map((v, i) => fmt(v - ref[i], 2))]));
   }
 }
 
