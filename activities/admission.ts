@@ -3,12 +3,13 @@
 // anyone waits in the region, in one round trip. The decision is `scheduling/admission`.
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
+import { PREPARED } from '../db/connection';
 import type { JobSpec, Placement } from '../api/types';
 import { tenantChain } from '../api/tenants';
 import { admissionProblems, regionRules, type TenantPolicyRow } from '../scheduling/admission';
 import { allowedPeers, handoffPolicy } from '../scheduling/handoff';
 import { ErrorTypes, findDomainError } from '../api/errors';
-import { QUEUED_REASON, enqueueJob, joinQueue, type Enqueued } from './jobs';
+import { QUEUED_REASON, enqueueJob, joinQueue, queueEntry, withdrawSubmitted, type Enqueued, type EnqueueRow } from './jobs';
 import { activityLog, type Region } from './region';
 
 /** An admitted job: its queue entry, and its placement when it was placed on admission. */
@@ -34,12 +35,10 @@ export const FAST_PATH_RETRIES = 3;
  */
 export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: string): Promise<AdmissionResult> {
   const { db, allocator } = region;
-  const { policy, queueAhead } = await loadAdmissionContext(db, spec.tenant, region.name, spec.jobId);
   const peers = region.peers.names;
   const regions = regionRules(spec, region.name, peers);
-  const problems = [...admissionProblems(spec, region.name, policy), ...regions.problems];
-  if (problems.length) return { admitted: false, problems };
-  // Whether it can run here at all: the spec allows this region, and some node here could hold it.
+  // Whether it can run here at all: the spec allows this region, and some node here could hold it
+  // (the allocator's inventory shape, cached: no round trip as a rule).
   let notHere: string | undefined = regions.home
     ? undefined
     : `allowedRegions: ${spec.allowedRegions?.join(', ')} excludes this region (${region.name})`;
@@ -49,19 +48,41 @@ export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: s
     } catch (err) {
       notHere = (err as Error).message;
     }
-  if (notHere) {
-    // It can only run abroad: admitted to wait for a peer with room, unless no peer may take it.
-    if (!handoffPolicy(spec).enabled || !allowedPeers(spec, peers).length) return { admitted: false, problems: [notHere] };
-    const reason = `waiting for a peer region with room: ${notHere}`;
-    const entry = await enqueueOrRefuse(() => enqueueJob(db, spec, region.name, workflowId, 'waiting-abroad'));
+  let entry: Enqueued | { admitted: false; problems: string[] };
+  let queueAhead: boolean;
+  if (!notHere && !regions.problems.length) {
+    // The common case in one round trip: the tenant's policy, whether anyone waits, and the job's
+    // row as `submitted` (taken back below if the policy refuses the job).
+    const context = await admitIntoQueue(db, spec, region.name, workflowId);
+    const problems = admissionProblems(spec, region.name, context.policy);
+    if (problems.length) {
+      await withdrawSubmitted(db, spec.jobId, workflowId);
+      return { admitted: false, problems };
+    }
+    // Someone waits (then it joins the queue below, keeping its position), or nobody does (then it
+    // is placed now, as `submitted`, which concurrent admissions do not take for a queue).
+    entry = context.entry;
+    queueAhead = context.queueAhead;
     if ('problems' in entry) return entry;
-    return { admitted: true, ...entry, waitingReason: reason };
+  } else {
+    const context = await loadAdmissionContext(db, spec.tenant, region.name, spec.jobId);
+    const problems = [...admissionProblems(spec, region.name, context.policy), ...regions.problems];
+    if (problems.length) return { admitted: false, problems };
+    queueAhead = context.queueAhead;
+    if (notHere) {
+      // It can only run abroad: admitted to wait for a peer with room, unless no peer may take it.
+      if (!handoffPolicy(spec).enabled || !allowedPeers(spec, peers).length) return { admitted: false, problems: [notHere] };
+      const reason = `waiting for a peer region with room: ${notHere}`;
+      const abroad = await enqueueOrRefuse(() => enqueueJob(db, spec, region.name, workflowId, 'waiting-abroad'));
+      if ('problems' in abroad) return abroad;
+      return { admitted: true, ...abroad, waitingReason: reason };
+    }
+    // Someone waits: this job must not overtake them, so it joins the queue for the scheduler.
+    // Nobody waits: it is recorded as `submitted`, not `waiting`, while it is placed, so
+    // concurrent admissions do not mistake it for a queue to wait behind.
+    entry = await enqueueOrRefuse(() => enqueueJob(db, spec, region.name, workflowId, queueAhead ? 'waiting' : 'submitted'));
+    if ('problems' in entry) return entry;
   }
-  // Someone waits: this job must not overtake them, so it joins the queue for the scheduler.
-  // Nobody waits: it is recorded as `submitted`, not `waiting`, while it is placed, so
-  // concurrent admissions do not mistake it for a queue to wait behind.
-  const entry = await enqueueOrRefuse(() => enqueueJob(db, spec, region.name, workflowId, queueAhead ? 'waiting' : 'submitted'));
-  if ('problems' in entry) return entry;
   // A retry of this step may find the job already placed: the allocator returns that placement.
   const placedBefore = entry.state === 'placed' || entry.state === 'running';
   if (placedBefore || (!queueAhead && entry.state === 'submitted')) {
@@ -120,11 +141,58 @@ export async function loadAdmissionContext(
   region: string,
   jobId: string,
 ): Promise<{ policy: TenantPolicyRow[]; queueAhead: boolean }> {
-  const r = await sql<{ policy: TenantPolicyRow[]; queue_ahead: boolean }>`
+  // Prepared: a small table by key and a partial index by region, so the generic plan is the custom one.
+  const r = await sql<{ policy: TenantPolicyRow[]; queue_ahead: boolean }>`${sql.raw(PREPARED)}
     SELECT
       coalesce((SELECT json_agg(json_build_object('path', path, 'active', active, 'allowed_tiers', allowed_tiers,
           'allowed_types', allowed_types, 'max_devices_per_job', max_devices_per_job))
         FROM tenants WHERE path = ANY(${tenantChain(tenant)}::text[])), '[]') AS policy,
       EXISTS (SELECT 1 FROM jobs WHERE region = ${region} AND state = 'waiting' AND id <> ${jobId}) AS queue_ahead`.execute(db);
   return { policy: r.rows[0].policy, queueAhead: r.rows[0].queue_ahead };
+}
+
+/**
+ * Admission's reads and the job's queue entry in one statement: the tenant chain's policy rows,
+ * whether anyone other than the job waits in `region`, and the job's row, inserted as `submitted`
+ * (invisible to cycles and to other admissions' queue check) or, on a retry, the row already
+ * there. Nothing is inserted for an unknown tenant (the policy then refuses the job). The entry
+ * is a refusal when the id is another job's, or an ended one's.
+ */
+export async function admitIntoQueue(
+  db: Kysely<Database>,
+  spec: JobSpec,
+  region: string,
+  workflowId: string,
+): Promise<{ policy: TenantPolicyRow[]; queueAhead: boolean; entry: Enqueued | { admitted: false; problems: string[] } }> {
+  // Prepared: small tables by key and partial indexes by region, so the generic plan is the custom one.
+  const r = await sql<{ policy: TenantPolicyRow[]; queue_ahead: boolean } & Partial<EnqueueRow>>`${sql.raw(PREPARED)}
+    WITH ins AS (
+      INSERT INTO jobs (id, tenant, tier, priority, region, workflow_id, spec, state, epoch, waiting_reason)
+      SELECT ${spec.jobId}, ${spec.tenant}, ${spec.tier}, ${spec.priority ?? 0}, ${region}, ${workflowId}, ${JSON.stringify(spec)}::jsonb,
+             'submitted', 1, NULL
+      WHERE EXISTS (SELECT 1 FROM tenants WHERE path = ${spec.tenant})
+      ON CONFLICT (id) DO NOTHING
+      RETURNING epoch, state, enqueued_at, workflow_id),
+    entry AS (
+      SELECT * FROM ins
+      UNION ALL
+      SELECT epoch, state, enqueued_at, workflow_id FROM jobs WHERE id = ${spec.jobId} AND NOT EXISTS (SELECT 1 FROM ins))
+    SELECT
+      coalesce((SELECT json_agg(json_build_object('path', path, 'active', active, 'allowed_tiers', allowed_tiers,
+          'allowed_types', allowed_types, 'max_devices_per_job', max_devices_per_job))
+        FROM tenants WHERE path = ANY(${tenantChain(spec.tenant)}::text[])), '[]') AS policy,
+      EXISTS (SELECT 1 FROM jobs WHERE region = ${region} AND state = 'waiting' AND id <> ${spec.jobId}) AS queue_ahead,
+      e.epoch, e.state, e.enqueued_at, e.workflow_id
+    FROM (SELECT 1) one LEFT JOIN entry e ON true`.execute(db);
+  const row = r.rows[0];
+  const policy = row.policy;
+  const queueAhead = row.queue_ahead;
+  if (row.workflow_id === undefined || row.workflow_id === null) {
+    // No row: an unknown tenant (refused by the policy, nothing to take back), or one another
+    // transaction inserted after this statement's snapshot (it waited for it: a fresh read sees it).
+    if (!policy.some((p) => p.path === spec.tenant))
+      return { policy, queueAhead, entry: { admitted: false, problems: [`tenant: ${spec.tenant} is not registered`] } };
+    return { policy, queueAhead, entry: await enqueueOrRefuse(() => enqueueJob(db, spec, region, workflowId, 'submitted')) };
+  }
+  return { policy, queueAhead, entry: await enqueueOrRefuse(async () => queueEntry(row as EnqueueRow, spec, region, workflowId)) };
 }

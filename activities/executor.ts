@@ -5,6 +5,7 @@
 // job can be told to fail some attempts halfway (to exercise the retry policy).
 import { sql, type Kysely } from 'kysely';
 import type { Database, ExecutionState } from '../db/schema';
+import { PREPARED } from '../db/connection';
 import type { Placement } from '../api/types';
 
 export interface LaunchInput {
@@ -61,8 +62,9 @@ export class SimulatedExecutor implements Executor {
    * agree.
    */
   async observe(jobId: string, epoch: number): Promise<Observation> {
-    // bigint columns come back as strings (see db/schema.ts).
-    const r = await sql<{ state: ExecutionState; progress_ms: string; duration_ms: string; detail: string | null }>`
+    // bigint columns come back as strings (see db/schema.ts). Prepared: by key only, so the
+    // generic plan is the custom one, and a running job's watcher runs it every second.
+    const r = await sql<{ state: ExecutionState; progress_ms: string; duration_ms: string; detail: string | null }>`${sql.raw(PREPARED)}
       WITH cur AS (
         SELECT e.job_id, e.epoch, e.state, e.duration_ms, e.fail_at_ms,
                LEAST(e.duration_ms, e.progress_ms + (EXTRACT(EPOCH FROM clock_timestamp() - e.resumed_at) * 1000)::bigint) AS progress,

@@ -3,6 +3,7 @@
 import { failpoint } from './failpoints';
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
+import { PREPARED } from '../db/connection';
 import { TERMINAL_STATES, type JobSpec, type StoredJobState } from '../api/types';
 import { jobIdTaken, staleEpoch, unknownJob } from '../api/errors';
 
@@ -32,7 +33,8 @@ export async function enqueueJob(
   state: 'waiting' | 'submitted' | 'waiting-abroad' = 'waiting',
 ): Promise<Enqueued> {
   // Inserted, or (a retry, or the id taken) the row already there: one statement either way.
-  const r = await sql<{ epoch: number; state: StoredJobState; enqueued_at: Date; workflow_id: string }>`
+  // Prepared: by key only, so its generic plan is the custom one.
+  const r = await sql<EnqueueRow>`${sql.raw(PREPARED)}
     WITH ins AS (
       INSERT INTO jobs (id, tenant, tier, priority, region, workflow_id, spec, state, epoch, waiting_reason)
       VALUES (${spec.jobId}, ${spec.tenant}, ${spec.tier}, ${spec.priority ?? 0}, ${region}, ${workflowId}, ${JSON.stringify(spec)}::jsonb,
@@ -51,6 +53,19 @@ export async function enqueueJob(
       .select(['epoch', 'state', 'enqueued_at', 'workflow_id'])
       .where('id', '=', spec.jobId)
       .executeTakeFirstOrThrow());
+  return queueEntry(row, spec, region, workflowId);
+}
+
+/** The job's row as an insert or a read of it returns it. */
+export interface EnqueueRow {
+  epoch: number;
+  state: StoredJobState;
+  enqueued_at: Date;
+  workflow_id: string;
+}
+
+/** The queue entry a row is for this workflow's job, or the refusal when the id is another job's (or an ended one's). */
+export function queueEntry(row: EnqueueRow, spec: JobSpec, region: string, workflowId: string): Enqueued {
   if (row.workflow_id !== workflowId)
     throw jobIdTaken(
       `jobId: ${spec.jobId} is already taken in region ${region} by another job; job ids are unique in a region, choose another`,
@@ -59,6 +74,15 @@ export async function enqueueJob(
   if ((TERMINAL_STATES as readonly string[]).includes(row.state))
     throw jobIdTaken(`jobId: job ${spec.jobId} has already ${row.state} in region ${region}; a job id is used once, submit under a new id`);
   return { epoch: row.epoch, state: row.state, enqueuedAt: row.enqueued_at.getTime() };
+}
+
+/**
+ * Takes back the row an admission that then refused the job inserted (`submitted`, holding
+ * nothing, this workflow's): a refused job leaves nothing behind, and its id may be submitted
+ * again. Idempotent.
+ */
+export async function withdrawSubmitted(db: Kysely<Database>, jobId: string, workflowId: string): Promise<void> {
+  await db.deleteFrom('jobs').where('id', '=', jobId).where('workflow_id', '=', workflowId).where('state', '=', 'submitted').execute();
 }
 
 /** A job whose placement on admission did not happen joins the queue, keeping its position. */

@@ -4,10 +4,11 @@
 // the same run up. A launch that keeps failing, or an error no retry can mend, fails the attempt
 // (a non-retryable `RunFailed`): the job then fails or retries as its spec says, and is released.
 import { Context } from '@temporalio/activity';
-import type { Placement } from '../api/types';
+import { sql } from 'kysely';
+import type { Placement, StoredJobState, WorkerPlacement } from '../api/types';
+import { PREPARED } from '../db/connection';
 import { rootMessage, runFailed } from '../api/errors';
 import type { LaunchInput, Observation } from './executor';
-import { readPlacements } from './allocator';
 import { finishJob, type Region } from './region';
 
 /**
@@ -76,14 +77,6 @@ export async function watchRun(region: Region, input: LaunchInput): Promise<RunO
 async function watchLaunched(region: Region, input: LaunchInput): Promise<RunOutcome> {
   const ctx = Context.current();
   const { jobId, epoch } = input;
-  // Only a placed job becomes running: a late launch must not revive a job that has ended.
-  await region.db
-    .updateTable('jobs')
-    .set({ state: 'running', updated_at: new Date() })
-    .where('id', '=', jobId)
-    .where('epoch', '=', epoch)
-    .where('state', '=', 'placed')
-    .execute();
   if (ctx.info.attempt === 1)
     ctx.log.info('executor launched', { jobId, epoch, event: 'executor.launch', resumeFromMs: input.resumeFromMs });
   const watchStarted = Date.now();
@@ -119,17 +112,44 @@ async function watchLaunched(region: Region, input: LaunchInput): Promise<RunOut
  * delivered by a message is only a claim; the allocator's rows are the truth. A job that has
  * already ended at this epoch is a retry after the run finished (its rows are released): the
  * executor answers for it.
+ *
+ * One round trip, which also moves a job placed at this epoch (holding its allocation) to
+ * `running`: only a placed job becomes running, so a late launch never revives a job that has
+ * ended, and `placed` and `running` are alike to everything else (both live, both holding). A
+ * launch that then fails fails the attempt, which requeues or ends the job either way.
  */
 async function placementOnRecord(
   region: Region,
   input: LaunchInput,
 ): Promise<{ placement: Placement; corrected: boolean } | { notPlaced: string }> {
   const { jobId, epoch } = input;
-  const [job, placements] = await Promise.all([
-    region.db.selectFrom('jobs').select(['state', 'epoch']).where('id', '=', jobId).executeTakeFirst(),
-    readPlacements(region.db, [jobId]),
-  ]);
-  const held = placements.get(`${jobId}@${epoch}`);
+  // Prepared: every table is reached by key, so the generic plan is the custom one.
+  const r = await sql<{
+    state: StoredJobState;
+    epoch: number;
+    accelerator_type: string | null;
+    workers: WorkerPlacement[] | null;
+  }>`${sql.raw(PREPARED)}
+    WITH held AS (
+      SELECT a.worker_idx, a.node_id, n.name, n.accelerator_type, min(a.milli) AS milli,
+             array_agg(a.device_idx ORDER BY a.device_idx) AS devices
+      FROM allocations a JOIN nodes n ON n.id = a.node_id
+      WHERE a.job_id = ${jobId} AND a.epoch = ${epoch}
+      GROUP BY a.worker_idx, a.node_id, n.name, n.accelerator_type),
+    running AS (
+      UPDATE jobs SET state = 'running', updated_at = now()
+      WHERE id = ${jobId} AND epoch = ${epoch} AND state = 'placed' AND EXISTS (SELECT 1 FROM held)
+      RETURNING 1)
+    SELECT j.state, j.epoch,
+      (SELECT min(accelerator_type) FROM held) AS accelerator_type,
+      (SELECT json_agg(json_build_object('workerIdx', worker_idx, 'nodeId', node_id, 'nodeName', name, 'deviceIdx', devices, 'milli', milli)
+                       ORDER BY worker_idx) FROM held) AS workers
+    FROM jobs j WHERE j.id = ${jobId}`.execute(region.db);
+  const job = r.rows[0];
+  const held: Placement | undefined =
+    job?.workers && job.accelerator_type !== null
+      ? { jobId, epoch, acceleratorType: job.accelerator_type, workers: job.workers }
+      : undefined;
   if (job && job.epoch === epoch && (job.state === 'placed' || job.state === 'running') && held)
     return { placement: held, corrected: !samePlacement(held, input.placement) };
   if (job && job.epoch === epoch && (job.state === 'completed' || job.state === 'failed' || job.state === 'cancelled'))

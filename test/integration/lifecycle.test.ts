@@ -190,6 +190,22 @@ describe('job lifecycle on Temporal', () => {
     expect(await held('bad-3')).toBe(0);
   });
 
+  test('a job its tenant policy refuses leaves no row behind, and runs under the same id once the policy allows it', async () => {
+    await seedTenants(t.db, ['paused/team'], { active: false });
+    const s = spec('refused-1', { tenant: 'paused/team' });
+    await h.client.submit(s);
+    expect(await h.client.result('paused/team', 'refused-1')).toMatchObject({
+      outcome: 'rejected',
+      reason: expect.stringContaining('not active'),
+    });
+    expect(await jobState('refused-1')).toBeUndefined();
+    await t.db.updateTable('tenants').set({ active: true }).where('path', '=', 'paused/team').execute();
+    await h.client.submit(s);
+    expect((await h.client.result('paused/team', 'refused-1')).outcome).toBe('completed');
+    expect(await jobState('refused-1')).toBe('completed');
+    expect(await held('refused-1')).toBe(0);
+  });
+
   test('submitting the same job twice starts one workflow', async () => {
     const a = await h.client.submit(spec('twice-1'));
     const b = await h.client.submit(spec('twice-1'));
