@@ -718,6 +718,7 @@ const SPLIT_COLUMNS = [
   'upserts',
   'timers',
   'kept up',
+  'load',
 ];
 
 function splitLine(cells: string[]): string {
@@ -729,7 +730,7 @@ function splitRow(rate: number, what: string, u: Usage, started: number, keptUp:
   const hist = [h?.events, h?.workflowTasks, h?.activities, h?.localActivities, h?.markers, h?.upserts, h?.timers].map((v) =>
     String(v ?? '-'),
   );
-  return splitLine([String(rate), what, ...splitCells(u, started), fmt(cores, 2), ...hist, keptUp ? 'yes' : 'NO']);
+  return splitLine([String(rate), what, ...splitCells(u, started), fmt(cores, 2), ...hist, keptUp ? 'yes' : 'NO', fmt(u.load, 1)]);
 }
 
 /** Where a job's cost goes, beside the shape's at the same rate: CPU by process, database time, and the history's work. */
@@ -741,7 +742,10 @@ function printSplit(phases: Phase[], shapes: ShapePhase[]): void {
     'this process (worker + bench client), of the Temporal server, and of the PostgreSQL backends of the bench database; DB stmt = their statement',
   );
   console.log(
-    "time (pg_stat_database.active_time, lock waits included); cores = the three's CPU ÷ wall time; then one execution's server work (its history)",
+    "time (pg_stat_database.active_time, lock waits included); cores = the three's CPU ÷ wall time; then one execution's server work (its history);",
+  );
+  console.log(
+    "load = the machine's 1-minute load average as the phase ended (other sessions' work included: compare rows taken under like load)",
   );
   console.log(SPLIT_COLUMNS.join('  '));
   for (const p of phases) {
@@ -869,7 +873,10 @@ runBench(
     });
     say(`  ${fmt(ceiling.perSecond, 1)} workflows/s`);
 
+    // Each rate's job phase and shape phase back to back, so the machine's other load changes as
+    // little as possible between the two measurements compared.
     const phases: Phase[] = [];
+    const shapes: ShapePhase[] = [];
     for (const rate of RATES) {
       if (stop.signal.aborted) break;
       say(`• lifecycle at ${rate} jobs/s for ${SECONDS} s`);
@@ -881,15 +888,12 @@ runBench(
           `placed p50/p99 ${fmtQ(p.placedP50)}/${fmtQ(p.placedP99)} ms, finished p50/p99 ${fmtQ(p.finishedP50)}/${fmtQ(p.finishedP99)} ms, ` +
           `${p.violations} invariant violations, kept up: ${p.keptUp ? 'yes' : 'no'}`,
       );
-    }
-    const shapes: ShapePhase[] = [];
-    for (const rate of RATES) {
       if (stop.signal.aborted) break;
       say(`• JobShapeWorkflow at ${rate}/s for ${SHAPE_SECONDS} s`);
-      const p = await fresh(`JobShapeWorkflow at ${rate}/s`, (sys) => runShapePhase(rate, sys));
-      shapes.push(p);
+      const q = await fresh(`JobShapeWorkflow at ${rate}/s`, (sys) => runShapePhase(rate, sys));
+      shapes.push(q);
       say(
-        `  ${p.finished} of ${p.offered} finished, sustained ${fmt(p.sustained, 1)}/s, placed p50/p99 ${fmt(p.placedP50)}/${fmt(p.placedP99)} ms, kept up: ${p.keptUp ? 'yes' : 'no'}`,
+        `  ${q.finished} of ${q.offered} finished, sustained ${fmt(q.sustained, 1)}/s, placed p50/p99 ${fmt(q.placedP50)}/${fmt(q.placedP99)} ms, kept up: ${q.keptUp ? 'yes' : 'no'}`,
       );
     }
 

@@ -4,6 +4,7 @@
 // around a phase so a job's cost can be set beside JobShapeWorkflow's, part by part.
 import { execFileSync } from 'node:child_process';
 import fs from 'node:fs';
+import os from 'node:os';
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
 
@@ -41,6 +42,8 @@ export interface Usage {
   /** Statement time of those backends (pg_stat_database.active_time): includes lock and I/O waits. */
   dbActiveMs: number;
   dbXacts: number;
+  /** The machine's 1-minute load average as the phase ended (everything on it, not only this bench). */
+  load: number;
 }
 
 /**
@@ -105,6 +108,7 @@ export class UsageMeter {
       dbCpuMs,
       dbActiveMs: s.activeMs - this.start.activeMs,
       dbXacts: s.xacts - this.start.xacts,
+      load: os.loadavg()[0],
     };
   }
 }
