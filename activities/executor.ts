@@ -41,19 +41,12 @@ export class SimulatedExecutor implements Executor {
   constructor(private readonly db: Kysely<Database>) {}
 
   async launch(input: LaunchInput): Promise<void> {
-    await this.db
-      .insertInto('executions')
-      .values({
-        job_id: input.jobId,
-        epoch: input.epoch,
-        state: 'running',
-        duration_ms: input.durationMs,
-        progress_ms: Math.min(input.resumeFromMs, input.durationMs),
-        checkpoint_ms: input.resumeFromMs,
-        fail_at_ms: input.failAtMs ?? null,
-      })
-      .onConflict((oc) => oc.columns(['job_id', 'epoch']).doNothing())
-      .execute();
+    // Prepared: one insert by key, for every run.
+    await sql`${sql.raw(PREPARED)}
+      INSERT INTO executions (job_id, epoch, state, duration_ms, progress_ms, checkpoint_ms, fail_at_ms)
+      VALUES (${input.jobId}, ${input.epoch}, 'running', ${input.durationMs}, ${Math.min(input.resumeFromMs, input.durationMs)},
+              ${input.resumeFromMs}, ${input.failAtMs ?? null})
+      ON CONFLICT (job_id, epoch) DO NOTHING`.execute(this.db);
   }
 
   /**
