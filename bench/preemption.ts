@@ -336,7 +336,7 @@ async function snapshotPlan(db: Kysely<Database>, preemptor: string, plannedAt: 
 interface Watch {
   placedAt: Map<string, number>;
   plans: PlanSnapshot[];
-  /** Premium jobs seen (in the sampled status queries) waiting behind a higher-ranked job's backfill hold. */
+  /** Premium jobs seen (in the sampled waiting reasons) waiting behind a higher-ranked job's backfill hold. */
   everHeld: Set<string>;
 }
 
@@ -346,12 +346,12 @@ const REASON_SAMPLE_MS = 2000;
 /** Polls the database until every premium job is placed (or time runs out), snapshotting each preemption as it is planned. */
 async function watchPremium(
   db: Kysely<Database>,
-  client: SchedulerClient,
   premium: Map<string, JobSpec>,
   submitted: Map<string, number>,
   deadlineOf: () => number,
 ): Promise<Watch> {
   const w: Watch = { placedAt: new Map(), plans: [], everHeld: new Set() };
+  const held = w.everHeld;
   const lastPlan = new Map<string, number>();
   const started = Date.now();
   let lastReport = started;
@@ -378,19 +378,17 @@ async function watchPremium(
       .execute();
     for (const p of placed) if (!w.placedAt.has(p.id) && p.placed_at) w.placedAt.set(p.id, p.placed_at.getTime());
     if (Date.now() - lastSample >= REASON_SAMPLE_MS) {
-      // Only the job workflow knows a backfill hold (the database keeps just the preempting reasons).
+      // From the database, which the allocator keeps current (asking 100 workflows would load the server measured).
       lastSample = Date.now();
-      const waiting = [...submitted.keys()].filter((id) => !w.placedAt.has(id));
-      const reasons = await Promise.all(
-        waiting.map((id) =>
-          client.status(PREMIUM_TENANT, id).then(
-            (st) => st.waitingReason ?? st.phase,
-            () => 'no answer',
-          ),
-        ),
-      );
+      const waiting = await db
+        .selectFrom('jobs')
+        .select(['id', 'state', 'waiting_reason'])
+        .where('tier', '=', 'premium')
+        .where('state', 'not in', ['placed', 'running'])
+        .execute();
       why = new Map();
-      reasons.forEach((r, i) => {
+      for (const w of waiting) {
+        const r = w.waiting_reason ?? w.state;
         const kind = r.startsWith('held for')
           ? 'held behind a higher-ranked job'
           : r.startsWith('preempting')
@@ -399,8 +397,8 @@ async function watchPremium(
               ? 'queued'
               : r.split(':')[0];
         why.set(kind, (why.get(kind) ?? 0) + 1);
-        if (kind.startsWith('held')) w.everHeld.add(waiting[i]);
-      });
+        if (kind.startsWith('held')) held.add(w.id);
+      }
     }
     if (Date.now() - lastReport >= PROGRESS_EVERY_MS) {
       lastReport = Date.now();
@@ -630,7 +628,7 @@ runBench(async ({ cleanup }) => {
   const submitting = submitAtRate(client, premiumSpecs, RATE, submitted).finally(() => (submitDone = true));
   submitting.catch(() => undefined); // awaited below, after the watch
   const deadline = (): number => (submitDone ? Math.max(...submitted.values()) + TIMEOUT_MS : Infinity);
-  const watch = await watchPremium(db, client, premium, submitted, deadline);
+  const watch = await watchPremium(db, premium, submitted, deadline);
   await submitting;
   const watchSeconds = (Date.now() - t0) / 1000;
   const xactAfter = await sql<{
@@ -720,12 +718,17 @@ runBench(async ({ cleanup }) => {
     await inBatches(
       stops.rows.filter((s) => planOf.has(s.preemptor)),
       16,
-      (s) => victimSteps(client.temporal, s.job_id, s.preemptor, planOf.get(s.preemptor)!.plannedAt).catch(() => undefined),
+      async (s) => {
+        const st = await victimSteps(client.temporal, s.job_id, s.preemptor, planOf.get(s.preemptor)!.plannedAt).catch(() => undefined);
+        return st && { ...st, stoppedAt: new Date(s.stopped_at).getTime() };
+      },
     )
-  ).filter((x): x is VictimSteps => x !== undefined);
-  // Per preemption, the victim that released last: its grace end and release bound the preemptor's wait.
-  const lastVictim = new Map<string, VictimSteps>();
-  for (const st of steps) if ((lastVictim.get(st.preemptor)?.releasedAt ?? -Infinity) < st.releasedAt) lastVictim.set(st.preemptor, st);
+  ).filter((x): x is VictimSteps & { stoppedAt: number } => x !== undefined);
+  // Per preemption, the victim that stopped last: its grace end and stop bound the preemptor's wait.
+  // The stop is the executor's row (the release follows in the same step, and may place the
+  // preemptor before the victim's history records the step, so its requeue time is no boundary).
+  const lastVictim = new Map<string, (typeof steps)[number]>();
+  for (const st of steps) if ((lastVictim.get(st.preemptor)?.stoppedAt ?? -Infinity) < st.stoppedAt) lastVictim.set(st.preemptor, st);
   const split = {
     toPlan: [] as number[],
     toGraceEnd: [] as number[],
@@ -741,8 +744,8 @@ runBench(async ({ cleanup }) => {
     const queued = r.created_at.getTime();
     split.toPlan.push(plan.plannedAt - queued);
     split.toGraceEnd.push(last.graceEndAt - plan.plannedAt);
-    split.toRelease.push(last.releasedAt - last.graceEndAt);
-    split.toPlaced.push(placed - last.releasedAt);
+    split.toRelease.push(last.stoppedAt - last.graceEndAt);
+    split.toPlaced.push(placed - last.stoppedAt);
     split.total.push(placed - queued);
   }
   const sched = await schedulerHistory(client.temporal, t0, t0 + watchSeconds * 1000);
@@ -786,11 +789,11 @@ runBench(async ({ cleanup }) => {
   console.log(`\n${'where the time goes (ms)'.padEnd(WIDTH)}     n      p50      p99      max`);
   row('submit → queued (admit, enqueue)', phases.admit);
   row('queued → placed, without preempting', phases.direct);
-  console.log("per preemption, its last victim to release (from every victim's history):");
+  console.log("per preemption, by its last victim to stop (from every victim's history and the executor's rows):");
   row('  queued → victims chosen', split.toPlan);
   row(`  victims chosen → grace end (grace ${GRACE_MS})`, split.toGraceEnd);
-  row('  grace end → victim released', split.toRelease);
-  row('  victim released → premium placed', split.toPlaced);
+  row('  grace end → victim stopped (then released)', split.toRelease);
+  row('  victim stopped → premium placed', split.toPlaced);
   row('  queued → placed (the sum)', split.total);
   row('  beyond the grace, per victim (stopped)', overGrace);
   console.log(
