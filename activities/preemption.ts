@@ -3,15 +3,20 @@
 // them, asks `chooseVictims`, and records the nominations — the nodes kept for the preemptor while
 // its victims wind down — in one transaction. Delivering the `preempt` signals is the caller's
 // (activities/cycle.ts), which records each delivery (`told_at`) and tells again a victim whose
-// tell was lost, for as long as its nomination stands.
+// tell was lost, for as long as its nomination stands. When the last victim has released,
+// `placeFreedPreemptor` places the preemptor on the capacity kept for it at once, rather than a
+// scheduling cycle later.
 import { sql, type Kysely } from 'kysely';
 import type { Database } from '../db/schema';
-import type { Tier } from '../api/types';
+import type { ResourceRequest, Tier } from '../api/types';
 import { requestMilli } from '../scheduling/geometry';
 import type { CandidateNode } from '../scheduling/placement';
 import { descendantsLikePattern, inSubtree } from '../api/tenants';
 import { chooseVictims, type RunningJob } from '../scheduling/preemption';
 import { recordPreemptions } from './metrics';
+import { placedSignal } from '../api/messages';
+import { activityLog, tell, type Region } from './region';
+import { releaseEndedJob } from './reconcile';
 
 export interface PreemptionPlan {
   preemptor: string;
@@ -192,4 +197,47 @@ export async function planPreemption(
     }
     return { preemptor: jobId, none: reasons.join('; ') };
   });
+}
+
+/**
+ * Places `preemptor` once none of its victims holds a node nominated to it any more (each victim
+ * calls this after its release; the last one's call places it), and delivers the placement to its
+ * workflow. The nominated nodes are the preemptor's alone, and a scheduling cycle places a
+ * nominated preemptor ahead of any backfill rule, so this is the placement the next cycle would
+ * make, made a cycle sooner. Idempotent (the allocator's transaction is keyed by job and epoch);
+ * a concurrent cycle placing the same job finds the placement and delivers the same message.
+ * Returns whether the preemptor is placed.
+ */
+export async function placeFreedPreemptor(region: Region, preemptor: string): Promise<boolean> {
+  const r = await sql<{ epoch: number; workflow_id: string; request: ResourceRequest; holding: boolean }>`
+    SELECT j.epoch, j.workflow_id, j.spec->'request' AS request,
+      EXISTS (SELECT 1 FROM nominations n JOIN allocations a ON a.node_id = n.node_id AND a.job_id = n.victim
+              WHERE n.preemptor = j.id) AS holding
+    FROM jobs j
+    WHERE j.id = ${preemptor} AND j.region = ${region.name} AND j.state = 'waiting'
+      AND EXISTS (SELECT 1 FROM nominations n WHERE n.preemptor = j.id)`.execute(region.db);
+  const job = r.rows[0];
+  if (!job || job.holding) return false;
+  const [tried] = await region.allocator.allocateBatch([{ jobId: preemptor, epoch: job.epoch, request: job.request }]);
+  if (!tried?.result?.placed) return false;
+  const placement = tried.result.placement;
+  const log = activityLog();
+  if (!(await tell(() => region.client.workflow.getHandle(job.workflow_id).signal(placedSignal, { epoch: job.epoch, placement })))) {
+    await releaseEndedJob(
+      region,
+      preemptor,
+      job.epoch,
+      `its workflow ${job.workflow_id} had ended when its placement was delivered`,
+      false,
+    );
+    log.warn('placement for an ended workflow released', { jobId: preemptor, epoch: job.epoch, event: 'preemption.released-dead' });
+    return false;
+  }
+  log.info('preemptor placed on the capacity its victims released', {
+    jobId: preemptor,
+    epoch: job.epoch,
+    event: 'preemption.placed',
+    nodes: placement.workers.map((w) => w.nodeName),
+  });
+  return true;
 }
