@@ -12,7 +12,7 @@ import { placedSignal, preemptSignal, waitingSignal } from '../api/messages';
 import { activityLog, tell, type Region } from './region';
 import { releaseEndedJob } from './reconcile';
 import { requestMilli } from '../scheduling/geometry';
-import { planPreemption, type PreemptionPlan } from './preemption';
+import { planPreemptions, type PreemptionPlan } from './preemption';
 import {
   BackfillGate,
   DEFAULT_QUEUE_CONFIG,
@@ -204,21 +204,20 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
       )
       .execute())
       winding.set(n.preemptor, [...new Set([...(winding.get(n.preemptor) ?? []), n.victim])]);
-  let planned = 0;
+  const toPlan: Array<{ jobId: string; reclaimOnly: boolean }> = [];
   for (const job of blocked) {
     const victims = winding.get(job.jobId);
     if (victims) {
       reasonOf.set(job.jobId, `preempting ${victims.join(', ')}: placed once they release (grace period)`);
       continue;
     }
-    if (planned >= (o.preemptLimit ?? 8)) continue;
-    planned++;
-    const plan = await planPreemption(db, job.jobId, now, job.reclaimOnly);
+    if (toPlan.length < (o.preemptLimit ?? 8)) toPlan.push({ jobId: job.jobId, reclaimOnly: job.reclaimOnly });
+  }
+  for (const plan of await planPreemptions(db, toPlan, now))
     if (plan && 'victims' in plan) {
       outcome.preemptions.push(plan);
-      reasonOf.set(job.jobId, plan.reason);
+      reasonOf.set(plan.preemptor, plan.reason);
     }
-  }
   for (const job of ranked) {
     const reason = reasonOf.get(job.jobId);
     // A held job is told once that it is held, not again whenever the job it waits behind changes
