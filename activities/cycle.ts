@@ -12,7 +12,7 @@ import { placedSignal, preemptSignal, waitingSignal } from '../api/messages';
 import { activityLog, tell, type Region } from './region';
 import { releaseEndedJob } from './reconcile';
 import { requestMilli } from '../scheduling/geometry';
-import { planPreemption, type PreemptionPlan } from './preemption';
+import { planPreemptions, type PreemptionPlan } from './preemption';
 import {
   BackfillGate,
   DEFAULT_QUEUE_CONFIG,
@@ -63,10 +63,33 @@ export interface CycleOutcome {
   /** More waiting jobs than this cycle took. */
   more: boolean;
   ms: number;
+  /** Where the cycle's time went, ms per step (see CyclePhases). */
+  phases: CyclePhases;
+}
+
+/** A cycle's time by step, for the benches and the scheduler's debug log. */
+export interface CyclePhases {
+  /** Reading the head of the queue and the standing nominations to tell again. */
+  queue: number;
+  /** The capacity picture for the backfill rule and the nominated preemptors. */
+  capacity: number;
+  /** The placement transaction. */
+  place: number;
+  /** Preemption planning for the jobs that did not fit. */
+  plan: number;
+  /** Delivering the outcome: placements, preempt signals, waiting reasons (scheduleCycle only). */
+  deliver?: number;
 }
 
 export async function runCycle(db: Kysely<Database>, allocator: Allocator, region: string, o: CycleOptions = {}): Promise<CycleOutcome> {
   const started = Date.now();
+  const phases: CyclePhases = { queue: 0, capacity: 0, place: 0, plan: 0 };
+  let mark = started;
+  const lap = (step: keyof CyclePhases): void => {
+    const t = Date.now();
+    phases[step] = t - mark;
+    mark = t;
+  };
   const scanLimit = o.scanLimit ?? 2000;
   const batchLimit = o.batchLimit ?? 256;
   const cfg = o.queue ?? DEFAULT_QUEUE_CONFIG;
@@ -106,14 +129,17 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
     ),
     more: more || waiting.length > ranked.length,
     ms: 0,
+    phases,
   };
+  lap('queue');
   if (!ranked.length) return { ...outcome, ms: Date.now() - started };
 
   const byId = new Map(ranked.map((j) => [j.jobId, j]));
   // Capacity now and when it frees up, for the backfill rule (only needed with two or more jobs).
   const capacity = ranked.length > 1 ? await capacityPicture(db, region) : { free: new Map<string, number>(), holdings: [] };
-  // A preemptor whose victims are releasing capacity kept for it waits behind nobody: that
-  // capacity is no other job's, so placing it there cannot delay a higher-ranked job.
+  // A preemptor whose victims are releasing capacity kept for it waits behind nobody, and nobody
+  // waits behind it: that capacity is no other job's, so placing it there cannot delay a
+  // higher-ranked job, and placing another job elsewhere cannot delay it.
   const nominated = new Set(
     (
       await db
@@ -139,12 +165,16 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
       settled: (input, result: AllocateResult) => {
         const job = byId.get(input.jobId)!;
         if (result.placed) gate.took(result.placement.acceleratorType, job.milli, now + job.durationMs);
-        else if (result.blockedBy === 'capacity') gate.block(job);
+        // A nominated preemptor's room is kept for it (no one else is placed on those nodes), so
+        // nothing placed elsewhere can delay it: it holds no one back.
+        else if (result.blockedBy === 'capacity' && !nominated.has(input.jobId)) gate.block(job);
       },
     };
   };
+  lap('capacity');
   const inputs: AllocateInput[] = ranked.map((j) => ({ jobId: j.jobId, epoch: j.epoch, request: j.request }));
   const results = await allocator.allocateBatch(inputs, hooks);
+  lap('place');
   const blocked: Array<WaitingJob & { reclaimOnly: boolean }> = [];
   const reasonOf = new Map<string, string>();
   for (const [i, r] of results.entries()) {
@@ -174,24 +204,26 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
       )
       .execute())
       winding.set(n.preemptor, [...new Set([...(winding.get(n.preemptor) ?? []), n.victim])]);
-  let planned = 0;
+  const toPlan: Array<{ jobId: string; reclaimOnly: boolean }> = [];
   for (const job of blocked) {
     const victims = winding.get(job.jobId);
     if (victims) {
       reasonOf.set(job.jobId, `preempting ${victims.join(', ')}: placed once they release (grace period)`);
       continue;
     }
-    if (planned >= (o.preemptLimit ?? 8)) continue;
-    planned++;
-    const plan = await planPreemption(db, job.jobId, now, job.reclaimOnly);
+    if (toPlan.length < (o.preemptLimit ?? 8)) toPlan.push({ jobId: job.jobId, reclaimOnly: job.reclaimOnly });
+  }
+  for (const plan of await planPreemptions(db, toPlan, now))
     if (plan && 'victims' in plan) {
       outcome.preemptions.push(plan);
-      reasonOf.set(job.jobId, plan.reason);
+      reasonOf.set(plan.preemptor, plan.reason);
     }
-  }
   for (const job of ranked) {
     const reason = reasonOf.get(job.jobId);
-    if (reason !== undefined && reason !== job.previousReason)
+    // A held job is told once that it is held, not again whenever the job it waits behind changes
+    // (its row keeps the current one): under a burst that is a message, and a workflow task, per
+    // held job per cycle, and the server's time goes to them instead of to placements.
+    if (reason !== undefined && reason !== job.previousReason && !(isHold(reason) && isHold(job.previousReason)))
       outcome.reasons.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, reason });
   }
   // The allocator wrote "no room" for preemptors whose victims are still winding down: say why they wait.
@@ -199,8 +231,12 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
   if (preempting.length)
     await sql`UPDATE jobs AS j SET waiting_reason = u.reason FROM unnest(${preempting.map((r) => r.jobId)}::text[], ${preempting.map((r) => r.reason)}::text[]) AS u(id, reason)
       WHERE j.id = u.id AND j.state = 'waiting'`.execute(db);
+  lap('plan');
   return { ...outcome, ms: Date.now() - started };
 }
+
+/** The backfill gate's reason for a held job (scheduling/queue.ts, BackfillGate.admits). */
+const isHold = (reason: string | null): boolean => reason?.startsWith('held for ') === true;
 
 interface QueueRow {
   id: string;
@@ -313,6 +349,7 @@ export interface CycleSummary {
   waiting: number;
   more: boolean;
   ms: number;
+  phases: CyclePhases;
 }
 
 /** One scheduling cycle, then delivery of its outcome to the job workflows. */
@@ -320,7 +357,39 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
   const { client } = region;
   const log = activityLog();
   const out = await runCycle(region.db, region.allocator, region.name, o);
+  const delivering = Date.now();
+  const graceMs = o.preemptGraceMs ?? DEFAULT_PREEMPT_GRACE_MS;
+  const told: Array<{ preemptor: string; victim: string }> = [];
+  const tellVictims = (p: PreemptionPlan): Array<Promise<void>> =>
+    p.victims.map(async (v) => {
+      if (await tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))) {
+        told.push({ preemptor: p.preemptor, victim: v.jobId });
+        return;
+      }
+      // A victim whose workflow has ended holds devices nobody will give back: release them now.
+      await releaseEndedJob(region, v.jobId, v.epoch, `its workflow ${v.workflowId} had ended when it was asked to yield`, true);
+      log.warn('victim with an ended workflow released', { jobId: v.jobId, event: 'scheduler.released-dead' });
+    });
+  for (const p of out.preemptions)
+    log.info('preemption', {
+      event: 'scheduler.preempt',
+      jobId: p.preemptor,
+      preemptor: p.preemptor,
+      victims: p.victims.map((v) => v.jobId),
+      reason: p.reason,
+    });
+  for (const p of out.retells)
+    log.warn('victims told again to yield', {
+      event: 'scheduler.preempt-retold',
+      jobId: p.preemptor,
+      preemptor: p.preemptor,
+      victims: p.victims.map((v) => v.jobId),
+    });
+  // All at once, the preempt signals first: a victim's grace period starts when it hears, and
+  // waiting reasons are only what an operator reads.
   await Promise.all([
+    ...out.preemptions.flatMap(tellVictims),
+    ...out.retells.flatMap(tellVictims),
     ...out.placed.map(async (p) => {
       if (await tell(() => client.workflow.getHandle(p.workflowId).signal(placedSignal, { epoch: p.epoch, placement: p.placement })))
         return;
@@ -339,45 +408,18 @@ export async function scheduleCycle(region: Region, o: CycleOptions = {}): Promi
       event: 'scheduler.placed',
       nodes: p.placement.workers.map((w) => w.nodeName),
     });
-  const graceMs = o.preemptGraceMs ?? DEFAULT_PREEMPT_GRACE_MS;
-  const told: Array<{ preemptor: string; victim: string }> = [];
-  const tellVictims = async (p: PreemptionPlan): Promise<void> => {
-    await Promise.all(
-      p.victims.map(async (v) => {
-        if (await tell(() => client.workflow.getHandle(v.workflowId).signal(preemptSignal, { preemptor: p.preemptor, graceMs }))) {
-          told.push({ preemptor: p.preemptor, victim: v.jobId });
-          return;
-        }
-        // A victim whose workflow has ended holds devices nobody will give back: release them now.
-        await releaseEndedJob(region, v.jobId, v.epoch, `its workflow ${v.workflowId} had ended when it was asked to yield`, true);
-        log.warn('victim with an ended workflow released', { jobId: v.jobId, event: 'scheduler.released-dead' });
-      }),
-    );
-  };
-  for (const p of out.preemptions) {
-    log.info('preemption', {
-      event: 'scheduler.preempt',
-      jobId: p.preemptor,
-      preemptor: p.preemptor,
-      victims: p.victims.map((v) => v.jobId),
-      reason: p.reason,
-    });
-    await tellVictims(p);
-  }
-  for (const p of out.retells) {
-    log.warn('victims told again to yield', {
-      event: 'scheduler.preempt-retold',
-      jobId: p.preemptor,
-      preemptor: p.preemptor,
-      victims: p.victims.map((v) => v.jobId),
-    });
-    await tellVictims(p);
-  }
   // Recorded after delivery: a tell lost before this write is resent (see victimsToRetell).
   if (told.length)
     await sql`UPDATE nominations AS n SET told_at = now()
       FROM unnest(${told.map((t) => t.preemptor)}::text[], ${told.map((t) => t.victim)}::text[]) AS u(preemptor, victim)
       WHERE n.preemptor = u.preemptor AND n.victim = u.victim`.execute(region.db);
   for (const r of out.refused) log.warn('job refused by allocator', { jobId: r.jobId, event: 'scheduler.refused', error: r.error });
-  return { considered: out.considered, placed: out.placed.length, waiting: out.considered - out.placed.length, more: out.more, ms: out.ms };
+  return {
+    considered: out.considered,
+    placed: out.placed.length,
+    waiting: out.considered - out.placed.length,
+    more: out.more,
+    ms: out.ms,
+    phases: { ...out.phases, deliver: Date.now() - delivering },
+  };
 }

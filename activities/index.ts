@@ -14,6 +14,7 @@ import { preemptionStands, requeueJob, setJobPriority } from './jobs';
 import { SimulatedExecutor, type Executor, type LaunchInput, type Observation } from './executor';
 import { admitAndPlace, type AdmissionResult } from './admission';
 import { scheduleCycle, type CycleOptions, type CycleSummary } from './cycle';
+import { placeFreedPreemptor } from './preemption';
 import { reconcileRegion, type ReconcileReport } from './reconcile';
 import { createReservation, setReservationState } from './reservations';
 import { setNodeState } from './nodes';
@@ -126,6 +127,8 @@ export function createActivities({
       });
       const next = await requeueJob(db, jobId, epoch, attempt, reason, preemptedBy);
       activityLog().info('job requeued', { jobId, epoch: next, event: 'job.requeued', reason });
+      // A victim's release may complete its preemptor's room: placed now, not a cycle later.
+      if (preemptedBy) await placeFreedPreemptor(region, preemptedBy);
       await region.kick();
       return next;
     },

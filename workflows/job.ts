@@ -25,7 +25,7 @@ import type { JobWorkflowInput } from '../api/messages';
 import { handoffPolicy } from '../scheduling/handoff';
 import { JobRecord, acts, handoffActs, local, peerward } from './job-record';
 import { registerJobHandlers } from './job-handlers';
-import { runPlaced } from './job-run';
+import { LOCAL_YIELD, runPlaced } from './job-run';
 import { awaitDecision, handOff } from './handoff';
 
 /** How often a waiting job looks for a placement it may have missed, and re-kicks the scheduler. */
@@ -249,7 +249,14 @@ export async function JobWorkflow({ spec, region, origin, resume }: JobWorkflowI
       const why = end.kind === 'failed' ? `attempt ${status.attempt} failed: ${end.detail}` : end.detail;
       job.enter('releasing');
       await CancellationScope.nonCancellable(async () => {
-        status.epoch = await acts.requeue(jobId, status.epoch, status.attempt, why, end.kind === 'preempted' ? end.preemptor : undefined);
+        const requeuer = end.kind === 'preempted' && patched(LOCAL_YIELD) ? local : acts;
+        status.epoch = await requeuer.requeue(
+          jobId,
+          status.epoch,
+          status.attempt,
+          why,
+          end.kind === 'preempted' ? end.preemptor : undefined,
+        );
       });
       status.lastRequeue = why;
       status.placement = undefined;
