@@ -13,6 +13,7 @@ import * as m0008 from './migrations/0008_queue_index';
 import * as m0009 from './migrations/0009_quota_usage';
 import * as m0010 from './migrations/0010_service';
 import * as m0011 from './migrations/0011_providers';
+import * as m0012 from './migrations/0012_capacity_by_key';
 
 export const DEFAULT_DATABASE_URL = 'postgres://postgres@127.0.0.1:5432/scheduler';
 
@@ -29,6 +30,7 @@ const migrations: Record<string, Migration> = {
   '0009_quota_usage': m0009,
   '0010_service': m0010,
   '0011_providers': m0011,
+  '0012_capacity_by_key': m0012,
 };
 const provider: MigrationProvider = { getMigrations: async () => migrations };
 
