@@ -13,26 +13,10 @@ type Trx = Transaction<Database>;
 /** Placements held by these jobs, keyed `jobId@epoch`. */
 export async function readPlacements(db: Kysely<Database> | Trx, jobIds: string[]): Promise<Map<string, Placement>> {
   if (!jobIds.length) return new Map();
-  // Each row's node by key (scalar subqueries): joined as a set, a stale row estimate for the
-  // jobs' allocations can make it a hash join over every node.
   const rows = await db
     .selectFrom('allocations as a')
-    .select((eb) => [
-      'a.job_id',
-      'a.epoch',
-      'a.worker_idx',
-      'a.node_id',
-      eb.selectFrom('nodes as n').select('n.name').whereRef('n.id', '=', 'a.node_id').$asScalar().$notNull().as('name'),
-      eb
-        .selectFrom('nodes as n')
-        .select('n.accelerator_type')
-        .whereRef('n.id', '=', 'a.node_id')
-        .$asScalar()
-        .$notNull()
-        .as('accelerator_type'),
-      'a.device_idx',
-      'a.milli',
-    ])
+    .innerJoin('nodes as n', 'n.id', 'a.node_id')
+    .select(['a.job_id', 'a.epoch', 'a.worker_idx', 'a.node_id', 'n.name', 'n.accelerator_type', 'a.device_idx', 'a.milli'])
     .where('a.job_id', 'in', jobIds)
     .orderBy('a.job_id')
     .orderBy('a.worker_idx')
@@ -116,10 +100,7 @@ export async function lockAndRead(
         coalesce((SELECT json_agg(json_build_object('job_id', a.job_id, 'epoch', a.epoch, 'worker_idx', a.worker_idx, 'node_id', a.node_id,
             'name', n.name, 'accelerator_type', n.accelerator_type, 'device_idx', a.device_idx, 'milli', a.milli)
             ORDER BY a.job_id, a.worker_idx, a.device_idx)
-          -- Each allocation's node by key (OFFSET 0 keeps the lookup per row): joined as a set, a stale
-          -- row estimate for the jobs' allocations made it a hash join over every node.
-          FROM allocations a CROSS JOIN LATERAL (SELECT name, accelerator_type FROM nodes WHERE nodes.id = a.node_id OFFSET 0) n
-          WHERE a.job_id = ANY(${ids}::text[])), '[]') AS placements,
+          FROM allocations a JOIN nodes n ON n.id = a.node_id WHERE a.job_id = ANY(${ids}::text[])), '[]') AS placements,
         coalesce((SELECT json_agg(json_build_object('tenant', tenant, 'acceleratorType', accelerator_type, 'nominal', nominal,
           'borrowingLimit', borrowing_limit, 'lendingLimit', lending_limit)) FROM quotas), '[]') AS rules,
         coalesce((SELECT json_agg(json_build_object('id', id, 'tenant', tenant, 'acceleratorType', accelerator_type, 'devices', devices,
