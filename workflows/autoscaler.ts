@@ -39,17 +39,8 @@ const provisioning = proxyActivities<SchedulerActivities>({
 
 export async function AutoscalerWorkflow(input: AutoscalerInput): Promise<void> {
   const { region } = input;
-  const config = await acts.autoscaleProviders();
   const carry = input.carry;
   let limits: AutoscalerLimits = carry?.status.limits ?? DEFAULT_AUTOSCALER_LIMITS;
-  if (!carry && input.limits) {
-    const start = applyLimits(DEFAULT_AUTOSCALER_LIMITS, input.limits, config.providers);
-    if (start.problems.length) throw new Error(`autoscaler limits refused: ${start.problems.join('; ')}`);
-    limits = 'limits' in start ? start.limits : limits;
-  }
-  const chain = carry?.chain ?? workflowInfo().runId.slice(0, 8);
-  let seq = carry?.seq ?? 0;
-  let lastScaleUpAt = carry?.lastScaleUpAt ?? 0;
   const status: AutoscalerStatus = carry?.status ?? {
     region,
     paused: false,
@@ -60,12 +51,23 @@ export async function AutoscalerWorkflow(input: AutoscalerInput): Promise<void> 
     requested: 0,
     releasedNodes: 0,
   };
+  // Before the first await: a query at the start of a run (after every continue-as-new too) would
+  // otherwise find no handler while the providers are read.
+  setHandler(autoscalerStatusQuery, () => status);
+  const config = await acts.autoscaleProviders();
+  if (!carry && input.limits) {
+    const start = applyLimits(DEFAULT_AUTOSCALER_LIMITS, input.limits, config.providers);
+    if (start.problems.length) throw new Error(`autoscaler limits refused: ${start.problems.join('; ')}`);
+    limits = 'limits' in start ? start.limits : limits;
+  }
+  const chain = carry?.chain ?? workflowInfo().runId.slice(0, 8);
+  let seq = carry?.seq ?? 0;
+  let lastScaleUpAt = carry?.lastScaleUpAt ?? 0;
   status.limits = limits;
   let wake = false;
   /** When the next idle node reaches the idle limit: the next decision is then, if sooner than a period. */
   let nextIdleAt: number | undefined;
 
-  setHandler(autoscalerStatusQuery, () => status);
   setHandler(pauseAutoscalerSignal, (reason) => {
     status.paused = true;
     status.pausedReason = typeof reason === 'string' && reason ? reason.slice(0, 200) : 'paused by an operator';
