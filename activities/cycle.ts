@@ -220,10 +220,10 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
     }
   for (const job of ranked) {
     const reason = reasonOf.get(job.jobId);
-    // A held job is told once that it is held, not again whenever the job it waits behind changes
-    // (its row keeps the current one): under a burst that is a message, and a workflow task, per
-    // held job per cycle, and the server's time goes to them instead of to placements.
-    if (reason !== undefined && reason !== job.previousReason && !(isHold(reason) && isHold(job.previousReason)))
+    // Every change is told, holds included: the check compares with the row, so a reason the row
+    // took without the workflow hearing of it (a hold told once) would leave its status stale when
+    // the row later moves to a reason written elsewhere (CI: a backlog job never shown its quota).
+    if (reason !== undefined && reason !== job.previousReason)
       outcome.reasons.push({ jobId: job.jobId, workflowId: job.workflowId, epoch: job.epoch, reason });
   }
   // The allocator wrote "no room" for preemptors whose victims are still winding down: say why they wait.
@@ -234,9 +234,6 @@ export async function runCycle(db: Kysely<Database>, allocator: Allocator, regio
   lap('plan');
   return { ...outcome, ms: Date.now() - started };
 }
-
-/** The backfill gate's reason for a held job (scheduling/queue.ts, BackfillGate.admits). */
-const isHold = (reason: string | null): boolean => reason?.startsWith('held for ') === true;
 
 interface QueueRow {
   id: string;
