@@ -8,7 +8,7 @@ import type { JobSpec, Placement } from '../api/types';
 import { tenantChain } from '../api/tenants';
 import { admissionProblems, regionRules, type TenantPolicyRow } from '../scheduling/admission';
 import { allowedPeers, handoffPolicy } from '../scheduling/handoff';
-import { ErrorTypes, findDomainError } from '../api/errors';
+import { ErrorTypes, findDomainError, isDomainError } from '../api/errors';
 import { QUEUED_REASON, enqueueJob, joinQueue, queueEntry, withdrawSubmitted, type Enqueued, type EnqueueRow } from './jobs';
 import { activityLog, type Region } from './region';
 
@@ -46,6 +46,10 @@ export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: s
     try {
       await allocator.checkRequest(spec.request);
     } catch (err) {
+      // Only the allocator's refusal says the job cannot run here. Anything else (the inventory
+      // could not be read: a database restart, a lost connection) fails this step, which the
+      // workflow retries; taken as a refusal it rejected the job, leaving no row (chaos: lost 2).
+      if (!isDomainError(err, ErrorTypes.badRequest)) throw err;
       notHere = (err as Error).message;
     }
   let entry: Enqueued | { admitted: false; problems: string[] };

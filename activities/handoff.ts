@@ -9,7 +9,7 @@ import { Context } from '@temporalio/activity';
 import { WorkflowExecutionAlreadyStartedError, WorkflowFailedError, WorkflowNotFoundError, type WorkflowHandle } from '@temporalio/client';
 import type { JobResult, JobSpec } from '../api/types';
 import type { InventorySummary } from '../api/peers';
-import { badRequest, rootMessage } from '../api/errors';
+import { ErrorTypes, badRequest, isDomainError, rootMessage } from '../api/errors';
 import { jobWorkflowId } from '../api/ids';
 import { AcceleratorTypeKey, JobIdKey, JobStateKey, RegionKey, TenantKey, TierKey } from '../api/search-attributes';
 import {
@@ -265,6 +265,8 @@ export async function admitCopy(
     try {
       await region.allocator.checkRequest(spec.request);
     } catch (err) {
+      // A refusal is the copy's answer; an unreadable inventory fails the step (retried), not the handoff.
+      if (!isDomainError(err, ErrorTypes.badRequest)) throw err;
       problems.push((err as Error).message);
     }
   }

@@ -81,6 +81,8 @@ async function persist<T>(what: string, f: () => Promise<T>, tries = 60): Promis
 interface Counters {
   submitted: string[];
   submitMs: Map<string, number>;
+  /** Each submitted job's workflow id: a job whose workflow never wrote its row is found by it. */
+  workflowIds: Map<string, string>;
   workerKills: number;
   serverRestarts: number;
   pgRestarts: number;
@@ -167,6 +169,7 @@ runBench(async ({ cleanup }) => {
   const c: Counters = {
     submitted: [],
     submitMs: new Map(),
+    workflowIds: new Map(),
     workerKills: 0,
     serverRestarts: 0,
     pgRestarts: 0,
@@ -201,7 +204,10 @@ runBench(async ({ cleanup }) => {
       c.submitMs.set(spec.jobId, Date.now());
       // Kept until accepted (the server may be down); a submit is idempotent under its workflow id.
       void persist(`submit ${spec.jobId}`, () => client.submit(spec), 120)
-        .then(() => c.submitted.push(spec.jobId))
+        .then((workflowId) => {
+          c.workflowIds.set(spec.jobId, workflowId);
+          c.submitted.push(spec.jobId);
+        })
         .catch(() => c.submitFailures++);
     }
   })();
@@ -390,16 +396,17 @@ runBench(async ({ cleanup }) => {
   const unfinished = c.submitted.filter((id) => !TERMINAL.has(byId.get(id)?.state ?? ''));
   const stuck: string[] = [];
   const lost: string[] = [];
+  /** What the server says of each unfinished job's workflow, for the list below. */
+  const workflowOf = new Map<string, string>();
   for (const id of unfinished) {
-    const w = byId.get(id);
-    const running = w
-      ? await client.temporal.workflow
-          .getHandle(w.workflow_id)
-          .describe()
-          .then((d) => d.status.name === 'RUNNING')
-          .catch(() => false)
-      : false;
-    (running ? stuck : lost).push(id);
+    const workflowId = byId.get(id)?.workflow_id ?? c.workflowIds.get(id)!;
+    const status = await client.temporal.workflow
+      .getHandle(workflowId)
+      .describe()
+      .then((d) => d.status.name)
+      .catch((err: unknown) => `not described: ${(err as Error).message}`);
+    workflowOf.set(id, `workflow ${workflowId} ${status}`);
+    (status === 'RUNNING' ? stuck : lost).push(id);
   }
   const leakedRows = await sql<{ n: number }>`SELECT count(DISTINCT job_id)::int AS n FROM allocations a JOIN jobs j ON j.id = a.job_id
     WHERE j.state IN ('completed', 'cancelled', 'failed', 'rejected')`.execute(r.db);
@@ -439,7 +446,10 @@ runBench(async ({ cleanup }) => {
   const all = quantiles(latency.map((x) => x.ms));
   line('submit→placed p50 / p99 (s)', `${fmt(all.p50 / 1000, 1)} / ${fmt(all.p99 / 1000, 1)}`);
   for (const id of [...lost, ...stuck, ...runTwice].slice(0, 10))
-    console.log(`  ${lost.includes(id) ? 'lost' : stuck.includes(id) ? 'stuck' : 'run twice'}: ${id} (${byId.get(id)?.state ?? 'no row'})`);
+    console.log(
+      `  ${lost.includes(id) ? 'lost' : stuck.includes(id) ? 'stuck' : 'run twice'}: ${id} (${byId.get(id)?.state ?? 'no row'}` +
+        `${workflowOf.has(id) ? `; ${workflowOf.get(id)}` : ''})`,
+    );
   for (const v of violations.slice(0, 10)) console.log(`  violation ${v.rule}: ${v.detail}`);
   for (const d of deadHolders.slice(0, 10)) console.log(`  allocation of ${d.jobId}: workflow ${d.status}`);
 

@@ -8,7 +8,7 @@ import type { Kysely } from 'kysely';
 import type { Database } from '../../db/schema';
 import { withTransientRetry } from '../../db/transient';
 import type { AllocateResult, JobOutcome, PlacementPolicyName, ResourceRequest } from '../../api/types';
-import { badRequest } from '../../api/errors';
+import { ErrorTypes, badRequest, isDomainError } from '../../api/errors';
 import { validateRequest } from '../../api/validation';
 import { RecentMix } from '../../scheduling/placement';
 import { neverFits } from '../../scheduling/geometry';
@@ -72,6 +72,8 @@ export class Allocator {
         await this.checkRequest(input.request);
         valid.push(input);
       } catch (err) {
+        // A request refused is this item's answer; an inventory that could not be read fails the batch.
+        if (!isDomainError(err, ErrorTypes.badRequest)) throw err;
         refused.set(input, (err as Error).message);
       }
     }
