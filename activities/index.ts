@@ -23,7 +23,7 @@ import { activityLog, finishJob, regionOf } from './region';
 import { PeerLinks } from './peers';
 import { failpoint } from './failpoints';
 import { readPeerSummaries, storePeerSummary, summarizeInventory } from './inventory';
-import { waitForLargeChange } from './publish-wait';
+import { CHANGE_POLL_MS, waitForLargeChange } from './publish-wait';
 import { freeByType, type FreeByType } from '../scheduling/handoff';
 import * as handoff from './handoff';
 import type { HandoffDecision, HandoffOrigin, PublishWhenDue, PublishedWhenDue } from '../api/messages';
@@ -54,6 +54,8 @@ export interface ActivityDeps {
   providers?: ProviderConfig[];
   /** How placement weighs price (default `cost`: no change while every node costs 0). */
   objective?: PlacementObjective;
+  /** Publish the summary between periods when free capacity moves a lot (default true; false: on the period only). */
+  publishEarly?: boolean;
 }
 
 export function createActivities({
@@ -67,6 +69,7 @@ export function createActivities({
   peers,
   providers: providerConfigs,
   objective,
+  publishEarly = true,
 }: ActivityDeps) {
   const region = regionOf({
     name,
@@ -188,7 +191,9 @@ export function createActivities({
      * as free capacity moved a lot since `published` (publish-wait.ts), whichever comes first.
      */
     async publishWhenDue(input: PublishWhenDue): Promise<PublishedWhenDue> {
-      const early = input.published ? await waitForLargeChange(db, input.published, input.waitMs, input.minWaitMs) : undefined;
+      const early = input.published
+        ? await waitForLargeChange(db, input.published, input.waitMs, input.minWaitMs, CHANGE_POLL_MS, publishEarly)
+        : undefined;
       // Heartbeats on while a peer takes its time (up to its call deadline), so only a lost worker times out.
       const { sent, free } = await whileHeartbeating(publish);
       return { sent, free, ...(early ? { early } : {}) };

@@ -13,7 +13,8 @@
 // 0 duplicates, 0 lost.
 // Settings: GLOBAL_NODES (per region), GLOBAL_SECONDS (arrivals), GLOBAL_HOT_LOAD, GLOBAL_COOL_LOAD
 // (offered load / capacity), GLOBAL_RUN_MIN_S / GLOBAL_RUN_MAX_S (run times), GLOBAL_AFTER_MS
-// (handoff.afterMs), GLOBAL_PUBLISH_MS (summary period), GLOBAL_KILL_AT_S / GLOBAL_OUTAGE_S,
+// (handoff.afterMs), GLOBAL_PUBLISH_MS (summary period), GLOBAL_PUBLISH_EARLY (on|off: publishing
+// on large changes between periods, to compare), GLOBAL_KILL_AT_S / GLOBAL_OUTAGE_S,
 // GLOBAL_DRAIN_S (global run: wait for every job), GLOBAL_ISOLATED_DRAIN_S (isolated run: cut-off),
 // GLOBAL_SEED, GLOBAL_MODES (isolated,global), GLOBAL_KEEP=1 (keep the databases), GLOBAL_DRY_RUN=1
 // (print the workload and stop), BENCH_DATABASE_URL.
@@ -45,6 +46,8 @@ const RUN_MIN_S = envNumber('GLOBAL_RUN_MIN_S', 20, { above: 0 });
 const RUN_MAX_S = envNumber('GLOBAL_RUN_MAX_S', 120, { above: 0 });
 const AFTER_MS = envNumber('GLOBAL_AFTER_MS', 2000, { integer: true, min: 0 });
 const PUBLISH_MS = envNumber('GLOBAL_PUBLISH_MS', 1000, { integer: true, min: 100 });
+/** Whether summaries also go out between periods when free capacity moves a lot (the worker's PUBLISH_EARLY). */
+const PUBLISH_EARLY = envChoices('GLOBAL_PUBLISH_EARLY', ['on'] as const, ['on', 'off'] as const)[0] === 'on';
 const KILL_AT_S = envNumber('GLOBAL_KILL_AT_S', 60, { above: 0 });
 const OUTAGE_S = envNumber('GLOBAL_OUTAGE_S', 35, { above: 0 });
 const DRAIN_S = envNumber('GLOBAL_DRAIN_S', 240, { above: 0 });
@@ -338,8 +341,8 @@ async function runMode(mode: Mode, w: Workload, bundlePath: string, root: Cleanu
     }
     // The region to kill runs its worker as a process, so SIGKILL is real; the others in this process.
     for (const r of REGIONS)
-      if (r === VICTIM) regions.spawnWorker(r, { bundlePath, publishEveryMs: PUBLISH_MS });
-      else await regions.startWorker(r, { bundlePath, publishEveryMs: PUBLISH_MS });
+      if (r === VICTIM) regions.spawnWorker(r, { bundlePath, publishEveryMs: PUBLISH_MS, publishEarly: PUBLISH_EARLY });
+      else await regions.startWorker(r, { bundlePath, publishEveryMs: PUBLISH_MS, publishEarly: PUBLISH_EARLY });
     const clients = new Map<string, SchedulerClient>();
     for (const r of REGIONS) clients.set(r, await regions.client(r));
     // Every region holds a fresh summary of every other before the first job.
@@ -441,7 +444,7 @@ async function runMode(mode: Mode, w: Workload, bundlePath: string, root: Cleanu
             const restoredAt = Date.now();
             say(`  [${mode} ${fmt((restoredAt - t0) / 1000)}s] restoring ${VICTIM}: Temporal server (same state file), worker process`);
             await regions.startServer(VICTIM);
-            regions.spawnWorker(VICTIM, { bundlePath, publishEveryMs: PUBLISH_MS });
+            regions.spawnWorker(VICTIM, { bundlePath, publishEveryMs: PUBLISH_MS, publishEarly: PUBLISH_EARLY });
             down = false;
             outage = { killAt, restoredAt };
             say(
@@ -646,7 +649,7 @@ runBench(async ({ cleanup }) => {
   console.log(`each region: ${[...w.mix].map(([m, k]) => `${k} ${m}`).join(', ')} nodes`);
   console.log(
     `jobs: openb tasks fitting every slice (${w.pool} of them), drawn at random; runs ${RUN_MIN_S}–${RUN_MAX_S} s (trace lifetime / ${TRACE_SECONDS_PER_S}, mean ${fmt(w.meanRunS, 1)} s); ` +
-      `every job allowed anywhere; global: handoff.afterMs ${AFTER_MS}, summaries every ${PUBLISH_MS} ms; isolated: handoff.enabled false`,
+      `every job allowed anywhere; global: handoff.afterMs ${AFTER_MS}, summaries every ${PUBLISH_MS} ms${PUBLISH_EARLY ? ' and on large changes' : ' (period only)'}; isolated: handoff.enabled false`,
   );
   console.log(`load average (1/5/15 min): ${loadAtStart} at start, ${loadAtEnd} at the end; ${os.cpus().length} cores`);
 

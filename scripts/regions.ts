@@ -123,7 +123,10 @@ export class Regions {
   }
 
   /** A worker inside this process for the region, configured with the other regions as peers. */
-  async startWorker(name: string, o: { bundlePath?: string; cycle?: CycleOptions; publishEveryMs?: number } = {}): Promise<RegionWorker> {
+  async startWorker(
+    name: string,
+    o: { bundlePath?: string; cycle?: CycleOptions; publishEveryMs?: number; publishEarly?: boolean } = {},
+  ): Promise<RegionWorker> {
     const r = this.get(name);
     const native = await NativeConnection.connect({ address: r.address });
     const conn = await Connection.connect({ address: r.address });
@@ -138,6 +141,7 @@ export class Regions {
       ...(o.bundlePath ? { workflowBundlePath: o.bundlePath } : {}),
       ...(o.cycle ? { cycle: o.cycle } : {}),
       ...(o.publishEveryMs ? { publishEveryMs: o.publishEveryMs } : {}),
+      ...(o.publishEarly !== undefined ? { publishEarly: o.publishEarly } : {}),
     });
     r.workers.push({ worker, done: worker.run(), connections: [native, conn] });
     return worker;
@@ -153,7 +157,10 @@ export class Regions {
   }
 
   /** A worker process for the region (`npm run worker`'s entry point), so a test can SIGKILL it. */
-  spawnWorker(name: string, o: { bundlePath?: string; env?: Record<string, string>; publishEveryMs?: number } = {}): ChildProcess {
+  spawnWorker(
+    name: string,
+    o: { bundlePath?: string; env?: Record<string, string>; publishEveryMs?: number; publishEarly?: boolean } = {},
+  ): ChildProcess {
     const r = this.get(name);
     const root = path.join(__dirname, '..');
     const child = spawn(process.execPath, ['--import', 'tsx', path.join(root, 'worker', 'main.ts')], {
@@ -168,6 +175,7 @@ export class Regions {
         PEERS: JSON.stringify(peersOf(this.list, name)),
         LOG_LEVEL: process.env.LOG_LEVEL ?? 'warn',
         ...(o.publishEveryMs ? { PUBLISH_EVERY_MS: String(o.publishEveryMs) } : {}),
+        ...(o.publishEarly !== undefined ? { PUBLISH_EARLY: o.publishEarly ? 'on' : 'off' } : {}),
         ...(o.bundlePath ? { WORKFLOW_BUNDLE: o.bundlePath } : {}),
         ...o.env,
       },

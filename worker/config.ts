@@ -20,6 +20,11 @@ export interface WorkerConfig {
   peers: PeerConfig[];
   /** PUBLISH_EVERY_MS: how often the region sends its summary to its peers (default 2000). */
   publishEveryMs?: number;
+  /**
+   * PUBLISH_EARLY: `on` (default) publishes the summary as soon as the region's free capacity moves
+   * a lot, between periods; `off` publishes on the period only (for comparing the two).
+   */
+  publishEarly: boolean;
   /** RECONCILE_EVERY_MS / RECONCILE_GRACE_MS: the reconciler's pace (defaults 30 s / 60 s). */
   reconcile: { everyMs?: number; graceMs?: number };
   /** METRICS_PORT (and METRICS_HOST, default 127.0.0.1): serve /metrics, /healthz, /readyz; off when unset. */
@@ -99,6 +104,7 @@ export function configFromEnv(env: NodeJS.ProcessEnv = process.env): WorkerConfi
     policy,
     peers: peersFromEnv(region, env),
     ...(env.PUBLISH_EVERY_MS !== undefined ? { publishEveryMs: positiveInt('PUBLISH_EVERY_MS', env.PUBLISH_EVERY_MS) } : {}),
+    publishEarly: onOff('PUBLISH_EARLY', env.PUBLISH_EARLY, true),
     reconcile: {
       ...(env.RECONCILE_EVERY_MS !== undefined ? { everyMs: positiveInt('RECONCILE_EVERY_MS', env.RECONCILE_EVERY_MS) } : {}),
       ...(env.RECONCILE_GRACE_MS !== undefined ? { graceMs: positiveInt('RECONCILE_GRACE_MS', env.RECONCILE_GRACE_MS) } : {}),
@@ -115,6 +121,12 @@ function positiveInt(name: string, value: string): number {
   const n = Number(value);
   if (!Number.isInteger(n) || n <= 0) throw new Error(`${name} ${JSON.stringify(value)} must be a positive whole number of milliseconds`);
   return n;
+}
+
+function onOff(name: string, value: string | undefined, otherwise: boolean): boolean {
+  if (value === undefined || value === '') return otherwise;
+  if (value === 'on' || value === 'off') return value === 'on';
+  throw new Error(`${name} ${JSON.stringify(value)} must be on or off`);
 }
 
 function tcpPort(name: string, value: string): number {

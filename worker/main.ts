@@ -29,6 +29,7 @@ async function main(): Promise<void> {
     workflowBundlePath: process.env.WORKFLOW_BUNDLE,
     peers: config.peers,
     publishEveryMs: config.publishEveryMs,
+    publishEarly: config.publishEarly,
     reconcile: config.reconcile,
     metrics: config.metrics,
     autoscale: config.autoscale,

@@ -37,6 +37,8 @@ export interface RegionWorkerOptions {
   peers?: PeerConfig[];
   /** How often the region publishes its inventory summary to its peers. */
   publishEveryMs?: number;
+  /** Publish between periods when free capacity moves a lot (default true; false: on the period only). */
+  publishEarly?: boolean;
   /** The reconciler's pace (defaults: a pass every 30 s, rows older than 60 s). */
   reconcile?: { everyMs?: number; graceMs?: number };
   /** Serve /metrics, /healthz and /readyz on this port (0: any free port); none when absent. */
@@ -107,6 +109,7 @@ export async function createRegionWorker(o: RegionWorkerOptions): Promise<Region
       peers,
       providers: o.autoscale?.providers,
       objective: o.objective,
+      publishEarly: o.publishEarly,
     }),
   };
   const common = {

@@ -13,3 +13,10 @@ test('METRICS_PORT serves them on loopback, or on METRICS_HOST', () => {
 test.each(['0', '65536', '-1', '94.5', 'abc', ''])('METRICS_PORT %j is refused, naming the variable', (value) => {
   expect(() => configFromEnv({ METRICS_PORT: value })).toThrow(`METRICS_PORT ${JSON.stringify(value)} must be a TCP port, 1..65535`);
 });
+
+test('PUBLISH_EARLY is on unless set off; another value is refused, naming the variable', () => {
+  expect(configFromEnv({}).publishEarly).toBe(true);
+  expect(configFromEnv({ PUBLISH_EARLY: 'on' }).publishEarly).toBe(true);
+  expect(configFromEnv({ PUBLISH_EARLY: 'off' }).publishEarly).toBe(false);
+  expect(() => configFromEnv({ PUBLISH_EARLY: 'no' })).toThrow('PUBLISH_EARLY "no" must be on or off');
+});
