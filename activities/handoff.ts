@@ -18,6 +18,7 @@ import {
   handedJobEndedSignal,
   handoffDecisionQuery,
   handoffDecisionSignal,
+  placedSignal,
   statusQuery,
   type HandoffDecision,
   type HandoffOrigin,
@@ -29,7 +30,8 @@ import { requestMilli } from '../scheduling/geometry';
 import { loadAdmissionContext } from './admission';
 import { QUEUED_REASON } from './jobs';
 import { readInFlight, readPeerSummaries, summarizeInventory } from './inventory';
-import { activityLog, type Region } from './region';
+import { activityLog, tell, type Region } from './region';
+import { releaseEndedJob } from './reconcile';
 import { failpoint } from './failpoints';
 
 /** How long the home waits for a peer's answer to a prepare before it decides `aborted`. */
@@ -336,7 +338,40 @@ export async function activateCopy(region: Region, jobId: string, originEpoch: n
     .where('state', '=', 'pending')
     .execute();
   await failpoint('handoff.copy.activated');
+  if (await placeCopyNow(region, jobId, originEpoch)) return;
   await region.kick();
+}
+
+/**
+ * A committed copy that nobody else here waits ahead of is placed at once, as a job admitted to
+ * an empty queue is: it was sent because this region had room for it, and a round trip through
+ * the scheduler's next cycle left that room idle a second or more each time. Delivered to the
+ * copy's workflow as the cycle delivers (the `placed` signal, at the copy's epoch). True when it
+ * was placed and told; otherwise the scheduler places it. A retry finds the same placement (the
+ * allocator is keyed by job and epoch) and tells it again, which the workflow takes once.
+ */
+async function placeCopyNow(region: Region, jobId: string, originEpoch: number): Promise<boolean> {
+  const r = await sql<{ epoch: number; state: string; workflow_id: string; spec: JobSpec; queue_ahead: boolean }>`
+    SELECT j.epoch, j.state, j.workflow_id, j.spec,
+      EXISTS (SELECT 1 FROM jobs o WHERE o.region = ${region.name} AND o.state = 'waiting' AND o.id <> j.id) AS queue_ahead
+    FROM jobs j WHERE j.id = ${jobId} AND j.origin_epoch = ${originEpoch}`.execute(region.db);
+  const row = r.rows[0];
+  if (!row || !((row.state === 'waiting' && !row.queue_ahead) || row.state === 'placed')) return false;
+  const [tried] = await region.allocator.allocateBatch([{ jobId, epoch: row.epoch, request: row.spec.request }]);
+  if (!tried.result?.placed) return false;
+  const placement = tried.result.placement;
+  activityLog().info('handed-over job placed on activation', {
+    jobId,
+    epoch: row.epoch,
+    event: 'handoff.copy-placed',
+    nodes: placement.workers.map((w) => w.nodeName),
+  });
+  const told = await tell(() =>
+    region.client.workflow.getHandle(row.workflow_id).signal(placedSignal, { epoch: row.epoch, placement }),
+  );
+  // Its workflow has ended meanwhile: the devices go back (as the cycle does for a placement nobody hears).
+  if (!told) await releaseEndedJob(region, jobId, row.epoch, `its workflow ${row.workflow_id} had ended when its placement was made`, false);
+  return true;
 }
 
 /** Ends a copy that has not been placed (aborted, or given back); false when it has been placed meanwhile. */

@@ -3,12 +3,12 @@
 // long, are handed to a peer with room; a peer that refuses, or is down, sends the job elsewhere
 // or keeps it at home; a handed-off job is found, watched and cancelled from its home's client.
 import { sql } from 'kysely';
-import { WorkflowUpdateFailedError } from '@temporalio/client';
+import { WorkflowNotFoundError, WorkflowUpdateFailedError } from '@temporalio/client';
 import { checkInvariants } from '../../db/invariants';
 import type { JobSpec, JobStatus } from '../../api/types';
 import type { InventorySummary } from '../../api/peers';
 import { offerSummaryUpdate } from '../../api/messages';
-import { peerExchangeWorkflowId } from '../../api/ids';
+import { peerExchangeWorkflowId, schedulerWorkflowId } from '../../api/ids';
 import type { SchedulerClient } from '../../api/client';
 import { Regions } from '../../scripts/regions';
 import { seedFleet, seedTenants } from '../helpers/fleet';
@@ -93,6 +93,10 @@ describe('global scheduling across three regions', () => {
     const runs = await regions.get('ap').db.selectFrom('executions').select('epoch').where('job_id', '=', s.jobId).execute();
     expect(runs).toHaveLength(1);
     expect(await regions.get('us').db.selectFrom('executions').select('epoch').where('job_id', '=', s.jobId).execute()).toEqual([]);
+    // Nobody waited in ap: the copy was placed when it was activated, and ap's scheduler, which
+    // only a waiting job starts, never had to run a cycle for it.
+    const ap = await regions.client('ap');
+    await expect(ap.temporal.workflow.getHandle(schedulerWorkflowId('ap')).describe()).rejects.toThrow(WorkflowNotFoundError);
   });
 
   test('a job waiting at home past handoff.afterMs goes to a peer with room; the home queue no longer holds it', async () => {
