@@ -42,11 +42,15 @@ export async function summarizeInventory(db: Kysely<Database>, region: string): 
       CASE WHEN bool_or(l.memory_mib IS NULL) THEN NULL ELSE max(l.memory_mib) END AS memory
     FROM live l LEFT JOIN racks r USING (accelerator_type) LEFT JOIN pods p USING (accelerator_type)
     GROUP BY l.accelerator_type`.execute(db);
-  // Copies admitted and waiting for their home's decision count as queued: most will be.
+  // Copies admitted and waiting for their home's decision count as queued: most will be. A job
+  // that accepts several types counts under each of them: any of them may be where it lands, and
+  // a peer reading the summary must not send work for room such a job is about to take (counted
+  // under its first type only, the room of its other types looked free, and copies sent for it
+  // waited in this queue while another region had room).
   const queue = await sql<{ type: string; tier: Tier; jobs: number; milli: string; oldest: Date }>`
-    SELECT spec->'request'->'acceleratorTypes'->>0 AS type, tier, count(*)::int AS jobs, sum(${SPEC_MILLI})::bigint AS milli,
-      min(enqueued_at) AS oldest
-    FROM jobs WHERE state IN ('waiting', 'pending') GROUP BY 1, 2`.execute(db);
+    SELECT t.type, tier, count(*)::int AS jobs, sum(${SPEC_MILLI})::bigint AS milli, min(enqueued_at) AS oldest
+    FROM jobs CROSS JOIN LATERAL jsonb_array_elements_text(spec->'request'->'acceleratorTypes') AS t(type)
+    WHERE state IN ('waiting', 'pending') GROUP BY 1, 2`.execute(db);
   const version = await sql<{ v: string }>`SELECT nextval('summary_version') AS v`.execute(db);
   const now = Date.now();
   const types: Record<string, TypeSummary> = {};
@@ -107,23 +111,26 @@ export async function readPeerSummaries(db: Kysely<Database>): Promise<Map<strin
 }
 
 /**
- * What this region handed to each peer after that peer's summary was made (by the earlier of its
- * stated time and its receipt), per the job's first acceptable type: demand the summary cannot
- * show yet (`InFlight` in scheduling/handoff.ts).
+ * What this region is handing to each peer, and what it handed after that peer's summary was made
+ * (by the earlier of its stated time and its receipt), under each type the job accepts: demand
+ * the summary cannot show yet (`InFlight` in scheduling/handoff.ts).
  */
 export async function readInFlight(db: Kysely<Database>, held: ReadonlyMap<string, HeldSummary>): Promise<InFlight> {
   const since = new Map(
     [...held].map(([peer, h]) => [peer, Math.min(h.receivedAt, Date.parse(h.summary.generatedAt) || h.receivedAt)] as const),
   );
   if (!since.size) return new Map();
-  const rows = await sql<{ peer: string; type: string; milli: string; at: Date }>`
-    SELECT handoff_peer AS peer, spec->'request'->'acceleratorTypes'->>0 AS type, ${SPEC_MILLI} AS milli, updated_at AS at
-    FROM jobs WHERE origin_region IS NULL AND state IN ('handing-off', 'handed-off')
-      AND updated_at >= ${new Date(Math.min(...since.values()))}`.execute(db);
+  const rows = await sql<{ peer: string; type: string; milli: string; at: Date; state: string }>`
+    SELECT handoff_peer AS peer, t.type, ${SPEC_MILLI} AS milli, updated_at AS at, state
+    FROM jobs CROSS JOIN LATERAL jsonb_array_elements_text(spec->'request'->'acceleratorTypes') AS t(type)
+    WHERE origin_region IS NULL
+      AND (state = 'handing-off' OR (state = 'handed-off' AND updated_at >= ${new Date(Math.min(...since.values()))}))`.execute(db);
   const out = new Map<string, Map<string, number>>();
   for (const r of rows.rows) {
     const from = since.get(r.peer);
-    if (from === undefined || r.at.getTime() < from) continue;
+    // Still handing off: its copy may not have reached the peer when that summary was made, and it
+    // counts whenever it was marked (marked just before the summary, it was missed by both).
+    if (from === undefined || (r.state !== 'handing-off' && r.at.getTime() < from)) continue;
     const types = out.get(r.peer) ?? new Map<string, number>();
     types.set(r.type, (types.get(r.type) ?? 0) + Number(r.milli));
     out.set(r.peer, types);

@@ -65,10 +65,10 @@ function demandAhead(t: TypeSummary, tier: Tier): number {
 export type PeerChoice = { peer: string; reason: string } | { peer?: undefined; reason: string };
 
 /**
- * What this region has sent each peer since that peer's summary was made, per accelerator type
- * (the first acceptable type of each job, as the peer's queue counts it): demand the summary
- * cannot show yet. Without it every job looking abroad between two summaries sees the same room
- * and all of them go to the same peer.
+ * What this region is handing to each peer (whenever that started), and what it handed since that
+ * peer's summary was made, per accelerator type (under every type the job accepts, as the peer's
+ * queue counts it): demand the summary cannot show yet. Without it every job looking abroad
+ * between two summaries sees the same room and all of them go to the same peer.
  */
 export type InFlight = ReadonlyMap<string, ReadonlyMap<string, number>>;
 
