@@ -42,15 +42,13 @@ export async function summarizeInventory(db: Kysely<Database>, region: string): 
       CASE WHEN bool_or(l.memory_mib IS NULL) THEN NULL ELSE max(l.memory_mib) END AS memory
     FROM live l LEFT JOIN racks r USING (accelerator_type) LEFT JOIN pods p USING (accelerator_type)
     GROUP BY l.accelerator_type`.execute(db);
-  // Copies admitted and waiting for their home's decision count as queued: most will be. A job
-  // that accepts several types counts under each of them: any of them may be where it lands, and
-  // a peer reading the summary must not send work for room such a job is about to take (counted
-  // under its first type only, the room of its other types looked free, and copies sent for it
-  // waited in this queue while another region had room).
+  // Copies admitted and waiting for their home's decision count as queued: most will be. Each job
+  // counts once, under its first type (a peer weighs a job that accepts several types against the
+  // sum over them: `choosePeer`).
   const queue = await sql<{ type: string; tier: Tier; jobs: number; milli: string; oldest: Date }>`
-    SELECT t.type, tier, count(*)::int AS jobs, sum(${SPEC_MILLI})::bigint AS milli, min(enqueued_at) AS oldest
-    FROM jobs CROSS JOIN LATERAL jsonb_array_elements_text(spec->'request'->'acceleratorTypes') AS t(type)
-    WHERE state IN ('waiting', 'pending') GROUP BY 1, 2`.execute(db);
+    SELECT spec->'request'->'acceleratorTypes'->>0 AS type, tier, count(*)::int AS jobs, sum(${SPEC_MILLI})::bigint AS milli,
+      min(enqueued_at) AS oldest
+    FROM jobs WHERE state IN ('waiting', 'pending') GROUP BY 1, 2`.execute(db);
   const version = await sql<{ v: string }>`SELECT nextval('summary_version') AS v`.execute(db);
   const now = Date.now();
   const types: Record<string, TypeSummary> = {};
@@ -112,8 +110,8 @@ export async function readPeerSummaries(db: Kysely<Database>): Promise<Map<strin
 
 /**
  * What this region is handing to each peer, and what it handed after that peer's summary was made
- * (by the earlier of its stated time and its receipt), under each type the job accepts: demand
- * the summary cannot show yet (`InFlight` in scheduling/handoff.ts).
+ * (by the earlier of its stated time and its receipt), under the job's first acceptable type:
+ * demand the summary cannot show yet (`InFlight` in scheduling/handoff.ts).
  */
 export async function readInFlight(db: Kysely<Database>, held: ReadonlyMap<string, HeldSummary>): Promise<InFlight> {
   const since = new Map(
@@ -121,9 +119,8 @@ export async function readInFlight(db: Kysely<Database>, held: ReadonlyMap<strin
   );
   if (!since.size) return new Map();
   const rows = await sql<{ peer: string; type: string; milli: string; at: Date; state: string }>`
-    SELECT handoff_peer AS peer, t.type, ${SPEC_MILLI} AS milli, updated_at AS at, state
-    FROM jobs CROSS JOIN LATERAL jsonb_array_elements_text(spec->'request'->'acceleratorTypes') AS t(type)
-    WHERE origin_region IS NULL
+    SELECT handoff_peer AS peer, spec->'request'->'acceleratorTypes'->>0 AS type, ${SPEC_MILLI} AS milli, updated_at AS at, state
+    FROM jobs WHERE origin_region IS NULL
       AND (state = 'handing-off' OR (state = 'handed-off' AND updated_at >= ${new Date(Math.min(...since.values()))}))`.execute(db);
   const out = new Map<string, Map<string, number>>();
   for (const r of rows.rows) {

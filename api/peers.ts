@@ -108,7 +108,7 @@ export interface TypeSummary {
   largestFree: { node: number; rack: number; pod: number };
   /** The largest node of the type: devices, CPU (milli-cores) and memory (MiB); null when some node does not track it. */
   largestNode: { devices: number; cpuMilli: number | null; memoryMib: number | null };
-  /** Jobs waiting that accept the type (a job accepting several counts under each), per tier: how many, the milli-devices they ask, the oldest wait. */
+  /** Jobs waiting for the type (their first acceptable type), per tier: how many, the milli-devices they ask, the oldest wait. */
   queue: Record<'premium' | 'standard' | 'basic', { jobs: number; milli: number; oldestWaitMs: number }>;
   /** Devices the region could still add by scaling (0 until autoscaling exists). */
   scalableDevices: number;

@@ -66,7 +66,7 @@ export type PeerChoice = { peer: string; reason: string } | { peer?: undefined; 
 
 /**
  * What this region is handing to each peer (whenever that started), and what it handed since that
- * peer's summary was made, per accelerator type (under every type the job accepts, as the peer's
+ * peer's summary was made, per accelerator type (the job's first acceptable type, as the peer's
  * queue counts it): demand the summary cannot show yet. Without it every job looking abroad
  * between two summaries sees the same room and all of them go to the same peer.
  */
@@ -127,13 +127,21 @@ export function choosePeer(
     let spare = -Infinity;
     let room = 0;
     const sent = o.inFlight?.get(peer);
+    // Over all its types together: queued and sent jobs count under their first type only, and a
+    // job that accepts several may land on any of them, so no one type's room is known to be
+    // taken; the sum is. Without it, jobs kept being sent for the room of the types nobody's
+    // first type named, and queued at the peer while another had room.
+    let together = -milli;
     for (const type of types) {
       const t = h.summary.types[type];
       const r = roomFor(spec.request, t);
       // Jobs sent since the summary arrived before this one: they go ahead whatever their tier.
-      const s = r - demandAhead(t, spec.tier) - (sent?.get(type) ?? 0) - milli;
+      const ahead = demandAhead(t, spec.tier) + (sent?.get(type) ?? 0);
+      together += r - ahead;
+      const s = r - ahead - milli;
       if (s > spare) [spare, room] = [s, r];
     }
+    spare = Math.min(spare, together);
     if (room < milli && !o.mustLeave) {
       why.push(`${peer}: no room now for ${describeRequest(spec.request)} (${formatDevices(room)} free where it must land)`);
       continue;

@@ -1,7 +1,7 @@
-// What a region tells its peers about its queue, and what a home counts as on its way to a peer,
-// for jobs that accept several accelerator types (most openb jobs accept any). Counted under their
-// first type only, the room of their other types looked free to the peers, and bench:global sent
-// copies to a region that already had them queued while another region had room.
+// What a region tells its peers about its queue, what a home counts as on its way to a peer, and
+// how a job that accepts several accelerator types (most openb jobs accept any) is weighed against
+// them: per type, the room of the types no queued job named first looked free, and bench:global
+// sent copies to a region that already had them queued while another region had room.
 import { sql } from 'kysely';
 import { readInFlight, summarizeInventory } from '../../activities/inventory';
 import type { InventorySummary } from '../../api/peers';
@@ -53,16 +53,16 @@ afterEach(async () => {
   await sql`DELETE FROM jobs`.execute(t.db);
 });
 
-test('a queued job that accepts two types counts in the queue of each', async () => {
+test('a queued job counts once, under its first type', async () => {
   await job('q-any', { types: ['A100', 'H100'], devices: 4, state: 'waiting' });
-  await job('q-a100', { types: ['A100'], devices: 2, state: 'pending' });
+  await job('q-h100', { types: ['H100'], devices: 2, state: 'pending' });
   const s = await summarizeInventory(t.db, 'home');
-  expect(s.types.A100.queue.standard).toMatchObject({ jobs: 2, milli: 6000 });
-  expect(s.types.H100.queue.standard).toMatchObject({ jobs: 1, milli: 4000 });
+  expect(s.types.A100.queue.standard).toMatchObject({ jobs: 1, milli: 4000 });
+  expect(s.types.H100.queue.standard).toMatchObject({ jobs: 1, milli: 2000 });
   expect(s.types.A100.queue.premium).toMatchObject({ jobs: 0, milli: 0 });
 });
 
-test('on its way to a peer: every type the job accepts; a handoff still being made counts however long ago it was marked', async () => {
+test('on its way to a peer: a handoff still being made counts however long ago it was marked', async () => {
   const summaryAt = Date.now();
   const held = new Map<string, HeldSummary>([
     [
@@ -82,18 +82,21 @@ test('on its way to a peer: every type the job accepts; a handoff still being ma
   // Decided after it: not in it yet.
   await job('decided-late', { types: ['H100'], devices: 2, state: 'handed-off', peer: 'eu', updatedAt: after });
   const inFlight = await readInFlight(t.db, held);
-  expect(Object.fromEntries(inFlight.get('eu') ?? [])).toEqual({ A100: 4000, H100: 6000 });
+  expect(Object.fromEntries(inFlight.get('eu') ?? [])).toEqual({ A100: 4000, H100: 2000 });
 });
 
-test('a peer whose room a multi-type job on its way may take is not offered the next job', async () => {
+test('jobs that accept several types are weighed against the room of all of them together', async () => {
   // eu's summary: 8 A100 and 8 H100 free, nothing queued.
-  const home = await summarizeInventory(t.db, 'eu');
-  const held = new Map<string, HeldSummary>([['eu', { summary: { ...home, region: 'eu' }, receivedAt: Date.now() }]]);
+  const eu = await summarizeInventory(t.db, 'eu');
+  const held = new Map<string, HeldSummary>([['eu', { summary: { ...eu, region: 'eu' }, receivedAt: Date.now() }]]);
   const next = { tier: 'standard' as const, request: { ...request(['A100', 'H100'], 8), topology: 'any' as const } };
-  expect(choosePeer(next, ['eu'], held, { now: Date.now(), inFlight: await readInFlight(t.db, held) }).peer).toBe('eu');
-  // A job that may take either type is being handed to eu: the next 8-device job fits in neither for sure.
-  await job('going', { types: ['A100', 'H100'], devices: 8, state: 'handing-off', peer: 'eu', updatedAt: new Date(Date.now() - 60_000) });
-  const choice = choosePeer(next, ['eu'], held, { now: Date.now(), inFlight: await readInFlight(t.db, held) });
+  const choose = async () => choosePeer(next, ['eu'], held, { now: Date.now(), inFlight: await readInFlight(t.db, held) });
+  // One 8-device job on its way (counted under A100, its first type): the H100 room is still there.
+  await job('going-1', { types: ['A100', 'H100'], devices: 8, state: 'handing-off', peer: 'eu', updatedAt: new Date(Date.now() - 60_000) });
+  expect((await choose()).peer).toBe('eu');
+  // Two: together they may take both types' room, though neither names H100 first.
+  await job('going-2', { types: ['A100', 'H100'], devices: 8, state: 'handing-off', peer: 'eu' });
+  const choice = await choose();
   expect(choice.peer).toBeUndefined();
   expect(choice.reason).toMatch(/queued ahead or on its way/);
 });
