@@ -55,15 +55,19 @@ const waiting = async (s: JobSpec, reason: RegExp): Promise<void> => {
 };
 
 /**
- * How the job came to be placed, from its history: on admission (its first workflow task ran the
- * admission and scheduled the run, and no placement was ever delivered to it), or by a cycle.
+ * How the job came to be placed, from its history: on admission (no placement was ever delivered
+ * to it, and it never entered the `waiting` phase: its JobState went from admission straight to
+ * placed), or by a cycle (a `placed` signal after it waited).
  */
 async function placedOnAdmission(s: JobSpec): Promise<boolean> {
   const events = (await h.client.temporal.workflow.getHandle(`job/${s.tenant}/${s.jobId}`).fetchHistory()).events ?? [];
   const delivered = events.some((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'placed');
-  const run = events.findIndex((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'runJob');
-  const tasksBeforeRun = events.slice(0, run).filter((e) => e.workflowTaskCompletedEventAttributes).length;
-  return !delivered && run > 0 && tasksBeforeRun === 1;
+  const states = events.flatMap((e) => {
+    const field = e.upsertWorkflowSearchAttributesEventAttributes?.searchAttributes?.indexedFields?.JobState?.data;
+    return field ? [JSON.parse(Buffer.from(field).toString('utf8')) as string] : [];
+  });
+  const ran = events.some((e) => e.activityTaskScheduledEventAttributes?.activityType?.name === 'runJob');
+  return ran && !delivered && states.includes('running') && !states.includes('waiting');
 }
 
 afterEach(async () => {
@@ -111,7 +115,12 @@ test('a job that fits is not placed on admission past an equal-ranked job waitin
   const later = spec('rb-later', 'premium', 4, { durationMs: 20 * MINUTE });
   await submit(later);
   await waiting(later, /held for higher-ranked job rb-first/);
-  expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', 'rb-later').execute()).toEqual([]);
+  // A lower tier is held back all the more.
+  const lower = spec('rb-lower', 'standard', 4, { priority: 1000, durationMs: 20 * MINUTE });
+  await submit(lower);
+  await waiting(lower, /held for higher-ranked job rb-first/);
+  for (const id of ['rb-later', 'rb-lower'])
+    expect(await t.db.selectFrom('allocations').select('id').where('job_id', '=', id).execute()).toEqual([]);
   // A higher priority ranks ahead of the waiting job: it is placed on admission past it.
   const urgent = spec('rb-urgent', 'premium', 4, { priority: 100, durationMs: 20 * MINUTE });
   await submit(urgent);
@@ -123,7 +132,7 @@ test('a job that fits is not placed on admission past an equal-ranked job waitin
   await running(other);
   expect(await placedOnAdmission(other)).toBe(true);
   expect((await jobProbes(h).status(first)).phase).toBe('waiting');
-  expect((await jobProbes(h).status(later)).phase).toBe('waiting');
+  for (const s of [later, lower]) expect((await jobProbes(h).status(s)).phase).toBe('waiting');
 });
 
 describe("admission's rank rule in SQL", () => {
