@@ -1,7 +1,7 @@
 // Admission's I/O: loads the policy rows of a tenant's chain (the `tenants` table, read on every
 // admission, so an operator's change applies to the next submission without a restart) and whether
-// anyone waits in the region, in one round trip. The decision is `scheduling/admission`.
-import { sql, type Kysely } from 'kysely';
+// a waiting job ranks ahead of the new one, in one round trip. The decision is `scheduling/admission`.
+import { sql, type Kysely, type RawBuilder } from 'kysely';
 import type { Database } from '../db/schema';
 import { PREPARED } from '../db/connection';
 import type { JobSpec, Placement } from '../api/types';
@@ -11,6 +11,8 @@ import { allowedPeers, handoffPolicy } from '../scheduling/handoff';
 import { ErrorTypes, findDomainError, isDomainError } from '../api/errors';
 import { QUEUED_REASON, enqueueJob, joinQueue, queueEntry, withdrawSubmitted, type Enqueued, type EnqueueRow } from './jobs';
 import { activityLog, type Region } from './region';
+import { queueKeySql, rankBaseSql, sqlNumber } from './cycle';
+import { DEFAULT_QUEUE_CONFIG, QUEUE_KEY_EPOCH, TIER_RANK, type QueueConfig } from '../scheduling/queue';
 
 /** An admitted job: its queue entry, and its placement when it was placed on admission. */
 export interface Admitted extends Enqueued {
@@ -28,10 +30,14 @@ export const FAST_PATH_RETRIES = 3;
 /**
  * Everything a new job does first, in one step the job workflow runs as a local activity (no
  * task dispatch, no extra workflow task): admission; if admitted, its place in the queue; then,
- * when nobody else waits in the region, an immediate placement through the same allocator
- * transaction a scheduling cycle uses (quota, reservations, nominations and all), since with
- * an empty queue there is no one it could overtake. Otherwise it waits for the region
- * scheduler, which this wakes. Idempotent: a retry finds the same queue entry and placement.
+ * when no waiting job that could use the same accelerator types may rank at or ahead of it in the
+ * cycle's queue order (`mayRankAhead`), an immediate placement through the same allocator
+ * transaction a scheduling cycle uses (quota, reservations, nominations and all): the next cycle
+ * would try it first among the jobs that compete with it, so placing it now overtakes no one.
+ * Jobs waiting for other types only are no competitors: a node has one type, and quota and
+ * reservations are kept per type. Otherwise, or when it does not fit, it waits for the region
+ * scheduler, which this wakes (and which may preempt for it). Idempotent: a retry finds the same
+ * queue entry and placement.
  */
 export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: string): Promise<AdmissionResult> {
   const { db, allocator } = region;
@@ -55,16 +61,16 @@ export async function admitAndPlace(region: Region, spec: JobSpec, workflowId: s
   let entry: Enqueued | { admitted: false; problems: string[] };
   let queueAhead: boolean;
   if (!notHere && !regions.problems.length) {
-    // The common case in one round trip: the tenant's policy, whether anyone waits, and the job's
-    // row as `submitted` (taken back below if the policy refuses the job).
-    const context = await admitIntoQueue(db, spec, region.name, workflowId);
+    // The common case in one round trip: the tenant's policy, whether a competitor waits ahead of
+    // it, and the job's row as `submitted` (taken back below if the policy refuses the job).
+    const context = await admitIntoQueue(db, spec, region.name, workflowId, region.queue);
     const problems = admissionProblems(spec, region.name, context.policy);
     if (problems.length) {
       await withdrawSubmitted(db, spec.jobId, workflowId);
       return { admitted: false, problems };
     }
-    // Someone waits (then it joins the queue below, keeping its position), or nobody does (then it
-    // is placed now, as `submitted`, which concurrent admissions do not take for a queue).
+    // A competitor waits ahead (then it joins the queue below, keeping its position), or none does
+    // (then it is placed now, as `submitted`, which concurrent admissions do not take for a queue).
     entry = context.entry;
     queueAhead = context.queueAhead;
     if ('problems' in entry) return entry;
@@ -157,16 +163,18 @@ export async function loadAdmissionContext(
 
 /**
  * Admission's reads and the job's queue entry in one statement: the tenant chain's policy rows,
- * whether anyone other than the job waits in `region`, and the job's row, inserted as `submitted`
- * (invisible to cycles and to other admissions' queue check) or, on a retry, the row already
- * there. Nothing is inserted for an unknown tenant (the policy then refuses the job). The entry
- * is a refusal when the id is another job's, or an ended one's.
+ * whether a waiting job of `region` ranks ahead of the job on a type it could use
+ * (`rankedAheadSql`, judged at the job's queue position), and the job's row, inserted as
+ * `submitted` (invisible to cycles and to other admissions' queue check) or, on a retry, the row
+ * already there. Nothing is inserted for an unknown tenant (the policy then refuses the job). The
+ * entry is a refusal when the id is another job's, or an ended one's.
  */
 export async function admitIntoQueue(
   db: Kysely<Database>,
   spec: JobSpec,
   region: string,
   workflowId: string,
+  cfg: QueueConfig = DEFAULT_QUEUE_CONFIG,
 ): Promise<{ policy: TenantPolicyRow[]; queueAhead: boolean; entry: Enqueued | { admitted: false; problems: string[] } }> {
   // Prepared: small tables by key and partial indexes by region, so the generic plan is the custom one.
   const r = await sql<{ policy: TenantPolicyRow[]; queue_ahead: boolean } & Partial<EnqueueRow>>`${sql.raw(PREPARED)}
@@ -185,7 +193,7 @@ export async function admitIntoQueue(
       coalesce((SELECT json_agg(json_build_object('path', path, 'active', active, 'allowed_tiers', allowed_tiers,
           'allowed_types', allowed_types, 'max_devices_per_job', max_devices_per_job))
         FROM tenants WHERE path = ANY(${tenantChain(spec.tenant)}::text[])), '[]') AS policy,
-      EXISTS (SELECT 1 FROM jobs WHERE region = ${region} AND state = 'waiting' AND id <> ${spec.jobId}) AS queue_ahead,
+      ${rankedAheadSql(region, spec, sql`coalesce(e.enqueued_at, now())`, cfg)} AS queue_ahead,
       e.epoch, e.state, e.enqueued_at, e.workflow_id
     FROM (SELECT 1) one LEFT JOIN entry e ON true`.execute(db);
   const row = r.rows[0];
@@ -199,4 +207,32 @@ export async function admitIntoQueue(
     return { policy, queueAhead, entry: await enqueueOrRefuse(() => enqueueJob(db, spec, region, workflowId, 'submitted')) };
   }
   return { policy, queueAhead, entry: await enqueueOrRefuse(async () => queueEntry(row as EnqueueRow, spec, region, workflowId)) };
+}
+
+/**
+ * Whether a job of `region` other than `arrival` waits that may rank at or ahead of it
+ * (scheduling/queue.ts `mayRankAhead`, the same rule written in SQL) and could use one of its
+ * accelerator types, were `arrival` queued at `enqueuedAt`. Bounded by the rank index
+ * (`jobs_queue_rank`, with the default settings): only waiting jobs whose queue key is at most one
+ * aging step (and a point, for rounding) below the arrival's can rank ahead of it, so the index is
+ * read from the head of the queue down to there and no further.
+ */
+export function rankedAheadSql(
+  region: string,
+  arrival: Pick<JobSpec, 'jobId' | 'tier' | 'priority' | 'request'>,
+  enqueuedAt: RawBuilder<Date>,
+  cfg: QueueConfig = DEFAULT_QUEUE_CONFIG,
+): RawBuilder<boolean> {
+  const base = TIER_RANK[arrival.tier] * cfg.tierWeight + (arrival.priority ?? 0);
+  const step = sqlNumber('agingStep', cfg.agingStep);
+  const interval = sqlNumber('agingIntervalMs', cfg.agingIntervalMs);
+  const keyEpoch = new Date(QUEUE_KEY_EPOCH).toISOString();
+  return sql<boolean>`EXISTS (SELECT 1 FROM jobs
+      WHERE region = ${region} AND state = 'waiting' AND id <> ${arrival.jobId}
+        AND ${queueKeySql(cfg)} >= ${base}::float8
+          - date_part('epoch', ${enqueuedAt} - TIMESTAMPTZ '${sql.raw(keyEpoch)}') * ${sql.raw(sqlNumber('agingStep × 1000', cfg.agingStep * 1000))} / ${sql.raw(interval)}
+          - ${sql.raw(step)} - 1
+        AND ${rankBaseSql(cfg)} - ${base}::float8
+          + ${sql.raw(step)} * ceil(date_part('epoch', ${enqueuedAt} - enqueued_at) * 1000 / ${sql.raw(interval)}) >= 0
+        AND (spec->'request'->'acceleratorTypes') ?| ${arrival.request.acceleratorTypes}::text[])`;
 }

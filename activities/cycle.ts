@@ -269,16 +269,27 @@ export function waitingQueueQuery(region: string, limit: number, cfg: QueueConfi
  * bound: an index expression matches a query's only when both carry the same constants.
  */
 export function queueKeySql(cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): RawBuilder<number> {
-  const num = (what: string, v: number): string => {
-    if (!Number.isFinite(v)) throw new Error(`queue settings: ${what} must be a finite number, got ${v}`);
-    return v < 0 ? `(${v})` : String(v);
-  };
-  const tiers = TIERS.map((t) => `WHEN '${t}' THEN ${num(`tierWeight × ${t}`, TIER_RANK[t] * cfg.tierWeight)}`).join(' ');
   const epoch = new Date(QUEUE_KEY_EPOCH).toISOString();
   return sql.raw(
-    `(CASE tier ${tiers} ELSE 0 END + priority - date_part('epoch', enqueued_at - TIMESTAMPTZ '${epoch}')` +
-      ` * ${num('agingStep × 1000', cfg.agingStep * 1000)} / ${num('agingIntervalMs', cfg.agingIntervalMs)})`,
+    `(${rankBaseText(cfg)} - date_part('epoch', enqueued_at - TIMESTAMPTZ '${epoch}')` +
+      ` * ${sqlNumber('agingStep × 1000', cfg.agingStep * 1000)} / ${sqlNumber('agingIntervalMs', cfg.agingIntervalMs)})`,
   );
+}
+
+/** A jobs row's effective priority before aging (tier weight plus priority), as SQL. */
+export function rankBaseSql(cfg: QueueConfig = DEFAULT_QUEUE_CONFIG): RawBuilder<number> {
+  return sql.raw(`(${rankBaseText(cfg)})`);
+}
+
+function rankBaseText(cfg: QueueConfig): string {
+  const tiers = TIERS.map((t) => `WHEN '${t}' THEN ${sqlNumber(`tierWeight × ${t}`, TIER_RANK[t] * cfg.tierWeight)}`).join(' ');
+  return `CASE tier ${tiers} ELSE 0 END + priority`;
+}
+
+/** A queue setting written into SQL text: finite, negative numbers parenthesised. */
+export function sqlNumber(what: string, v: number): string {
+  if (!Number.isFinite(v)) throw new Error(`queue settings: ${what} must be a finite number, got ${v}`);
+  return v < 0 ? `(${v})` : String(v);
 }
 
 /**

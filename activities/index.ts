@@ -79,6 +79,7 @@ export function createActivities({
     allocator: new Allocator(db, { policy, region: name, objective }),
     executor: executor ?? new SimulatedExecutor(db),
     peers: peers ?? new PeerLinks(name, []),
+    queue: cycle?.queue,
   });
   const providers = new Providers(db, providerConfigs ?? []);
 

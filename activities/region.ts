@@ -11,6 +11,7 @@ import type { Allocator, ReleaseResult } from './allocator';
 import type { Executor } from './executor';
 import { coalescedKick } from './kick';
 import type { PeerLinks } from './peers';
+import type { QueueConfig } from '../scheduling/queue';
 
 /** The least time between two kicks one worker sends the region scheduler. */
 export const KICK_SPACING_MS = 100;
@@ -26,6 +27,8 @@ export interface Region {
   executor: Executor;
   /** The region's peers and the clients that reach them. */
   peers: PeerLinks;
+  /** The queue order its scheduling cycles rank by (default DEFAULT_QUEUE_CONFIG); admission must not overtake it. */
+  queue?: QueueConfig;
   /** Wakes the region scheduler (coalesced; starts it if it is not running). */
   kick(): Promise<void>;
 }

@@ -684,6 +684,19 @@ runBench(async ({ cleanup }) => {
     }
   }
   for (const id of premium.keys()) if (!premiumRows.some((r) => r.id === id)) notPlaced.push(`${id} never reached the queue`);
+  // Of those that found room: placed on admission (their history holds no placement delivered by a
+  // cycle), or by a cycle after they queued.
+  const directIds = premiumRows.filter((r) => !victimsOf.has(r.id) && r.placed_at).map((r) => r.id);
+  const delivered = await inBatches(directIds, 16, async (id) => {
+    const events = (await client.temporal.workflow.getHandle(`job/${PREMIUM_TENANT}/${id}`).fetchHistory()).events ?? [];
+    return events.some((e) => e.workflowExecutionSignaledEventAttributes?.signalName === 'placed');
+  });
+  const directBy = { admission: [] as number[], cycle: [] as number[] };
+  directIds.forEach((id, i) => {
+    const sub = submitted.get(id);
+    const placed = watch.placedAt.get(id) ?? premiumRows.find((r) => r.id === id)?.placed_at?.getTime();
+    if (sub !== undefined && placed !== undefined) (delivered[i] ? directBy.cycle : directBy.admission).push(placed - sub);
+  });
   const everVictim = premiumRows.filter((r) => r.preempted_by.length > 0 || r.epoch !== 1).map((r) => r.id);
 
   // Victims and work lost.
@@ -785,6 +798,8 @@ runBench(async ({ cleanup }) => {
   row('  that preempted', waits.preempting);
   row('  that preempted, minus grace', waits.preempting, GRACE_MS);
   row('  that found room without preempting', waits.direct);
+  row('    placed on admission', directBy.admission);
+  row('    placed by a cycle', directBy.cycle);
   row(`baseline: standard, empty cluster (${fmt(baselineSeconds)} s)`, baselineWaits);
   console.log(`\n${'where the time goes (ms)'.padEnd(WIDTH)}     n      p50      p99      max`);
   row('submit → queued (admit, enqueue)', phases.admit);

@@ -64,6 +64,26 @@ export function queueKey(job: Pick<QueuedJob, 'tier' | 'priority' | 'enqueuedAt'
   return TIER_RANK[job.tier] * cfg.tierWeight + job.priority - (cfg.agingStep * (job.enqueuedAt - QUEUE_KEY_EPOCH)) / cfg.agingIntervalMs;
 }
 
+/**
+ * Whether `waiting` may rank at or ahead of `arrival` in rankQueue's order at some moment once
+ * both are queued: what a placement on admission must not overtake, since the next cycle,
+ * whenever it runs, may serve such a job first. Both age at the same rate from then on, but in
+ * whole steps counted from different instants, so the waiting job's lead in effective priority is
+ * its base lead plus its head start in aging steps, rounded down or up as time passes; this takes
+ * the larger. Ties count as ahead (the earlier job wins them). A waiting job keyed (queueKey) at
+ * least one agingStep below the arrival never ranks ahead of it, so the jobs to look at are a
+ * bounded range of the rank index.
+ */
+export function mayRankAhead(
+  waiting: Pick<QueuedJob, 'tier' | 'priority' | 'enqueuedAt'>,
+  arrival: Pick<QueuedJob, 'tier' | 'priority' | 'enqueuedAt'>,
+  cfg: QueueConfig = DEFAULT_QUEUE_CONFIG,
+): boolean {
+  const base = (j: Pick<QueuedJob, 'tier' | 'priority'>): number => TIER_RANK[j.tier] * cfg.tierWeight + j.priority;
+  const headStartSteps = Math.ceil((arrival.enqueuedAt - waiting.enqueuedAt) / cfg.agingIntervalMs);
+  return base(waiting) - base(arrival) + headStartSteps * cfg.agingStep >= 0;
+}
+
 /** A placed or running job's hold on capacity, with when it is expected to end. */
 export interface Holding {
   acceleratorType: string;

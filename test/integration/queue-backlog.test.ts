@@ -57,11 +57,24 @@ test('a fresh premium job is placed behind more older unplaceable jobs than a cy
   const backlog = Array.from({ length: SCAN_LIMIT * 3 }, (_, i) => spec(`bl-${String(i).padStart(2, '0')}`, { tenant: 'acme/over' }));
   for (const s of backlog) await submit(s);
   const { until } = jobProbes(h);
-  for (const s of backlog) await until(s, (st) => st.phase === 'waiting' && /quota/.test(st.waitingReason ?? ''), 'waiting for quota');
+  // Each waits for quota; one admitted behind others the cycle does not read (past scanLimit) says
+  // it is queued rather than why, as no cycle tries it (the quota reason comes from its own try on
+  // admission, which it makes only when nobody ranks ahead of it: a race of the admissions).
+  for (const s of backlog) await until(s, (st) => st.phase === 'waiting' && /quota|queued/.test(st.waitingReason ?? ''), 'waiting');
   // Older than anything a cycle stamps now: the backlog is the oldest part of the queue.
   await sql`UPDATE jobs SET enqueued_at = now() - interval '10 seconds' WHERE tenant = 'acme/over'`.execute(t.db);
+  // The node is full of premium work nobody may preempt, so the premium job cannot be placed on
+  // admission (nothing ranks ahead of it, but there is no room): a cycle must find it when room appears.
+  const holder = spec('bl-holder', {
+    tier: 'premium',
+    request: { acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: 8, topology: 'any' },
+  });
+  await submit(holder);
+  await until(holder, (st) => st.phase === 'running', 'running');
   const premium = spec('bl-premium', { tier: 'premium' });
   await submit(premium);
+  await until(premium, (st) => st.phase === 'waiting' && /no room/.test(st.waitingReason ?? ''), 'waiting for room');
+  await h.client.cancel(holder.tenant, holder.jobId, 'room for bl-premium');
   const placed = await until(premium, (st) => st.phase === 'running', 'running', 20_000);
   expect(placed.placement?.acceleratorType).toBe('A100');
   for (const s of backlog) expect((await jobProbes(h).status(s)).phase).toBe('waiting');

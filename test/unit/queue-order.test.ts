@@ -4,6 +4,7 @@ import {
   BackfillGate,
   DEFAULT_QUEUE_CONFIG,
   effectivePriority,
+  mayRankAhead,
   queueKey,
   rankQueue,
   type Holding,
@@ -291,5 +292,56 @@ describe('backfill gate', () => {
     expect(() => new BackfillGate(NOW, new Map(), [hold('H100', 1000, 1), hold('H100', -5, 1)])).toThrow(/holdings\[1\]\.milli/);
     const gate = new BackfillGate(NOW, new Map(), []);
     expect(() => gate.took('H100', -1000, NOW)).toThrow(/^milli must be .*≥ 0, got -1000$/);
+  });
+});
+
+describe('who a new job may not overtake (placement on admission)', () => {
+  const I = DEFAULT_QUEUE_CONFIG.agingIntervalMs;
+  const arrival = (extra: Partial<QueuedJob> = {}): QueuedJob => job('new', { tier: 'premium', priority: 0, ...extra });
+
+  test('a basic job that has not aged to the tier gap does not hold back a fresh premium job; one within a minute of it does', () => {
+    expect(mayRankAhead(job('b-39', { tier: 'basic', priority: 0, enqueuedAt: NOW - 39 * I }), arrival())).toBe(false);
+    // 39½ minutes: half a minute from now its aging reaches the gap while the new job's has not moved.
+    expect(mayRankAhead(job('b-39.5', { tier: 'basic', priority: 0, enqueuedAt: NOW - 39.5 * I }), arrival())).toBe(true);
+  });
+
+  test('an equal job queued a moment earlier holds a new one back, and so does a lead of less than one aging step', () => {
+    const earlier = job('p-early', { tier: 'premium', priority: 0, enqueuedAt: NOW - 1000 });
+    expect(mayRankAhead(earlier, arrival())).toBe(true);
+    // It gains its first aging step a minute before the new job does.
+    expect(mayRankAhead(earlier, arrival({ priority: DEFAULT_QUEUE_CONFIG.agingStep - 1 }))).toBe(true);
+    expect(mayRankAhead(earlier, arrival({ priority: DEFAULT_QUEUE_CONFIG.agingStep + 1 }))).toBe(false);
+  });
+
+  test('for any two jobs: one said not to rank ahead never does, and one said to may at some moment', () => {
+    const queuedJob = (id: string) =>
+      fc.record({
+        jobId: fc.constant(id),
+        tier: fc.constantFrom(...TIERS),
+        priority: fc.integer({ min: 0, max: 1000 }),
+        enqueuedAt: fc.integer({ min: NOW - 2 * 3_600_000, max: NOW }),
+        acceleratorTypes: fc.constant<string[]>(['H100']),
+        milli: fc.constant(1000),
+        durationMs: fc.constant(60_000),
+      });
+    fc.assert(
+      fc.property(
+        queuedJob('w'),
+        queuedJob('a'),
+        fc.array(fc.integer({ min: 0, max: 3 * 3_600_000 }), { maxLength: 20 }),
+        (w, a, later) => {
+          const from = Math.max(w.enqueuedAt, a.enqueuedAt);
+          // Just before the arrival's aging steps, when the waiting job's lead is largest, and any other moments.
+          const edges = [0, 1, 2, 5, 60].map((m) => a.enqueuedAt + (m + 1) * I - 1).filter((t) => t >= from);
+          const moments = [from, ...edges, ...later.map((x) => from + x)];
+          const atOrAhead = (t: number): boolean => effectivePriority(w, t) >= effectivePriority(a, t);
+          if (mayRankAhead(w, a)) expect(moments.some(atOrAhead)).toBe(true);
+          else for (const t of moments) expect(rankQueue([a, w], t)[0]).toBe(a);
+          // The index bound admission reads by: a job that may rank ahead is keyed less than one step below.
+          if (mayRankAhead(w, a)) expect(queueKey(w)).toBeGreaterThan(queueKey(a) - DEFAULT_QUEUE_CONFIG.agingStep);
+        },
+      ),
+      { numRuns: 1000 },
+    );
   });
 });
