@@ -366,11 +366,10 @@ async function placeCopyNow(region: Region, jobId: string, originEpoch: number):
     event: 'handoff.copy-placed',
     nodes: placement.workers.map((w) => w.nodeName),
   });
-  const told = await tell(() =>
-    region.client.workflow.getHandle(row.workflow_id).signal(placedSignal, { epoch: row.epoch, placement }),
-  );
+  const told = await tell(() => region.client.workflow.getHandle(row.workflow_id).signal(placedSignal, { epoch: row.epoch, placement }));
   // Its workflow has ended meanwhile: the devices go back (as the cycle does for a placement nobody hears).
-  if (!told) await releaseEndedJob(region, jobId, row.epoch, `its workflow ${row.workflow_id} had ended when its placement was made`, false);
+  if (!told)
+    await releaseEndedJob(region, jobId, row.epoch, `its workflow ${row.workflow_id} had ended when its placement was made`, false);
   return true;
 }
 

@@ -89,6 +89,8 @@ test('a batch whose inventory cannot be read fails as a whole; a bad request in 
   await expect(
     new Allocator(down, { region: 'local' }).allocateBatch([{ jobId: 'out-4', epoch: 1, request: spec('out-4').request }]),
   ).rejects.toThrow(/ECONNREFUSED|connect/);
-  const [item] = await new Allocator(t.db, { region: 'local' }).allocateBatch([{ jobId: 'out-5', epoch: 1, request: spec('out-5', 16).request }]);
+  const [item] = await new Allocator(t.db, { region: 'local' }).allocateBatch([
+    { jobId: 'out-5', epoch: 1, request: spec('out-5', 16).request },
+  ]);
   expect(item.error).toMatch(/16/);
 });
