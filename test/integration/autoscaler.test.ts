@@ -262,10 +262,17 @@ test('idle nodes go back after the idle limit, a node running premium work never
   const onCloud = nodeOf(await r.until(premium, (s) => s.phase === 'running', 'premium running on a cloud node'))[0];
   expect(onCloud).toMatch(/^cloud-/);
   expect((await r.client.result(brief.tenant, brief.jobId)).outcome).toBe('completed');
-  // The node that ran the brief job goes back once idle past the limit; the premium one stays.
+  // The node that ran the brief job goes back once idle past the limit, and so does any other the
+  // autoscaler got for the demand it saw (a loaded machine may see it longer); the premium one stays.
   await eventually(async () => ((await r.status()).releasedNodes >= 1 ? true : undefined), 'an idle node released');
-  const left = (await r.cloudNodes()).map((n) => n.name);
-  expect(left).toEqual([onCloud]);
+  await eventually(
+    async () => {
+      const left = (await r.cloudNodes()).map((n) => n.name);
+      return left.length === 1 && left[0] === onCloud ? true : undefined;
+    },
+    'every idle cloud node released, the premium one kept',
+    30_000,
+  );
   const released = await r.db.selectFrom('provider_nodes').select(['name', 'state']).where('state', '=', 'released').execute();
   expect(released.map((n) => n.name)).not.toContain(onCloud);
   const decisions = (await r.status()).decisions;
