@@ -5,7 +5,7 @@ import type { Kysely } from 'kysely';
 import { requireTemporalBinary, freePort } from '../../scripts/temporal-server';
 import { existingClusterEnvironment } from '../../scripts/temporal-cluster';
 import { SEARCH_ATTRIBUTES } from '../../api/search-attributes';
-import { SchedulerClient } from '../../api/client';
+import { OperatorActionRefusedError, SchedulerClient } from '../../api/client';
 import { createRegionWorker, type RegionWorker, type RegionWorkerOptions } from '../../worker/worker';
 import type { Database } from '../../db/schema';
 import { WORKFLOW_BUNDLE } from './global-setup';
@@ -120,4 +120,27 @@ export function jobProbes(h: TemporalHarness) {
       timeoutMs,
     );
   return { status, until };
+}
+
+/**
+ * Submissions a test file makes (through `client()`, read when used: the harness starts later), and their cleanup after each test: every job still live is
+ * cancelled (a job that has ended refuses, which is fine) and its result awaited.
+ */
+export function trackedSubmissions(client: () => SchedulerClient) {
+  const submitted: JobSpec[] = [];
+  const submit = async (s: JobSpec): Promise<void> => {
+    submitted.push(s);
+    await client().submit(s);
+  };
+  const endAll = async (): Promise<void> => {
+    for (const s of submitted.splice(0)) {
+      await client()
+        .cancel(s.tenant, s.jobId, 'test cleanup')
+        .catch((err) => {
+          if (!(err instanceof OperatorActionRefusedError)) throw err;
+        });
+      await client().result(s.tenant, s.jobId);
+    }
+  };
+  return { submit, endAll };
 }

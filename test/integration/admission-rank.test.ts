@@ -3,13 +3,12 @@
 // order, and joins the queue behind them otherwise. On a real Temporal dev server and PostgreSQL.
 import { sql } from 'kysely';
 import { checkInvariants } from '../../db/invariants';
-import { OperatorActionRefusedError } from '../../api/client';
 import { TIERS, type JobSpec, type JobStatus } from '../../api/types';
 import { rankedAheadSql } from '../../activities/admission';
 import { DEFAULT_QUEUE_CONFIG, mayRankAhead, type QueueConfig } from '../../scheduling/queue';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants } from '../helpers/fleet';
-import { jobProbes, startTemporal, type TemporalHarness } from '../helpers/temporal';
+import { jobProbes, startTemporal, trackedSubmissions, type TemporalHarness } from '../helpers/temporal';
 
 let t: TestDatabase;
 let h: TemporalHarness;
@@ -41,11 +40,7 @@ const spec = (jobId: string, tier: JobSpec['tier'], devices: number, o: Partial<
   request: { acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: devices, topology: 'any' },
   ...o,
 });
-const submitted: JobSpec[] = [];
-const submit = async (s: JobSpec): Promise<void> => {
-  submitted.push(s);
-  await h.client.submit(s);
-};
+const { submit, endAll } = trackedSubmissions(() => h.client);
 const until = (s: JobSpec, ok: (st: JobStatus) => boolean, what: string): Promise<JobStatus> => jobProbes(h).until(s, ok, what);
 const running = (s: JobSpec) => until(s, (st) => st.phase === 'running', 'running');
 /** Waiting, as its workflow says and as the queue the cycle reads has it. */
@@ -71,12 +66,7 @@ async function placedOnAdmission(s: JobSpec): Promise<boolean> {
 }
 
 afterEach(async () => {
-  for (const s of submitted.splice(0)) {
-    await h.client.cancel(s.tenant, s.jobId, 'test cleanup').catch((err) => {
-      if (!(err instanceof OperatorActionRefusedError)) throw err;
-    });
-    await h.client.result(s.tenant, s.jobId);
-  }
+  await endAll();
   expect(await checkInvariants(t.db)).toEqual([]);
 });
 

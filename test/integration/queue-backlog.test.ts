@@ -2,13 +2,12 @@
 // the head of the queue when more older jobs wait than that and none of them can be placed.
 import { sql } from 'kysely';
 import { checkInvariants } from '../../db/invariants';
-import { OperatorActionRefusedError } from '../../api/client';
 import { TIERS, type JobSpec } from '../../api/types';
 import { DEFAULT_QUEUE_CONFIG, queueKey, type QueueConfig } from '../../scheduling/queue';
 import { waitingQueueQuery } from '../../activities/cycle';
 import { createTestDatabase, type TestDatabase } from '../helpers/db';
 import { seedFleet, seedTenants, setQuota } from '../helpers/fleet';
-import { jobProbes, startTemporal, type TemporalHarness } from '../helpers/temporal';
+import { jobProbes, startTemporal, trackedSubmissions, type TemporalHarness } from '../helpers/temporal';
 
 const SCAN_LIMIT = 4;
 let t: TestDatabase;
@@ -37,19 +36,10 @@ const spec = (jobId: string, o: Partial<JobSpec> = {}): JobSpec => ({
   request: { acceleratorTypes: ['A100'], workers: 1, devicesPerWorker: 1, topology: 'any' },
   ...o,
 });
-const submitted: JobSpec[] = [];
-const submit = async (s: JobSpec): Promise<void> => {
-  submitted.push(s);
-  await h.client.submit(s);
-};
+const { submit, endAll } = trackedSubmissions(() => h.client);
 
 afterEach(async () => {
-  for (const s of submitted.splice(0)) {
-    await h.client.cancel(s.tenant, s.jobId, 'test cleanup').catch((err) => {
-      if (!(err instanceof OperatorActionRefusedError)) throw err;
-    });
-    await h.client.result(s.tenant, s.jobId);
-  }
+  await endAll();
   expect(await checkInvariants(t.db)).toEqual([]);
 });
 
